@@ -1,0 +1,203 @@
+"""Fixtures shared by every test suite of the workspace: keys, tokens, a migrated database."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import jwt
+import psycopg
+import pytest
+from chat_migrations import apply
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_test"
+)
+TABLES = ("chat_message_outbox", "chat_messages", "chat_participants", "chat_sessions")
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: rsa.RSAPrivateKey
+    private_pem: bytes
+    public_pem: bytes
+    kid: str
+
+
+def make_key_pair(kid: str | None = None) -> KeyPair:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return KeyPair(
+        private=key,
+        private_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        public_pem=key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        kid=kid or uuid.uuid4().hex[:16],
+    )
+
+
+@pytest.fixture(scope="session")
+def issuer_keys() -> KeyPair:
+    """Stands for FlairBit's signing key in tests that do not run the stand-in."""
+    return make_key_pair()
+
+
+@pytest.fixture(scope="session")
+def service_keys() -> KeyPair:
+    """The chat service's own key pair (service JWTs to FlairBit)."""
+    return make_key_pair()
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def make_token(issuer_keys: KeyPair) -> TokenFactory:
+    def factory(
+        sub: str = "alice@example.com",
+        *,
+        ttl: float = 600,
+        iss: str | None = "flairbit",
+        aud: str | None = "chat",
+        key: KeyPair | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl)}
+        if iss is not None:
+            claims["iss"] = iss
+        if aud is not None:
+            claims["aud"] = aud
+        claims.update(extra or {})
+        signer = key or issuer_keys
+        return jwt.encode(
+            claims,
+            signer.private,
+            algorithm="RS256",
+            headers={"kid": signer.kid, **(headers or {})},
+        )
+
+    return factory
+
+
+def _admin_url(dsn: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/postgres"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A freshly created and migrated test database, dropped afterwards."""
+    name = urlsplit(TEST_DATABASE_URL).path.lstrip("/")
+    with psycopg.connect(_admin_url(TEST_DATABASE_URL), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    apply(TEST_DATABASE_URL)
+    yield TEST_DATABASE_URL
+    with psycopg.connect(_admin_url(TEST_DATABASE_URL), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test database, emptied before each test."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20)
+    assert pool is not None
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class FlairBit:
+    """A running FlairBit stand-in process."""
+
+    url: str
+    jwks_url: str
+    key_dir: str
+    service_private_key_file: str
+
+    def token(self, email: str, **body: Any) -> str:
+        import httpx
+
+        answer = httpx.post(f"{self.url}/dev/token", json={"email": email, **body}, timeout=5)
+        answer.raise_for_status()
+        return str(answer.json()["token"])
+
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        answer = httpx.request(method, f"{self.url}{path}", timeout=5, **kwargs)
+        answer.raise_for_status()
+        return answer.json() if answer.content else None
+
+
+@pytest.fixture(scope="session")
+def flairbit(tmp_path_factory: pytest.TempPathFactory, service_keys: KeyPair) -> Iterator[FlairBit]:
+    import subprocess
+    import sys
+
+    import httpx
+
+    key_dir = tmp_path_factory.mktemp("flairbit-keys")
+    (key_dir / "chat_service_public.pem").write_bytes(service_keys.public_pem)
+    private = key_dir / "chat_service_private.pem"
+    private.write_bytes(service_keys.private_pem)
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLAIRBIT_PORT": str(port),
+        "FLAIRBIT_KEY_DIR": str(key_dir),
+        "FLAIRBIT_CHAT_SERVICE_PUBLIC_KEY_FILE": str(key_dir / "chat_service_public.pem"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flairbit_stub"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the FlairBit stand-in did not start")
+            time.sleep(0.1)
+        yield FlairBit(url, f"{url}/.well-known/jwks.json", str(key_dir), str(private))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def flairbit_reset(flairbit: FlairBit) -> FlairBit:
+    """The stand-in with its faults, overrides and counters cleared."""
+    flairbit.control("POST", "/dev/reset")
+    return flairbit

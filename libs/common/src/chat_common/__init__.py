@@ -1,0 +1,1 @@
+"""Shared library of the chat services: settings, JWT, DTOs, problems, logs, health, metrics."""

@@ -1,0 +1,142 @@
+"""Wire DTOs of the public API (camelCase JSON), validated by msgspec."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+import msgspec
+
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
+Intent = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
+
+
+class Request(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    """Base of request bodies: unknown fields are refused."""
+
+
+class Response(msgspec.Struct, rename="camel", frozen=True):
+    """Base of response bodies."""
+
+
+class InitSessionRequest(Request, frozen=True):
+    to_email: Email
+    intent: Intent
+    from_email: Email | None = None
+
+
+class Participant(Response, frozen=True):
+    profile_id: uuid.UUID
+    display_name: str
+    email: str
+
+
+class SessionView(Response, frozen=True):
+    session_id: uuid.UUID
+    intent: str
+    participants: tuple[Participant, Participant]
+    created_at: dt.datetime
+
+
+class Membership(Response, frozen=True):
+    session_id: uuid.UUID
+    intent: str
+    me: Participant
+    peer: Participant
+
+
+ContentText = Annotated[str, msgspec.Meta(max_length=65536)]
+
+
+class SendMessageRequest(Request, frozen=True):
+    session_id: uuid.UUID
+    content: ContentText
+    client_message_id: uuid.UUID
+
+
+class MarkRequest(Request, frozen=True):
+    up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+
+class MessageView(Response, frozen=True):
+    message_id: uuid.UUID
+    session_id: uuid.UUID
+    seq: int
+    sender_id: uuid.UUID
+    sender_display_name: str
+    sender_email: str
+    content: str
+    client_message_id: uuid.UUID
+    sent_at: dt.datetime
+    delivered: bool = False
+    seen: bool = False
+
+
+class HistoryPage(Response, frozen=True):
+    session_id: uuid.UUID
+    messages: list[MessageView]
+
+
+class UnreadView(Response, frozen=True):
+    session_id: uuid.UUID
+    count: int
+    messages: list[MessageView]
+
+
+class LastMessage(Response, frozen=True):
+    message_id: uuid.UUID
+    seq: int
+    sender_email: str
+    content: str
+    sent_at: dt.datetime
+
+
+class SessionSummary(Response, frozen=True):
+    session_id: uuid.UUID
+    intent: str
+    peer: Participant
+    me: Participant
+    last_message: LastMessage | None
+    unread_count: int
+    created_at: dt.datetime
+
+
+class SessionList(Response, frozen=True):
+    sessions: list[SessionSummary]
+
+
+class Marks(Response, frozen=True):
+    session_id: uuid.UUID
+    read_seq: int
+    delivered_seq: int
+
+
+class ReceiptEvent(Response, frozen=True):
+    """Sent to both participants when one of them moves a read or delivered mark."""
+
+    session_id: uuid.UUID
+    kind: str  # "read" | "delivered"
+    profile_id: uuid.UUID
+    email: str
+    up_to_seq: int
+
+
+class SendCommand(Response, frozen=True):
+    """A SEND on ``/app/chat.send`` as the edge puts it on the ``chat.send`` queue."""
+
+    user: str
+    session_id: uuid.UUID
+    content: str
+    client_message_id: uuid.UUID
+    receipt: str | None = None
+    connection: str | None = None
+
+
+class ErrorEvent(Response, frozen=True):
+    """What ``/user/queue/error`` carries."""
+
+    code: str
+    detail: str
+    client_message_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None

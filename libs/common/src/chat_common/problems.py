@@ -1,0 +1,95 @@
+"""RFC 9457 problem details for the HTTP API, and the map from domain errors to statuses."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from starlette.responses import Response
+
+from . import errors
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://chat.example/problems/"
+
+
+class MalformedBody(errors.InvalidInput):
+    """The body is not the JSON document the route expects (HTTP 400)."""
+
+    code = "MALFORMED_BODY"
+    title = "Malformed request body"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+    instance: str | None = None
+
+
+# Most specific classes first: the first isinstance match wins.
+_STATUS: tuple[tuple[type[errors.ChatError], int], ...] = (
+    (MalformedBody, 400),
+    (errors.ContentTooLarge, 413),
+    (errors.InvalidInput, 422),
+    (errors.AuthenticationFailed, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.RateLimited, 429),
+    (errors.DependencyTimeout, 504),
+    (errors.DependencyUnavailable, 503),
+    (errors.DependencyError, 502),
+)
+
+
+def status_for(exc: errors.ChatError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def problem_response(
+    status: int,
+    *,
+    title: str,
+    detail: str,
+    code: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        title=title,
+        status=status,
+        detail=detail,
+        code=code,
+        field=field,
+    )
+    return Response(
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def error_response(exc: errors.ChatError) -> Response:
+    headers: dict[str, str] = {}
+    status = status_for(exc)
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, errors.AuthenticationFailed):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return problem_response(
+        status,
+        title=exc.title,
+        detail=exc.detail,
+        code=exc.code,
+        field=exc.field,
+        headers=headers or None,
+    )

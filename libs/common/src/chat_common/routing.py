@@ -1,0 +1,31 @@
+"""RabbitMQ names and routing keys shared by the publishers and the WebSocket edge.
+
+Routing keys never hold raw emails: dots and ``#``/``*`` would change topic matching. A user's
+key is a hash of the normalised email; a session's key is its UUID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+EVENTS_EXCHANGE = "chat.events"
+SEND_QUEUE = "chat.send"
+SEND_DEAD_LETTER_EXCHANGE = "chat.send.dlx"
+SEND_DEAD_LETTER_QUEUE = "chat.send.dead"
+
+# AMQP header names carried from publisher to edge (and into STOMP MESSAGE frames).
+EVENT_HEADER = "x-event"
+SESSION_HEADER = "x-session-id"
+SEQ_HEADER = "x-seq"
+RECEIPT_HEADER = "x-receipt"
+CONNECTION_HEADER = "x-connection"
+
+
+def session_key(session_id: uuid.UUID | str) -> str:
+    return f"session.{uuid.UUID(str(session_id))}"
+
+
+def user_key(email: str) -> str:
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return f"user.{digest}"

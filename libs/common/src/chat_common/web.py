@@ -1,0 +1,148 @@
+"""Starlette helpers every service uses: typed bodies, bearer tokens, errors as problems,
+health, readiness and metrics routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import errors
+from .problems import MalformedBody, error_response, problem_response
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ReadinessCheck = tuple[str, Callable[[], Awaitable[object]]]
+
+DEFAULT_MAX_BODY = 64 * 1024
+_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def json_response(
+    value: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        msgspec.json.encode(value),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def decode_json(body: bytes, type_: type[T]) -> T:
+    """Decode and validate ``body``; raise :class:`InvalidInput` naming the offending field."""
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH_RE.search(message)
+        field = match.group(1) if match and match.group(1) else None
+        raise errors.InvalidInput(message, field=field) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise errors.ContentTooLarge(f"request body is over {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise errors.ContentTooLarge(f"request body is over {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_body(request: Request, type_: type[T], max_bytes: int = DEFAULT_MAX_BODY) -> T:
+    content_type = request.headers.get("content-type", "application/json")
+    if not content_type.split(";")[0].strip().lower().endswith("json"):
+        raise MalformedBody("send the body as application/json")
+    return decode_json(await read_body(request, max_bytes), type_)
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise errors.AuthenticationFailed("missing Authorization header", code="TOKEN_MISSING")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.AuthenticationFailed("use the Bearer scheme", code="TOKEN_INVALID")
+    return token.strip()
+
+
+async def chat_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ChatError)
+    return error_response(exc)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    return problem_response(
+        exc.status_code,
+        title=str(exc.detail),
+        detail=f"{request.method} {request.url.path}: {exc.detail}",
+        code=codes.get(exc.status_code, "HTTP_ERROR"),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        500, title="Internal error", detail="the server failed to answer", code="INTERNAL"
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    errors.ChatError: chat_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}
+
+
+def operational_routes(
+    checks: Callable[[Request], Sequence[ReadinessCheck]], timeout: float = 2.0
+) -> list[BaseRoute]:
+    """``/healthz`` (alive), ``/readyz`` (dependencies answer) and ``/metrics``."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        failed: dict[str, str] = {}
+        for name, check in checks(request):
+            try:
+                await asyncio.wait_for(check(), timeout)
+            except Exception as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"[:200]
+        if failed:
+            return problem_response(
+                503,
+                title="Not ready",
+                detail="; ".join(f"{k}: {v}" for k, v in failed.items()),
+                code="NOT_READY",
+            )
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
