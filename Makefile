@@ -1,0 +1,52 @@
+# The commands people type. `make dev` starts the whole stack; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PY := .venv/bin/python
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/chat
+SOURCES := libs/common/src migrations/src services/gateway/src services/session-svc/src \
+	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
+	dev/flairbit-stub/src scripts/stack.py
+
+.PHONY: help install dev up down status migrate test lint fmt keys
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml uv.lock $(wildcard */*/pyproject.toml) $(wildcard */pyproject.toml)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --locked
+	@touch $@
+
+install: .venv/.installed ## install every package into .venv (uv workspace)
+
+migrate: install ## create the database if missing and apply the SQL migrations
+	$(PY) -m chat_migrations --create-db
+
+dev: migrate ## run the whole stack in the foreground (Ctrl-C stops it)
+	$(PY) scripts/stack.py dev
+
+up: migrate ## start the whole stack in the background; returns once the gateway is ready
+	$(PY) scripts/stack.py up
+
+down: ## stop what `make up` started
+	$(PY) scripts/stack.py down
+
+status: ## show which parts of the stack run
+	$(PY) scripts/stack.py status
+
+keys: install ## create the development key pair (done by dev/up too)
+	$(PY) scripts/stack.py keys
+
+test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e)
+	$(PY) -m pytest
+
+lint: install ## ruff and mypy --strict on the sources
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy --strict $(SOURCES)
+
+fmt: install ## format and fix what ruff can
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .

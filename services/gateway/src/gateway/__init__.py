@@ -1,0 +1,1 @@
+"""The chat backend's one public URL: verifies user JWTs and routes to the services."""

@@ -1,0 +1,19 @@
+"""Gateway settings, read once from the environment (variable = field name upper-cased)."""
+
+from __future__ import annotations
+
+from chat_common import settings
+from chat_common.config import BaseSettings
+
+
+class Settings(BaseSettings, kw_only=True, frozen=True):
+    port: int = 8080
+    session_svc_url: str = "http://127.0.0.1:8081"
+    message_svc_url: str = "http://127.0.0.1:8082"
+    upstream_connect_timeout_seconds: float = 1.0
+    upstream_timeout_seconds: float = 10.0
+    max_body_bytes: int = 64 * 1024
+
+
+def from_env() -> Settings:
+    return settings.load(Settings)

@@ -1,0 +1,22 @@
+"""Which upstream serves a public path."""
+
+from __future__ import annotations
+
+import pytest
+from gateway.routing import Upstream, upstream_for
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream"),
+    [
+        ("/api/chat/init", Upstream.SESSION),
+        ("/api/chat/init/", Upstream.MESSAGE),
+        ("/api/chat/message", Upstream.MESSAGE),
+        ("/api/chat/sessions", Upstream.MESSAGE),
+        ("/api/chat/3f1c/history", Upstream.MESSAGE),
+        ("/api/other", None),
+        ("/internal/sessions/x/membership", None),
+    ],
+)
+def test_upstream_for(path: str, upstream: Upstream | None) -> None:
+    assert upstream_for(path) is upstream

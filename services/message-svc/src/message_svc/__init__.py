@@ -1,0 +1,1 @@
+"""Chat messages: idempotent send with a transactional outbox, history, unread, receipts."""

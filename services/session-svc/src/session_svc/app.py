@@ -1,0 +1,80 @@
+"""Wiring of session-svc: ``create_app(settings)`` opens its resources in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+from chat_common.db import create_pool, ping
+from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
+from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.observability import RequestContextMiddleware
+from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+
+from .flairbit import ProfileDirectory
+from .routes import routes, state
+from .service import SessionService
+from .settings import Settings
+from .state import AppState
+
+SERVICE = "session-svc"
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
+        timeout = httpx.Timeout(settings.flairbit_timeout_seconds, connect=1.0)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+            try:
+                keys = key_source(
+                    pem_file=settings.jwt_public_key_file,
+                    jwks_url=settings.jwt_jwks_url,
+                    client=http,
+                )
+                policy = TokenPolicy(
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                    leeway_seconds=settings.jwt_leeway_seconds,
+                )
+                signer = ServiceTokenSigner(
+                    load_private_key(settings.service_private_key_file),
+                    issuer=settings.service_jwt_issuer,
+                    audience=settings.service_jwt_audience,
+                    ttl_seconds=settings.service_jwt_ttl_seconds,
+                )
+                profiles = ProfileDirectory(
+                    settings.flairbit_url,
+                    http,
+                    signer,
+                    cache_ttl=settings.profile_cache_ttl_seconds,
+                    breaker_threshold=settings.breaker_threshold,
+                    breaker_reset_seconds=settings.breaker_reset_seconds,
+                )
+                yield {
+                    "app": AppState(
+                        pool=pool,
+                        http=http,
+                        users=UserTokenVerifier(TokenVerifier(keys, policy)),
+                        profiles=profiles,
+                        sessions=SessionService(pool, profiles),
+                    )
+                }
+            finally:
+                await pool.close()
+
+    def checks(request: Request) -> Sequence[ReadinessCheck]:
+        pool = state(request).pool
+        return [("postgres", lambda: ping(pool))]
+
+    return Starlette(
+        routes=[*routes(), *operational_routes(checks)],
+        middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

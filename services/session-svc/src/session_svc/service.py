@@ -1,0 +1,88 @@
+"""Use cases of session-svc: open (get-or-create) a session, check membership."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+from chat_common.dto import InitSessionRequest, Membership, Participant, SessionView
+from chat_common.errors import Forbidden, InvalidInput, NotFound
+from chat_common.identity import normalise_email
+
+from . import repository
+from .domain import canonical_pair
+from .flairbit import ProfileDirectory
+
+
+def _participant(row: repository.ParticipantRow) -> Participant:
+    return Participant(
+        profile_id=row.profile_id, display_name=row.display_name, email=row.user_email
+    )
+
+
+def _view(row: repository.SessionRow) -> SessionView:
+    a, b = row.participants
+    return SessionView(
+        session_id=row.id,
+        intent=row.intent,
+        participants=(_participant(a), _participant(b)),
+        created_at=row.created_at,
+    )
+
+
+class SessionService:
+    def __init__(self, pool: asyncpg.Pool, profiles: ProfileDirectory) -> None:
+        self._pool = pool
+        self._profiles = profiles
+
+    async def open_session(self, user_email: str, request: InitSessionRequest) -> SessionView:
+        """Get or create the session between the caller and ``toEmail`` for ``intent``."""
+        if request.from_email is not None and (
+            normalise_email(request.from_email, field="fromEmail") != user_email
+        ):
+            raise InvalidInput(
+                "fromEmail must be the signed-in user (or be left out)",
+                code="FROM_EMAIL_MISMATCH",
+                field="fromEmail",
+            )
+        peer_email = normalise_email(request.to_email, field="toEmail")
+        if peer_email == user_email:
+            raise InvalidInput(
+                "you cannot open a chat with yourself", code="SELF_CHAT", field="toEmail"
+            )
+        mine, theirs = await asyncio.gather(
+            self._profiles.profile(user_email, request.intent),
+            self._profiles.profile(peer_email, request.intent),
+        )
+        pair = canonical_pair(mine, theirs)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await repository.insert_session_if_absent(conn, uuid.uuid4(), pair, request.intent)
+            row = await repository.find_by_pair(conn, pair, request.intent)
+            if row is not None:
+                changed = [
+                    await repository.refresh_participant(conn, row.id, profile)
+                    for profile in (pair.low, pair.high)
+                ]
+                if any(changed):
+                    row = await repository.find_by_pair(conn, pair, request.intent)
+        if row is None:  # only if the session was deleted between the two statements
+            raise NotFound("the session disappeared while opening it; try again")
+        return _view(row)
+
+    async def membership(self, user_email: str, session_id: uuid.UUID) -> Membership:
+        """The caller's place in a session: 404 unknown session, 403 not a participant."""
+        async with self._pool.acquire() as conn:
+            row = await repository.find_by_id(conn, session_id)
+        if row is None:
+            raise NotFound("no such session", code="SESSION_NOT_FOUND")
+        a, b = row.participants
+        if user_email == a.user_email:
+            me, peer = a, b
+        elif user_email == b.user_email:
+            me, peer = b, a
+        else:
+            raise Forbidden("you are not a participant of this session", code="NOT_PARTICIPANT")
+        return Membership(
+            session_id=row.id, intent=row.intent, me=_participant(me), peer=_participant(peer)
+        )

@@ -1,0 +1,26 @@
+"""session-svc settings, read once from the environment (variable = field name upper-cased)."""
+
+from __future__ import annotations
+
+from chat_common import settings
+from chat_common.config import BaseSettings
+
+
+class Settings(BaseSettings, kw_only=True, frozen=True):
+    port: int = 8081
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/chat"
+    db_pool_max: int = 10
+    flairbit_url: str = "http://127.0.0.1:8090"
+    flairbit_timeout_seconds: float = 2.0
+    # The chat service's own key, for service JWTs presented to FlairBit.
+    service_private_key_file: str = ".run/keys/chat_service_private.pem"
+    service_jwt_issuer: str = "chat-service"
+    service_jwt_audience: str = "flairbit"
+    service_jwt_ttl_seconds: float = 120.0
+    profile_cache_ttl_seconds: int = 300
+    breaker_threshold: int = 5
+    breaker_reset_seconds: float = 15.0
+
+
+def from_env() -> Settings:
+    return settings.load(Settings)

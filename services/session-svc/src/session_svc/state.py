@@ -1,0 +1,21 @@
+"""What the lifespan opens and every request uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+from chat_common.jwt_verify import UserTokenVerifier
+
+from .flairbit import ProfileDirectory
+from .service import SessionService
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    pool: asyncpg.Pool
+    http: httpx.AsyncClient
+    users: UserTokenVerifier
+    profiles: ProfileDirectory
+    sessions: SessionService

@@ -1,0 +1,47 @@
+"""Opening a session through the gateway of a stack started with `make up`."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def test_make_up_is_idempotent(stack: Stack) -> None:
+    before = sorted(stack.pids())
+    again = stack.make("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already running" in again.stdout
+    assert sorted(stack.pids()) == before
+
+
+def test_two_users_open_the_same_session_both_ways(stack: Stack) -> None:
+    alice = {"Authorization": f"Bearer {stack.token('alice@example.com')}"}
+    bob = {"Authorization": f"Bearer {stack.token('bob@example.com')}"}
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        one = client.post(
+            "/api/chat/init", json={"toEmail": "bob@example.com", "intent": "dating"}, headers=alice
+        )
+        two = client.post(
+            "/api/chat/init", json={"toEmail": "alice@example.com", "intent": "dating"}, headers=bob
+        )
+    assert one.status_code == two.status_code == 200, (one.text, two.text)
+    assert one.json()["sessionId"] == two.json()["sessionId"]
+    assert one.headers["x-request-id"]
+
+
+def test_the_gateway_refuses_what_has_no_valid_token(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        missing = client.post("/api/chat/init", json={"toEmail": "b@x.io", "intent": "dating"})
+        forged = client.post(
+            "/api/chat/init",
+            json={"toEmail": "b@x.io", "intent": "dating"},
+            headers={"Authorization": "Bearer not.a.token"},
+        )
+        ready = client.get("/readyz")
+    assert missing.status_code == forged.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert ready.status_code == 200
