@@ -18,8 +18,9 @@ from chat_migrations import apply
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+# One database per pytest process, so that suites run side by side never share one.
 TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_test"
+    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_test_{os.getpid()}"
 )
 TABLES = ("chat_message_outbox", "chat_messages", "chat_participants", "chat_sessions")
 
