@@ -24,7 +24,9 @@ async def events_exchange(channel: AbstractChannel) -> AbstractExchange:
     )
 
 
-async def send_queue(channel: AbstractChannel, delivery_limit: int = 20) -> AbstractQueue:
+async def send_queue(
+    channel: AbstractChannel, delivery_limit: int = 20, name: str = routing.SEND_QUEUE
+) -> AbstractQueue:
     """The durable ``chat.send`` queue (quorum: a message redelivered ``delivery_limit`` times
     goes to the dead-letter queue) and its dead-letter exchange and queue."""
     dlx = await channel.declare_exchange(
@@ -39,4 +41,4 @@ async def send_queue(channel: AbstractChannel, delivery_limit: int = 20) -> Abst
         "x-dead-letter-exchange": routing.SEND_DEAD_LETTER_EXCHANGE,
         "x-delivery-limit": delivery_limit,
     }
-    return await channel.declare_queue(routing.SEND_QUEUE, durable=True, arguments=arguments)
+    return await channel.declare_queue(name, durable=True, arguments=arguments)

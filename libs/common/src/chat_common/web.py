@@ -48,8 +48,8 @@ def decode_json(body: bytes, type_: type[T]) -> T:
         match = _PATH_RE.search(message)
         field = match.group(1) if match and match.group(1) else None
         raise errors.InvalidInput(message, field=field) from None
-    except msgspec.DecodeError as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"body is not valid UTF-8 JSON: {exc}") from None
 
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> bytes:

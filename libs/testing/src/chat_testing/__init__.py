@@ -1,0 +1,1 @@
+"""Test support shared by the chat backend suites: fault-injecting network pieces."""

@@ -1,0 +1,19 @@
+"""``python -m message_svc``: serve message-svc."""
+
+from __future__ import annotations
+
+from chat_common.observability import setup_logging
+from chat_common.serve import serve
+
+from .app import SERVICE, create_app
+from .settings import from_env
+
+
+def main() -> None:
+    settings = from_env()
+    setup_logging(SERVICE, settings.log_level)
+    serve(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Wiring of message-svc: ``create_app(settings)`` opens its resources in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+from chat_common import amqp
+from chat_common.db import create_pool, ping
+from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.observability import RequestContextMiddleware
+from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+
+from .consumer import SendConsumer
+from .domain import BucketPolicy
+from .ratelimit import MemoryLimiter, RedisLimiter, SendLimiter
+from .routes import routes, state
+from .service import MessageService
+from .settings import Settings
+from .state import AppState
+
+SERVICE = "message-svc"
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
+        async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+            pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+            stack.push_async_callback(pool.close)
+            connection = await amqp.connect(settings.amqp_url)
+            stack.push_async_callback(connection.close)
+            policy = BucketPolicy(settings.send_burst, settings.send_rate_per_second)
+            limiter: SendLimiter
+            if settings.redis_url:
+                redis = Redis.from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+                limiter = RedisLimiter(
+                    redis,
+                    policy,
+                    settings.duplicate_content_limit,
+                    settings.duplicate_content_window_seconds,
+                )
+            else:
+                limiter = MemoryLimiter(
+                    policy,
+                    settings.duplicate_content_limit,
+                    settings.duplicate_content_window_seconds,
+                )
+            messages = MessageService(pool, limiter, settings.max_content_bytes)
+            if settings.consume_ws_sends:
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=settings.consumer_prefetch)
+                exchange = await amqp.events_exchange(channel)
+                queue = await amqp.send_queue(
+                    channel, settings.send_delivery_limit, settings.send_queue
+                )
+                consumer = SendConsumer(
+                    queue, exchange, messages, workers=settings.consumer_workers
+                )
+                await consumer.start()
+                stack.push_async_callback(consumer.stop)
+            keys = key_source(
+                pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=http
+            )
+            policy_jwt = TokenPolicy(
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                leeway_seconds=settings.jwt_leeway_seconds,
+            )
+            yield {
+                "app": AppState(
+                    pool=pool,
+                    amqp=connection,
+                    users=UserTokenVerifier(TokenVerifier(keys, policy_jwt)),
+                    messages=messages,
+                    history_default_limit=settings.history_default_limit,
+                )
+            }
+
+    def checks(request: Request) -> Sequence[ReadinessCheck]:
+        app_state = state(request)
+
+        async def broker() -> None:
+            if app_state.amqp.is_closed:
+                raise ConnectionError("RabbitMQ connection is closed")
+
+        return [("postgres", lambda: ping(app_state.pool)), ("rabbitmq", broker)]
+
+    return Starlette(
+        routes=[*routes(), *operational_routes(checks)],
+        middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,41 @@
+"""What message-svc publishes: events as outbox entries (durable) and direct replies.
+
+One outbox row per event: its routing key is the session's, and RabbitMQ's sender-selected
+distribution (the ``CC`` header) also routes it to each participant's user key. A queue bound
+by several of those keys still receives one copy.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from chat_common import routing
+from chat_common.dto import MessageView, ReceiptEvent
+
+from .repository import Member, OutboxEntry
+
+
+def _entry(
+    event: str, view: MessageView | ReceiptEvent, members: list[Member], seq: int | None
+) -> OutboxEntry:
+    headers: dict[str, object] = {
+        routing.EVENT_HEADER: event,
+        routing.SESSION_HEADER: str(view.session_id),
+        "CC": [routing.user_key(m.user_email) for m in members],
+    }
+    if seq is not None:
+        headers[routing.SEQ_HEADER] = seq
+    return OutboxEntry(
+        session_id=view.session_id,
+        routing_key=routing.session_key(view.session_id),
+        event_type=event,
+        headers=headers,
+        payload=msgspec.json.encode(view),
+    )
+
+
+def message_event(view: MessageView, members: list[Member]) -> OutboxEntry:
+    return _entry("message", view, members, view.seq)
+
+
+def receipt_event(receipt: ReceiptEvent, members: list[Member]) -> OutboxEntry:
+    return _entry("receipt", receipt, members, None)

@@ -1,0 +1,249 @@
+"""SQL of messages, marks and outbox rows. The caller owns the connection and transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from chat_common.db import Conn
+
+OUTBOX_CHANNEL = "chat_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    session_id: uuid.UUID
+    intent: str
+    profile_id: uuid.UUID
+    user_email: str
+    display_name: str
+    read_seq: int
+    delivered_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    session_id: uuid.UUID | None
+    routing_key: str
+    event_type: str
+    headers: Mapping[str, object]
+    payload: bytes
+
+
+async def members(conn: Conn, session_id: uuid.UUID) -> list[Member]:
+    """Both participants of a session (empty when the session does not exist)."""
+    rows = await conn.fetch(
+        """
+        SELECT p.session_id, s.intent, p.profile_id, p.user_email, p.display_name,
+               p.read_seq, p.delivered_seq
+        FROM chat_participants p JOIN chat_sessions s ON s.id = p.session_id
+        WHERE p.session_id = $1
+        """,
+        session_id,
+    )
+    return [Member(**dict(r)) for r in rows]
+
+
+_MESSAGE_COLUMNS = """
+    m.id, m.session_id, m.seq, m.sender_profile_id, m.sender_display_name, m.sender_email,
+    m.content, m.client_msg_id, m.sent_at
+"""
+
+
+async def find_by_client_id(
+    conn: Conn, sender_email: str, client_msg_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
+        " WHERE m.sender_email = $1 AND m.client_msg_id = $2",
+        sender_email,
+        client_msg_id,
+    )
+
+
+async def next_seq(conn: Conn, session_id: uuid.UUID) -> int:
+    """Allocate the session's next seq; the row lock serialises the session's senders until
+    the transaction ends, so seqs are gapless when every allocation commits or rolls back."""
+    seq = await conn.fetchval(
+        "UPDATE chat_sessions SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        session_id,
+    )
+    return int(seq)
+
+
+async def insert_message(
+    conn: Conn,
+    *,
+    message_id: uuid.UUID,
+    session_id: uuid.UUID,
+    seq: int,
+    sender: Member,
+    content: str,
+    client_msg_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Insert a message; None when the sender already used ``client_msg_id``."""
+    return await conn.fetchrow(
+        """
+        INSERT INTO chat_messages AS m (id, session_id, seq, sender_profile_id, sender_email,
+                                        sender_display_name, content, client_msg_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (sender_email, client_msg_id) DO NOTHING
+        RETURNING """
+        + _MESSAGE_COLUMNS,
+        message_id,
+        session_id,
+        seq,
+        sender.profile_id,
+        sender.user_email,
+        sender.display_name,
+        content,
+        client_msg_id,
+    )
+
+
+async def add_outbox(conn: Conn, entries: Sequence[OutboxEntry]) -> None:
+    """Queue events for the relay and wake it once this transaction commits."""
+    await conn.executemany(
+        """
+        INSERT INTO chat_message_outbox (session_id, routing_key, event_type, headers, payload)
+        VALUES ($1, $2, $3, $4::jsonb, $5)
+        """,
+        [
+            (e.session_id, e.routing_key, e.event_type, json.dumps(dict(e.headers)), e.payload)
+            for e in entries
+        ],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+async def history(
+    conn: Conn,
+    session_id: uuid.UUID,
+    *,
+    limit: int,
+    before: int | None,
+    after: int | None,
+) -> list[asyncpg.Record]:
+    """A page of messages, newest first, read through the (session_id, seq) index.
+
+    With ``after`` the page holds the oldest messages above it (to catch up); otherwise the
+    newest below ``before`` (to scroll back)."""
+    if after is not None:
+        rows = await conn.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
+            " WHERE m.session_id = $1 AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3)"
+            " ORDER BY m.seq ASC LIMIT $4",
+            session_id,
+            after,
+            before,
+            limit,
+        )
+        return list(reversed(rows))
+    return list(
+        await conn.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
+            " WHERE m.session_id = $1 AND ($2::bigint IS NULL OR m.seq < $2)"
+            " ORDER BY m.seq DESC LIMIT $3",
+            session_id,
+            before,
+            limit,
+        )
+    )
+
+
+async def unread(
+    conn: Conn, session_id: uuid.UUID, reader: Member, limit: int
+) -> tuple[int, list[asyncpg.Record]]:
+    """The reader's unread messages (from the peer, above the reader's read mark), oldest
+    first, and how many there are."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM chat_messages"
+        " WHERE session_id = $1 AND seq > $2 AND sender_email <> $3",
+        session_id,
+        reader.read_seq,
+        reader.user_email,
+    )
+    rows = await conn.fetch(
+        f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
+        " WHERE m.session_id = $1 AND m.seq > $2 AND m.sender_email <> $3"
+        " ORDER BY m.seq ASC LIMIT $4",
+        session_id,
+        reader.read_seq,
+        reader.user_email,
+        limit,
+    )
+    return int(count), list(rows)
+
+
+async def sessions_of(conn: Conn, user_email: str) -> list[asyncpg.Record]:
+    """Every session of a user with the peer, the last message and the unread count."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT s.id AS session_id, s.intent, s.created_at,
+                   me.profile_id AS me_profile_id, me.display_name AS me_display_name,
+                   me.user_email AS me_email,
+                   peer.profile_id AS peer_profile_id, peer.display_name AS peer_display_name,
+                   peer.user_email AS peer_email,
+                   last.id AS last_id, last.seq AS last_seq, last.sender_email AS last_sender,
+                   last.content AS last_content, last.sent_at AS last_sent_at,
+                   (SELECT count(*) FROM chat_messages u
+                     WHERE u.session_id = s.id AND u.seq > me.read_seq
+                       AND u.sender_email <> me.user_email) AS unread_count
+            FROM chat_participants me
+            JOIN chat_sessions s ON s.id = me.session_id
+            JOIN chat_participants peer
+              ON peer.session_id = me.session_id AND peer.profile_id <> me.profile_id
+            LEFT JOIN LATERAL (
+                SELECT m.id, m.seq, m.sender_email, m.content, m.sent_at
+                FROM chat_messages m
+                WHERE m.session_id = s.id AND m.seq = s.last_seq
+            ) last ON true
+            WHERE me.user_email = $1
+            ORDER BY COALESCE(last.sent_at, s.created_at) DESC, s.id
+            """,
+            user_email,
+        )
+    )
+
+
+async def move_mark(
+    conn: Conn, session_id: uuid.UUID, profile_id: uuid.UUID, kind: str, up_to: int
+) -> tuple[int, int, bool]:
+    """Move a read or delivered mark forward (capped at the last seq; a read mark also moves
+    the delivered mark). Returns (read_seq, delivered_seq, moved)."""
+    if kind not in ("read", "delivered"):
+        raise ValueError(kind)
+    row = await conn.fetchrow(
+        """
+        WITH target AS (
+            SELECT LEAST($3::bigint, s.last_seq) AS seq
+            FROM chat_sessions s WHERE s.id = $1
+        ), old AS (
+            SELECT read_seq, delivered_seq FROM chat_participants
+            WHERE session_id = $1 AND profile_id = $2
+            FOR UPDATE
+        )
+        UPDATE chat_participants p SET
+            read_seq = CASE WHEN $4 THEN GREATEST(p.read_seq, target.seq) ELSE p.read_seq END,
+            delivered_seq = GREATEST(p.delivered_seq, target.seq)
+        FROM target, old
+        WHERE p.session_id = $1 AND p.profile_id = $2
+        RETURNING p.read_seq, p.delivered_seq, old.read_seq AS old_read,
+                  old.delivered_seq AS old_delivered
+        """,
+        session_id,
+        profile_id,
+        up_to,
+        kind == "read",
+    )
+    assert row is not None
+    moved = (
+        row["read_seq"] != row["old_read"]
+        if kind == "read"
+        else row["delivered_seq"] != row["old_delivered"]
+    )
+    return int(row["read_seq"]), int(row["delivered_seq"]), moved

@@ -1,0 +1,32 @@
+"""message-svc settings, read once from the environment (variable = field name upper-cased)."""
+
+from __future__ import annotations
+
+from chat_common import settings
+from chat_common.config import BaseSettings
+
+
+class Settings(BaseSettings, kw_only=True, frozen=True):
+    port: int = 8082
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/chat"
+    db_pool_max: int = 20
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # When set, rate limits are shared by every instance through Redis.
+    redis_url: str | None = None
+    max_content_bytes: int = 4096
+    send_burst: int = 20
+    send_rate_per_second: float = 10.0
+    # The same content from the same sender at most this many times per window.
+    duplicate_content_limit: int = 3
+    duplicate_content_window_seconds: float = 30.0
+    history_default_limit: int = 50
+    # chat.send consumer
+    consume_ws_sends: bool = True
+    send_queue: str = "chat.send"
+    consumer_prefetch: int = 64
+    consumer_workers: int = 8
+    send_delivery_limit: int = 20
+
+
+def from_env() -> Settings:
+    return settings.load(Settings)
