@@ -22,11 +22,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .proxy import forward
 from .routing import Upstream, upstream_for
 from .settings import Settings
+from .wsproxy import relay
 
 SERVICE = "gateway"
 
@@ -37,6 +39,8 @@ class AppState:
     users: UserTokenVerifier
     upstreams: dict[Upstream, str]
     max_body: int
+    ws_edge_url: str
+    allowed_origins: tuple[str, ...]
 
 
 def _state(request: Request) -> AppState:
@@ -52,6 +56,11 @@ async def api(request: Request) -> Response:
     await state.users.identify(bearer_token(request))
     body = await read_body(request, state.max_body)
     return await forward(state.http, state.upstreams[upstream], upstream.value, request, body)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    state = cast(AppState, websocket.state.app)
+    await relay(websocket, state.ws_edge_url, state.allowed_origins)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -79,6 +88,8 @@ def create_app(settings: Settings) -> Starlette:
                         Upstream.MESSAGE: settings.message_svc_url,
                     },
                     max_body=settings.max_body_bytes,
+                    ws_edge_url=settings.ws_edge_url,
+                    allowed_origins=settings.allowed_origins,
                 )
             }
 
@@ -100,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *operational_routes(checks),
             Route("/api/{path:path}", api, methods=methods),
+            WebSocketRoute("/ws", websocket_endpoint),
         ],
         middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,

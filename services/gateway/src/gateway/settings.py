@@ -10,6 +10,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     port: int = 8080
     session_svc_url: str = "http://127.0.0.1:8081"
     message_svc_url: str = "http://127.0.0.1:8082"
+    ws_edge_url: str = "ws://127.0.0.1:8083"
+    # Browser origins allowed on /ws (and, later, by CORS); "*" allows any.
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     upstream_connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 64 * 1024
