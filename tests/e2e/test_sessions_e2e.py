@@ -45,3 +45,25 @@ def test_the_gateway_refuses_what_has_no_valid_token(stack: Stack) -> None:
     assert missing.status_code == forged.status_code == 401
     assert missing.headers["content-type"] == "application/problem+json"
     assert ready.status_code == 200
+
+
+def test_flairbit_opens_a_match_through_the_gateway(stack: Stack) -> None:
+    service = httpx.post(f"{stack.flairbit}/dev/service-token", timeout=5).json()["token"]
+    body = {
+        "firstEmail": "x.match@example.com",
+        "secondEmail": "y.match@example.com",
+        "intent": "rideshare",
+    }
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        as_user = client.post(
+            "/internal/flairbit/sessions",
+            json=body,
+            headers={"Authorization": f"Bearer {stack.token('x.match@example.com')}"},
+        )
+        matched = client.post(
+            "/internal/flairbit/sessions", json=body, headers={"Authorization": f"Bearer {service}"}
+        )
+        hidden = client.get("/internal/sessions/00000000-0000-0000-0000-000000000000/membership")
+    assert as_user.status_code == 401
+    assert matched.status_code == 200, matched.text
+    assert hidden.status_code == 404

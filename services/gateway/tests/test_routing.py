@@ -16,6 +16,7 @@ from gateway.routing import Upstream, upstream_for
         ("/api/chat/3f1c/history", Upstream.MESSAGE),
         ("/api/other", None),
         ("/internal/sessions/x/membership", None),
+        ("/internal/flairbit/sessions", Upstream.SESSION),
     ],
 )
 def test_upstream_for(path: str, upstream: Upstream | None) -> None:

@@ -140,3 +140,18 @@ class ErrorEvent(Response, frozen=True):
     detail: str
     client_message_id: uuid.UUID | None = None
     session_id: uuid.UUID | None = None
+
+
+class ProfileChanged(Request, frozen=True):
+    """FlairBit tells chat that a user's profile changed (display name, removal)."""
+
+    email: Email
+    intent: Intent | None = None
+
+
+class MatchSession(Request, frozen=True):
+    """FlairBit asks chat to open the session of two matched users."""
+
+    first_email: Email
+    second_email: Email
+    intent: Intent

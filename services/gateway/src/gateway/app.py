@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import httpx
-from chat_common.errors import NotFound
+from chat_common.errors import AuthenticationFailed, NotFound
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
 from chat_common.web import (
@@ -26,7 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .proxy import forward
-from .routing import Upstream, upstream_for
+from .routing import Caller, Upstream, rule_for
 from .settings import Settings
 from .wsproxy import relay
 
@@ -37,6 +37,7 @@ SERVICE = "gateway"
 class AppState:
     http: httpx.AsyncClient
     users: UserTokenVerifier
+    flairbit_tokens: TokenVerifier
     upstreams: dict[Upstream, str]
     max_body: int
     ws_edge_url: str
@@ -49,12 +50,18 @@ def _state(request: Request) -> AppState:
 
 async def api(request: Request) -> Response:
     state = _state(request)
-    upstream = upstream_for(request.url.path)
-    if upstream is None:
+    rule = rule_for(request.url.path)
+    if rule is None:
         raise NotFound(f"no route for {request.url.path}")
     # Verified here so that bad tokens never reach a service; each service verifies again.
-    await state.users.identify(bearer_token(request))
+    if rule.caller is Caller.FLAIRBIT:
+        claims = await state.flairbit_tokens.verify_async(bearer_token(request))
+        if claims.subject != "flairbit":
+            raise AuthenticationFailed("not a FlairBit service token", code="TOKEN_INVALID")
+    else:
+        await state.users.identify(bearer_token(request))
     body = await read_body(request, state.max_body)
+    upstream = rule.upstream
     return await forward(state.http, state.upstreams[upstream], upstream.value, request, body)
 
 
@@ -79,10 +86,16 @@ def create_app(settings: Settings) -> Starlette:
                 audience=settings.jwt_audience,
                 leeway_seconds=settings.jwt_leeway_seconds,
             )
+            flairbit_policy = TokenPolicy(
+                issuer=settings.flairbit_service_issuer,
+                audience=settings.flairbit_service_audience,
+                leeway_seconds=settings.jwt_leeway_seconds,
+            )
             yield {
                 "app": AppState(
                     http=http,
                     users=UserTokenVerifier(TokenVerifier(keys, policy)),
+                    flairbit_tokens=TokenVerifier(keys, flairbit_policy),
                     upstreams={
                         Upstream.SESSION: settings.session_svc_url,
                         Upstream.MESSAGE: settings.message_svc_url,
@@ -111,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *operational_routes(checks),
             Route("/api/{path:path}", api, methods=methods),
+            Route("/internal/flairbit/{path:path}", api, methods=methods),
             WebSocketRoute("/ws", websocket_endpoint),
         ],
         middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],

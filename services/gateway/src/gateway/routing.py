@@ -1,4 +1,4 @@
-"""Which upstream serves a public path (pure)."""
+"""Which upstream serves a public path, and whose token it takes (pure)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,38 @@ class Upstream(Enum):
     MESSAGE = "message-svc"
 
 
+class Caller(Enum):
+    """Whose token a route takes."""
+
+    USER = "user"
+    FLAIRBIT = "flairbit"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     prefix: str
     exact: bool
     upstream: Upstream
+    caller: Caller = Caller.USER
 
 
-# First match wins. Everything else under /api/chat/ belongs to message-svc.
+# First match wins. Everything else under /api/chat/ belongs to message-svc. Of /internal/,
+# only FlairBit's endpoints are public, and only to FlairBit's service token.
 RULES: tuple[Rule, ...] = (
     Rule("/api/chat/init", True, Upstream.SESSION),
     Rule("/api/chat/", False, Upstream.MESSAGE),
+    Rule("/internal/flairbit/", False, Upstream.SESSION, Caller.FLAIRBIT),
 )
 
 
-def upstream_for(path: str) -> Upstream | None:
+def rule_for(path: str) -> Rule | None:
     for rule in RULES:
-        if (rule.exact and path == rule.prefix) or (
-            not rule.exact and path.startswith(rule.prefix)
-        ):
-            return rule.upstream
+        matched = path == rule.prefix if rule.exact else path.startswith(rule.prefix)
+        if matched:
+            return rule
     return None
+
+
+def upstream_for(path: str) -> Upstream | None:
+    rule = rule_for(path)
+    return rule.upstream if rule else None

@@ -16,6 +16,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     upstream_connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 64 * 1024
+    flairbit_service_issuer: str = "flairbit"
+    flairbit_service_audience: str = "chat-service"
 
 
 def from_env() -> Settings:

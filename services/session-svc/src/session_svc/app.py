@@ -56,11 +56,17 @@ def create_app(settings: Settings) -> Starlette:
                     breaker_threshold=settings.breaker_threshold,
                     breaker_reset_seconds=settings.breaker_reset_seconds,
                 )
+                flairbit_policy = TokenPolicy(
+                    issuer=settings.flairbit_service_issuer,
+                    audience=settings.flairbit_service_audience,
+                    leeway_seconds=settings.jwt_leeway_seconds,
+                )
                 yield {
                     "app": AppState(
                         pool=pool,
                         http=http,
                         users=UserTokenVerifier(TokenVerifier(keys, policy)),
+                        flairbit_tokens=TokenVerifier(keys, flairbit_policy),
                         profiles=profiles,
                         sessions=SessionService(pool, profiles),
                     )

@@ -70,10 +70,20 @@ class ProfileDirectory:
         return f"{email.strip().lower()}|{intent}"
 
     async def invalidate(self, email: str, intent: str | None = None) -> None:
-        if intent is None:
-            await self._cache.clear()
-        else:
+        """Forget one cached profile, or every cached profile of ``email``."""
+        if intent is not None:
             await self._cache.delete(self.cache_key(email, intent))
+            return
+        index = self.cache_key(email, "*")
+        for cached_intent in await self._cache.get(index) or ():
+            await self._cache.delete(self.cache_key(email, cached_intent))
+        await self._cache.delete(index)
+
+    async def _remember(self, email: str, intent: str, value: object, ttl: int) -> None:
+        await self._cache.set(self.cache_key(email, intent), value, ttl=ttl)
+        index = self.cache_key(email, "*")
+        intents = set(await self._cache.get(index) or ()) | {intent}
+        await self._cache.set(index, frozenset(intents), ttl=self._cache_ttl)
 
     async def profile(self, email: str, intent: str) -> Profile:
         key = self.cache_key(email, intent)
@@ -88,9 +98,9 @@ class ProfileDirectory:
         try:
             found = await self._fetch(email, intent)
         except NotFound as exc:
-            await self._cache.set(key, exc, ttl=self._missing_ttl)
+            await self._remember(email, intent, exc, self._missing_ttl)
             raise
-        await self._cache.set(key, found, ttl=self._cache_ttl)
+        await self._remember(email, intent, found, self._cache_ttl)
         return found
 
     async def _fetch(self, email: str, intent: str) -> Profile:

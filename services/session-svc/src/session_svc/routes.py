@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import cast
 
-from chat_common.dto import InitSessionRequest
-from chat_common.errors import NotFound
+from chat_common.dto import InitSessionRequest, MatchSession, ProfileChanged
+from chat_common.errors import AuthenticationFailed, NotFound
+from chat_common.identity import normalise_email
 from chat_common.web import bearer_token, json_response, parse_body
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,8 +45,36 @@ async def membership(request: Request) -> Response:
     return json_response(answer)
 
 
+async def _flairbit(request: Request) -> None:
+    """Only FlairBit's service JWT opens /internal/flairbit/*; user tokens fail its audience."""
+    claims = await state(request).flairbit_tokens.verify_async(bearer_token(request))
+    if claims.subject != "flairbit":
+        raise AuthenticationFailed("not a FlairBit service token", code="TOKEN_INVALID")
+
+
+async def profile_changed(request: Request) -> Response:
+    await _flairbit(request)
+    body = await parse_body(request, ProfileChanged, max_bytes=4096)
+    email = normalise_email(body.email)
+    await state(request).profiles.invalidate(email, body.intent)
+    return Response(status_code=204)
+
+
+async def match_session(request: Request) -> Response:
+    await _flairbit(request)
+    body = await parse_body(request, MatchSession, max_bytes=4096)
+    view = await state(request).sessions.open_between(
+        normalise_email(body.first_email, field="firstEmail"),
+        normalise_email(body.second_email, field="secondEmail"),
+        body.intent,
+    )
+    return json_response(view)
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/chat/init", init_session, methods=["POST"]),
         Route("/internal/sessions/{session_id}/membership", membership, methods=["GET"]),
+        Route("/internal/flairbit/profile-changed", profile_changed, methods=["POST"]),
+        Route("/internal/flairbit/sessions", match_session, methods=["POST"]),
     ]

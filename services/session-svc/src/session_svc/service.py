@@ -47,25 +47,29 @@ class SessionService:
                 field="fromEmail",
             )
         peer_email = normalise_email(request.to_email, field="toEmail")
+        return await self.open_between(user_email, peer_email, request.intent)
+
+    async def open_between(self, user_email: str, peer_email: str, intent: str) -> SessionView:
+        """Get or create the session of two users for ``intent`` (emails normalised)."""
         if peer_email == user_email:
             raise InvalidInput(
                 "you cannot open a chat with yourself", code="SELF_CHAT", field="toEmail"
             )
         mine, theirs = await asyncio.gather(
-            self._profiles.profile(user_email, request.intent),
-            self._profiles.profile(peer_email, request.intent),
+            self._profiles.profile(user_email, intent),
+            self._profiles.profile(peer_email, intent),
         )
         pair = canonical_pair(mine, theirs)
         async with self._pool.acquire() as conn, conn.transaction():
-            await repository.insert_session_if_absent(conn, uuid.uuid4(), pair, request.intent)
-            row = await repository.find_by_pair(conn, pair, request.intent)
+            await repository.insert_session_if_absent(conn, uuid.uuid4(), pair, intent)
+            row = await repository.find_by_pair(conn, pair, intent)
             if row is not None:
                 changed = [
                     await repository.refresh_participant(conn, row.id, profile)
                     for profile in (pair.low, pair.high)
                 ]
                 if any(changed):
-                    row = await repository.find_by_pair(conn, pair, request.intent)
+                    row = await repository.find_by_pair(conn, pair, intent)
         if row is None:  # only if the session was deleted between the two statements
             raise NotFound("the session disappeared while opening it; try again")
         return _view(row)

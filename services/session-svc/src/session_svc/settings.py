@@ -20,6 +20,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     profile_cache_ttl_seconds: int = 300
     breaker_threshold: int = 5
     breaker_reset_seconds: float = 15.0
+    # FlairBit's own service JWTs (for /internal/flairbit/*): its signing key is the one of the
+    # user tokens (JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE), with this issuer and audience.
+    flairbit_service_issuer: str = "flairbit"
+    flairbit_service_audience: str = "chat-service"
 
 
 def from_env() -> Settings:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import httpx
-from chat_common.jwt_verify import UserTokenVerifier
+from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier
 
 from .flairbit import ProfileDirectory
 from .service import SessionService
@@ -17,5 +17,6 @@ class AppState:
     pool: asyncpg.Pool
     http: httpx.AsyncClient
     users: UserTokenVerifier
+    flairbit_tokens: TokenVerifier
     profiles: ProfileDirectory
     sessions: SessionService
