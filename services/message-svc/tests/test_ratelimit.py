@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from chat_common.errors import RateLimited
-from message_svc.domain import BucketPolicy
+from chat_common.ratelimit import BucketPolicy
 from message_svc.ratelimit import MemoryLimiter, RedisLimiter, SendLimiter
 from redis.asyncio import Redis
 
@@ -65,8 +65,8 @@ async def test_memory_limiter_is_bounded() -> None:
     for i in range(100):
         await limiter.acquire(f"user{i}", "fp")
         await limiter.accepted(f"user{i}", "fp")
-    assert len(limiter._buckets) == 10
-    assert len(limiter._contents) == 10
+    assert len(limiter.buckets) == 10
+    assert len(limiter.contents) == 10
 
 
 async def test_redis_limiter(redis_limiter: RedisLimiter) -> None:
@@ -75,7 +75,7 @@ async def test_redis_limiter(redis_limiter: RedisLimiter) -> None:
 
 
 async def test_redis_limiter_is_shared_between_instances(redis_limiter: RedisLimiter) -> None:
-    other = RedisLimiter(redis_limiter._redis, POLICY, 2, 30, prefix=redis_limiter._prefix)
+    other = RedisLimiter(redis_limiter.redis, POLICY, 2, 30, prefix=redis_limiter.prefix)
     await redis_limiter.acquire("dave", "a")
     await other.acquire("dave", "b")
     await redis_limiter.acquire("dave", "c")

@@ -2,7 +2,7 @@
 
 Both count only messages that were accepted: a send takes a token first and gives it back when
 the message is refused or was a replay. Two implementations share one interface: in-process
-(bounded in memory) and Redis (shared by every instance; atomic Lua scripts).
+(bounded in memory) and Redis (shared by every instance).
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from chat_common.errors import RateLimited
+from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets, remember
 from redis.asyncio import Redis
-
-from .domain import Bucket, BucketPolicy, refund, take
 
 
 class SendLimiter(Protocol):
@@ -46,19 +45,20 @@ def _flood(limit: int, window: float) -> RateLimited:
     )
 
 
-K = TypeVar("K")
-V = TypeVar("V")
+class _BucketLimiter:
+    def __init__(self, buckets: Buckets) -> None:
+        self._buckets = buckets
+
+    async def _take(self, user: str) -> None:
+        allowed, wait = await self._buckets.take(user)
+        if not allowed:
+            raise _too_fast(wait)
+
+    async def release(self, user: str) -> None:
+        await self._buckets.refund(user)
 
 
-def _remember(store: OrderedDict[K, V], key: K, value: V, max_keys: int) -> None:
-    """Store ``value`` as the newest entry, dropping the oldest past ``max_keys``."""
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > max_keys:
-        store.popitem(last=False)
-
-
-class MemoryLimiter:
+class MemoryLimiter(_BucketLimiter):
     """Per-process limits; the oldest entries are dropped past ``max_keys``."""
 
     def __init__(
@@ -70,72 +70,35 @@ class MemoryLimiter:
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._policy = policy
+        self.buckets = MemoryBuckets(policy, max_keys=max_keys, clock=clock)
+        super().__init__(self.buckets)
         self._dup_limit = duplicate_limit
         self._dup_window = duplicate_window
         self._max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
-        self._contents: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self.contents: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
 
     def _duplicates(self, user: str, fingerprint: str, now: float) -> int:
-        entry = self._contents.get((user, fingerprint))
+        entry = self.contents.get((user, fingerprint))
         if entry is None or now - entry[1] >= self._dup_window:
             return 0
         return entry[0]
 
     async def acquire(self, user: str, fingerprint: str) -> None:
-        now = self._clock()
-        if self._duplicates(user, fingerprint, now) >= self._dup_limit:
+        if self._duplicates(user, fingerprint, self._clock()) >= self._dup_limit:
             raise _flood(self._dup_limit, self._dup_window)
-        decision = take(self._buckets.get(user), now, self._policy)
-        _remember(self._buckets, user, decision.bucket, self._max_keys)
-        if not decision.allowed:
-            raise _too_fast(decision.retry_after)
-
-    async def release(self, user: str) -> None:
-        bucket = self._buckets.get(user)
-        if bucket is not None:
-            self._buckets[user] = refund(bucket, self._policy)
+        await self._take(user)
 
     async def accepted(self, user: str, fingerprint: str) -> None:
         now = self._clock()
         key = (user, fingerprint)
-        entry = self._contents.get(key)
+        entry = self.contents.get(key)
         if entry is None or now - entry[1] >= self._dup_window:
             entry = (0, now)
-        _remember(self._contents, key, (entry[0] + 1, entry[1]), self._max_keys)
+        remember(self.contents, key, (entry[0] + 1, entry[1]), self._max_keys)
 
 
-_TAKE = """
-local burst = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
-local tokens = tonumber(b[1])
-local updated = tonumber(b[2])
-if tokens == nil then tokens = burst; updated = now end
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-local allowed = 0
-if tokens >= 1 then tokens = tokens - 1; allowed = 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return {allowed, tostring(wait)}
-"""
-
-_REFUND = """
-local burst = tonumber(ARGV[1])
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
-if tokens ~= nil then
-  redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(burst, tokens + 1)))
-end
-return 0
-"""
-
-
-class RedisLimiter:
+class RedisLimiter(_BucketLimiter):
     """The same limits, shared by every instance through Redis."""
 
     def __init__(
@@ -147,37 +110,24 @@ class RedisLimiter:
         *,
         prefix: str = "chat:limits:",
     ) -> None:
-        self._redis = redis
-        self._policy = policy
+        super().__init__(RedisBuckets(redis, policy, prefix=f"{prefix}bucket:"))
+        self.redis = redis
+        self.prefix = prefix
         self._dup_limit = duplicate_limit
         self._dup_window = duplicate_window
-        self._prefix = prefix
-        self._take = redis.register_script(_TAKE)
-        self._refund = redis.register_script(_REFUND)
-
-    def _bucket_key(self, user: str) -> str:
-        return f"{self._prefix}bucket:{user}"
 
     def _content_key(self, user: str, fingerprint: str) -> str:
-        return f"{self._prefix}content:{user}:{fingerprint}"
+        return f"{self.prefix}content:{user}:{fingerprint}"
 
     async def acquire(self, user: str, fingerprint: str) -> None:
-        seen = await self._redis.get(self._content_key(user, fingerprint))
+        seen = await self.redis.get(self._content_key(user, fingerprint))
         if seen is not None and int(seen) >= self._dup_limit:
             raise _flood(self._dup_limit, self._dup_window)
-        allowed, wait = await self._take(
-            keys=[self._bucket_key(user)],
-            args=[self._policy.burst, self._policy.rate_per_second],
-        )
-        if int(allowed) != 1:
-            raise _too_fast(float(wait))
-
-    async def release(self, user: str) -> None:
-        await self._refund(keys=[self._bucket_key(user)], args=[self._policy.burst])
+        await self._take(user)
 
     async def accepted(self, user: str, fingerprint: str) -> None:
         key = self._content_key(user, fingerprint)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(key, 0, ex=max(1, int(self._dup_window)), nx=True)
             pipe.incr(key)
             await pipe.execute()

@@ -1,0 +1,74 @@
+"""Token buckets: the pure rule, and the memory and Redis stores."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import pytest
+from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
+from redis.asyncio import Redis
+
+
+def test_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
+    policy = BucketPolicy(burst=3, rate_per_second=2.0)
+    bucket = None
+    for _ in range(3):
+        decision = take(bucket, 100.0, policy)
+        assert decision.allowed
+        bucket = decision.bucket
+    refused = take(bucket, 100.0, policy)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(0.5)
+    assert take(refused.bucket, 100.5, policy).allowed
+    assert not take(take(refused.bucket, 100.5, policy).bucket, 100.5, policy).allowed
+
+
+def test_refill_is_capped_at_the_burst_and_refund_too() -> None:
+    policy = BucketPolicy(burst=2, rate_per_second=1.0)
+    decision = take(None, 0.0, policy)
+    later = take(decision.bucket, 1000.0, policy)
+    assert later.bucket.tokens == 1.0
+    assert refund(refund(later.bucket, policy), policy).tokens == 2.0
+
+
+def test_zero_rate_never_refills() -> None:
+    policy = BucketPolicy(burst=1, rate_per_second=0.0)
+    first = take(None, 0.0, policy)
+    assert first.allowed
+    assert math.isinf(take(first.bucket, 10.0, policy).retry_after)
+
+
+async def test_memory_buckets_are_bounded_and_per_key() -> None:
+    now = [0.0]
+    buckets = MemoryBuckets(BucketPolicy(1, 1.0), max_keys=5, clock=lambda: now[0])
+    assert await buckets.take("a") == (True, 0.0)
+    allowed, wait = await buckets.take("a")
+    assert not allowed
+    assert wait == pytest.approx(1.0)
+    assert (await buckets.take("b"))[0]
+    await buckets.refund("a")
+    assert (await buckets.take("a"))[0]
+    for i in range(20):
+        await buckets.take(f"k{i}")
+    assert len(buckets) == 5
+
+
+async def test_redis_buckets_are_shared() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    try:
+        one = RedisBuckets(redis, BucketPolicy(2, 0.5), prefix=prefix)
+        two = RedisBuckets(redis, BucketPolicy(2, 0.5), prefix=prefix)
+        assert (await one.take("u"))[0]
+        assert (await two.take("u"))[0]
+        allowed, wait = await one.take("u")
+        assert not allowed
+        assert 0 < wait <= 2.0
+        await two.refund("u")
+        assert (await one.take("u"))[0]
+    finally:
+        keys = [k async for k in redis.scan_iter(f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
