@@ -14,9 +14,10 @@ import asyncpg
 import jwt
 import psycopg
 import pytest
-from chat_migrations import apply
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chat_migrations import apply
 
 # One database per pytest process, so that suites run side by side never share one.
 TEST_DATABASE_URL = os.environ.get(

@@ -10,6 +10,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from flairbit_stub.app import create_app
 from flairbit_stub.errors import KeyFileError
 from flairbit_stub.keys import (

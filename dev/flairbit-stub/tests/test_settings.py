@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from flairbit_stub.errors import SettingsError
 from flairbit_stub.settings import Settings
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from flairbit_stub.errors import InvalidInput, ProfileNotFound, UserNotFound
 from flairbit_stub.state import (
     FaultMode,

@@ -6,6 +6,7 @@ from typing import Any
 
 import jwt
 import pytest
+
 from chat_common.jwt_sign import ServiceTokenSigner, key_id
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import jwt as pyjwt
 import pytest
+
 from chat_common.errors import AuthenticationFailed, DependencyUnavailable
 from chat_common.jwt_verify import (
     MAX_TOKEN_LENGTH,

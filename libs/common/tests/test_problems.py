@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from chat_common import errors
 from chat_common.dto import InitSessionRequest
 from chat_common.problems import PROBLEM_CONTENT_TYPE, MalformedBody, error_response, status_for

@@ -6,8 +6,9 @@ import math
 import uuid
 
 import pytest
-from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
 from redis.asyncio import Redis
+
+from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
 
 
 def test_bucket_allows_a_burst_then_refills_at_the_rate() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from chat_common.settings import Secret, SettingsError, load
 
 

@@ -12,12 +12,13 @@ import httpx
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
-from gateway.app import create_app
-from gateway.settings import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from gateway.app import create_app
+from gateway.settings import Settings
 
 
 async def echo(request: Request) -> Response:

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from gateway.app import create_app
-from gateway.settings import Settings
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
+
+from gateway.app import create_app
+from gateway.settings import Settings
 
 
 def free_port() -> int:
@@ -55,7 +56,11 @@ async def gateway(edge_port: int, issuer_keys: Any, tmp_path: Any) -> AsyncItera
     settings = Settings(
         ws_edge_url=f"ws://127.0.0.1:{edge_port}",
         jwt_public_key_file=str(public),
+        jwt_issuer="flairbit",
+        jwt_audience="chat",
         allowed_origins=("http://app.example",),
+        ws_connect_burst=2,
+        ws_connect_rate_per_second=0.01,
     )
     port = free_port()
     server = uvicorn.Server(
@@ -72,8 +77,9 @@ async def gateway(edge_port: int, issuer_keys: Any, tmp_path: Any) -> AsyncItera
 
 
 async def test_frames_subprotocol_headers_and_close_code_are_relayed(
-    issuer_keys: Any, tmp_path: Any
+    issuer_keys: Any, tmp_path: Any, make_token: Any
 ) -> None:
+    token = make_token("alice@example.com")
     edge_port = free_port()
     async with (
         edge(edge_port),
@@ -81,11 +87,11 @@ async def test_frames_subprotocol_headers_and_close_code_are_relayed(
         connect(
             f"ws://127.0.0.1:{port}/ws?access_token=abc",
             subprotocols=[Subprotocol("v12.stomp")],
-            additional_headers={"Authorization": "Bearer xyz"},
+            additional_headers={"Authorization": f"Bearer {token}"},
         ) as client,
     ):
         assert client.subprotocol == "v12.stomp"
-        assert await client.recv() == "auth=Bearer xyz path=/ws?access_token=abc"
+        assert await client.recv() == f"auth=Bearer {token} path=/ws?access_token=abc"
         await client.send("CONNECT\n\n\x00")
         assert await client.recv() == "CONNECT\n\n\x00"
         await client.send(b"\x00\x01binary")
@@ -118,3 +124,30 @@ async def test_edge_down_closes_with_try_again_later(issuer_keys: Any, tmp_path:
         with pytest.raises((InvalidStatus, ConnectionClosed)):
             async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as client:
                 await client.recv()
+
+
+async def test_bad_handshake_token_and_attempt_floods_are_refused(
+    issuer_keys: Any, tmp_path: Any, make_token: Any
+) -> None:
+    edge_port = free_port()
+    async with edge(edge_port), gateway(edge_port, issuer_keys, tmp_path) as port:
+        with pytest.raises(InvalidStatus) as bad:
+            async with connect(
+                f"ws://127.0.0.1:{port}/ws?access_token=garbage",
+                subprotocols=[Subprotocol("v12.stomp")],
+            ):
+                pass
+        assert bad.value.response.status_code == 401
+        url = f"ws://127.0.0.1:{port}/ws?access_token={make_token('bob@example.com')}"
+        for _ in range(2):
+            async with connect(url, subprotocols=[Subprotocol("v12.stomp")]) as client:
+                assert (await client.recv()).startswith("auth=")
+        with pytest.raises(InvalidStatus) as flood:
+            async with connect(url, subprotocols=[Subprotocol("v12.stomp")]):
+                pass
+        assert flood.value.response.status_code == 429
+        assert int(flood.value.response.headers["Retry-After"]) >= 1
+        # another user is not affected
+        other = f"ws://127.0.0.1:{port}/ws?access_token={make_token('carol@example.com')}"
+        async with connect(other, subprotocols=[Subprotocol("v12.stomp")]) as client:
+            assert (await client.recv()).startswith("auth=")

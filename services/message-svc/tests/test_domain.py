@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from chat_common.errors import ContentTooLarge, InvalidInput
 from message_svc.domain import check_content, next_mark
 

@@ -6,10 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
+
 from chat_common.errors import RateLimited
 from chat_common.ratelimit import BucketPolicy
 from message_svc.ratelimit import MemoryLimiter, RedisLimiter, SendLimiter
-from redis.asyncio import Redis
 
 POLICY = BucketPolicy(burst=3, rate_per_second=1.0)
 

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+
 from chat_common import routing
 
 from .conftest import ChatSession, SessionFactory
@@ -211,6 +212,7 @@ async def test_rate_limit_and_duplicate_flood(
     settings_factory: Any, new_session: SessionFactory, as_user: Headers, db_pool: asyncpg.Pool
 ) -> None:
     from asgi_lifespan import LifespanManager
+
     from message_svc.app import create_app
 
     session = await new_session()

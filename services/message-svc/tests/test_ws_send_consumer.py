@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from asgi_lifespan import LifespanManager
+
 from chat_common import amqp, routing
 from chat_common.dto import SendCommand
 from chat_testing.tcpproxy import TcpProxy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from chat_common.errors import InvalidInput
 from session_svc.domain import Profile, canonical_pair
 

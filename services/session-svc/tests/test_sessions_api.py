@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+
 from session_svc.app import create_app
 from session_svc.settings import Settings
 

@@ -8,9 +8,20 @@ from dataclasses import dataclass
 from typing import cast
 
 import httpx
-from chat_common.errors import AuthenticationFailed, NotFound
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from chat_common.errors import AuthenticationFailed, ChatError, NotFound
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
+from chat_common.problems import error_response
+from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 from chat_common.web import (
     EXCEPTION_HANDLERS,
     ReadinessCheck,
@@ -18,13 +29,9 @@ from chat_common.web import (
     operational_routes,
     read_body,
 )
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
+from .headers import SecurityHeadersMiddleware
+from .limits import EdgeLimitsMiddleware, Limiters, check
 from .proxy import forward
 from .routing import Caller, Upstream, rule_for
 from .settings import Settings
@@ -38,13 +45,14 @@ class AppState:
     http: httpx.AsyncClient
     users: UserTokenVerifier
     flairbit_tokens: TokenVerifier
+    limiters: Limiters
     upstreams: dict[Upstream, str]
     max_body: int
     ws_edge_url: str
     allowed_origins: tuple[str, ...]
 
 
-def _state(request: Request) -> AppState:
+def _state(request: Request | WebSocket) -> AppState:
     return cast(AppState, request.state.app)
 
 
@@ -59,18 +67,45 @@ async def api(request: Request) -> Response:
         if claims.subject != "flairbit":
             raise AuthenticationFailed("not a FlairBit service token", code="TOKEN_INVALID")
     else:
-        await state.users.identify(bearer_token(request))
+        user = await state.users.identify(bearer_token(request))
+        await check(state.limiters.per_user, user.email, "requests")
     body = await read_body(request, state.max_body)
     upstream = rule.upstream
     return await forward(state.http, state.upstreams[upstream], upstream.value, request, body)
 
 
+def _handshake_token(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return websocket.query_params.get("access_token")
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    state = cast(AppState, websocket.state.app)
+    state = _state(websocket)
+    token = _handshake_token(websocket)
+    if token is not None:
+        # Connection attempts per user when the handshake names the user; the edge checks
+        # the token (also when it only comes in the CONNECT frame) and answers its errors.
+        try:
+            user = await state.users.identify(token)
+            await check(state.limiters.ws_per_user, user.email, "connection attempts")
+        except ChatError as exc:
+            await websocket.send_denial_response(error_response(exc))
+            return
     await relay(websocket, state.ws_edge_url, state.allowed_origins)
 
 
+def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
+    if redis is None:
+        return MemoryBuckets(policy)
+    return RedisBuckets(redis, policy, prefix=f"chat:gateway:{name}:")
+
+
 def create_app(settings: Settings) -> Starlette:
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    per_ip = _buckets(redis, BucketPolicy(settings.ip_burst, settings.ip_rate_per_second), "ip")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         timeout = httpx.Timeout(
@@ -91,31 +126,46 @@ def create_app(settings: Settings) -> Starlette:
                 audience=settings.flairbit_service_audience,
                 leeway_seconds=settings.jwt_leeway_seconds,
             )
-            yield {
-                "app": AppState(
-                    http=http,
-                    users=UserTokenVerifier(TokenVerifier(keys, policy)),
-                    flairbit_tokens=TokenVerifier(keys, flairbit_policy),
-                    upstreams={
-                        Upstream.SESSION: settings.session_svc_url,
-                        Upstream.MESSAGE: settings.message_svc_url,
-                    },
-                    max_body=settings.max_body_bytes,
-                    ws_edge_url=settings.ws_edge_url,
-                    allowed_origins=settings.allowed_origins,
-                )
-            }
+            limiters = Limiters(
+                per_ip=per_ip,
+                per_user=_buckets(
+                    redis, BucketPolicy(settings.user_burst, settings.user_rate_per_second), "user"
+                ),
+                ws_per_user=_buckets(
+                    redis,
+                    BucketPolicy(settings.ws_connect_burst, settings.ws_connect_rate_per_second),
+                    "ws",
+                ),
+            )
+            try:
+                yield {
+                    "app": AppState(
+                        http=http,
+                        users=UserTokenVerifier(TokenVerifier(keys, policy)),
+                        flairbit_tokens=TokenVerifier(keys, flairbit_policy),
+                        limiters=limiters,
+                        upstreams={
+                            Upstream.SESSION: settings.session_svc_url,
+                            Upstream.MESSAGE: settings.message_svc_url,
+                        },
+                        max_body=settings.max_body_bytes,
+                        ws_edge_url=settings.ws_edge_url,
+                        allowed_origins=settings.allowed_origins,
+                    )
+                }
+            finally:
+                if redis is not None:
+                    await redis.aclose()
 
     def checks(request: Request) -> Sequence[ReadinessCheck]:
         state = _state(request)
 
         def probe(base: str) -> ReadinessCheck:
-            async def check() -> None:
-                (
-                    await state.http.get(base.rstrip("/") + "/healthz", timeout=1.0)
-                ).raise_for_status()
+            async def check_upstream() -> None:
+                answer = await state.http.get(base.rstrip("/") + "/healthz", timeout=1.0)
+                answer.raise_for_status()
 
-            return (base, check)
+            return (base, check_upstream)
 
         return [probe(url) for url in state.upstreams.values()]
 
@@ -127,7 +177,24 @@ def create_app(settings: Settings) -> Starlette:
             Route("/internal/flairbit/{path:path}", api, methods=methods),
             WebSocketRoute("/ws", websocket_endpoint),
         ],
-        middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
+        middleware=[
+            Middleware(RequestContextMiddleware, service=SERVICE),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=methods,
+                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                expose_headers=["Link", "Retry-After", "X-Request-Id", "Idempotent-Replayed"],
+                max_age=600,
+            ),
+            Middleware(
+                EdgeLimitsMiddleware,
+                per_ip=per_ip,
+                max_header_bytes=settings.max_header_bytes,
+                trust_forwarded_for=settings.trust_forwarded_for,
+            ),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

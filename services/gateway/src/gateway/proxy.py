@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import httpx
-from chat_common.errors import DependencyError, DependencyTimeout, DependencyUnavailable
-from chat_common.observability import request_id_var
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+
+from chat_common.errors import DependencyError, DependencyTimeout, DependencyUnavailable
+from chat_common.observability import request_id_var
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the client must not choose for the upstream.
 _DROP_REQUEST = frozenset(

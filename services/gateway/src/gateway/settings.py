@@ -11,11 +11,22 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     session_svc_url: str = "http://127.0.0.1:8081"
     message_svc_url: str = "http://127.0.0.1:8082"
     ws_edge_url: str = "ws://127.0.0.1:8083"
-    # Browser origins allowed on /ws (and, later, by CORS); "*" allows any.
+    # Browser origins allowed by CORS and on /ws; "*" allows any.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     upstream_connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 16 * 1024
+    # Rate limits (token buckets); shared by every instance through Redis when REDIS_URL is set.
+    redis_url: str | None = None
+    ip_burst: int = 200
+    ip_rate_per_second: float = 100.0
+    user_burst: int = 100
+    user_rate_per_second: float = 50.0
+    ws_connect_burst: int = 10
+    ws_connect_rate_per_second: float = 1.0
+    # Take the client address from X-Forwarded-For (only behind a trusted proxy or Ingress).
+    trust_forwarded_for: bool = False
     flairbit_service_issuer: str = "flairbit"
     flairbit_service_audience: str = "chat-service"
 

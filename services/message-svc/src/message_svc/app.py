@@ -6,16 +6,17 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+
 from chat_common import amqp
 from chat_common.db import create_pool, ping
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
 from chat_common.ratelimit import BucketPolicy
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
-from redis.asyncio import Redis
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
 
 from .consumer import SendConsumer
 from .ratelimit import MemoryLimiter, RedisLimiter, SendLimiter

@@ -23,11 +23,12 @@ import aio_pika
 import asyncpg
 import msgspec
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from prometheus_client import Counter
+
 from chat_common import routing
 from chat_common.dto import ErrorEvent, MessageView, SendCommand, SendMessageRequest
 from chat_common.errors import ChatError, DependencyError
 from chat_common.identity import normalise_email
-from prometheus_client import Counter
 
 from .service import MessageService
 

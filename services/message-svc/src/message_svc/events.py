@@ -8,6 +8,7 @@ by several of those keys still receives one copy.
 from __future__ import annotations
 
 import msgspec
+
 from chat_common import routing
 from chat_common.dto import MessageView, ReceiptEvent
 

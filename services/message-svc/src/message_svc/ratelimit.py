@@ -12,9 +12,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from redis.asyncio import Redis
+
 from chat_common.errors import RateLimited
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets, remember
-from redis.asyncio import Redis
 
 
 class SendLimiter(Protocol):

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+
 from chat_common.db import Conn
 
 OUTBOX_CHANNEL = "chat_outbox"

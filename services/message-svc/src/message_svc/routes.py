@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 from urllib.parse import urlencode
 
-from chat_common.dto import MarkRequest, SendMessageRequest
-from chat_common.errors import InvalidInput, NotFound
-from chat_common.web import bearer_token, json_response, parse_body
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from chat_common.dto import MarkRequest, SendMessageRequest
+from chat_common.errors import InvalidInput, NotFound
+from chat_common.web import bearer_token, json_response, parse_body
 
 from .service import MAX_PAGE
 from .state import AppState

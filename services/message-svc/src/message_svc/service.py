@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+
 from chat_common.db import Conn
 from chat_common.dto import (
     HistoryPage,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
+
 from chat_common.jwt_verify import UserTokenVerifier
 
 from .service import MessageService

@@ -6,14 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+
 from chat_common.db import create_pool, ping
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
 
 from .flairbit import ProfileDirectory
 from .routes import routes, state

@@ -14,15 +14,16 @@ from urllib.parse import quote
 
 import httpx
 from aiocache import SimpleMemoryCache
+from prometheus_client import Counter, Gauge
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
 from chat_common.errors import (
     DependencyTimeout,
     DependencyUnavailable,
     NotFound,
 )
 from chat_common.jwt_sign import ServiceTokenSigner
-from prometheus_client import Counter, Gauge
-from purgatory import AsyncCircuitBreakerFactory
-from purgatory.domain.model import OpenedState
 
 from .domain import Profile
 

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+
 from chat_common.db import Conn
 
 from .domain import Pair, Profile

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import cast
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
 from chat_common.dto import InitSessionRequest, MatchSession, ProfileChanged
 from chat_common.errors import AuthenticationFailed, NotFound
 from chat_common.identity import normalise_email
 from chat_common.web import bearer_token, json_response, parse_body
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from .state import AppState
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import asyncpg
+
 from chat_common.dto import InitSessionRequest, Membership, Participant, SessionView
 from chat_common.errors import Forbidden, InvalidInput, NotFound
 from chat_common.identity import normalise_email

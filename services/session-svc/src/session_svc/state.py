@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import httpx
+
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier
 
 from .flairbit import ProfileDirectory

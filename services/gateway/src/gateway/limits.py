@@ -1,0 +1,95 @@
+"""What the gateway refuses before any upstream sees it: oversize headers, floods per IP and
+per user, and too many WebSocket attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from chat_common.errors import RateLimited
+from chat_common.problems import error_response, problem_response
+from chat_common.ratelimit import Buckets
+
+
+@dataclass(frozen=True, slots=True)
+class Limiters:
+    per_ip: Buckets
+    per_user: Buckets
+    ws_per_user: Buckets
+
+
+async def check(buckets: Buckets, key: str, what: str) -> None:
+    allowed, wait = await buckets.take(key)
+    if not allowed:
+        raise RateLimited(f"too many {what}; slow down", retry_after=wait, code="RATE_LIMITED")
+
+
+def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = Headers(scope=scope).get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class EdgeLimitsMiddleware:
+    """Refuses requests whose headers are too large (431) and floods from one IP (429),
+    for HTTP and WebSocket alike, before routing."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_ip: Buckets,
+        max_header_bytes: int,
+        trust_forwarded_for: bool,
+        exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics"),
+    ) -> None:
+        self.app = app
+        self.per_ip = per_ip
+        self.max_header_bytes = max_header_bytes
+        self.trust_forwarded_for = trust_forwarded_for
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if size > self.max_header_bytes:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                problem_response(
+                    431,
+                    title="Request header fields too large",
+                    detail=f"headers are {size} bytes; the limit is {self.max_header_bytes}",
+                    code="HEADERS_TOO_LARGE",
+                ),
+            )
+            return
+        allowed, wait = await self.per_ip.take(client_ip(scope, self.trust_forwarded_for))
+        if not allowed:
+            limited = RateLimited(
+                "too many requests from your address", retry_after=wait, code="RATE_LIMITED"
+            )
+            await self._refuse(scope, receive, send, error_response(limited))
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+        if scope["type"] == "websocket":
+            websocket = WebSocket(scope, receive, send)
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await websocket.send_denial_response(response)
+            else:
+                await websocket.close(code=1008)
+            return
+        await response(scope, receive, send)

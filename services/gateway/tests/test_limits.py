@@ -1,0 +1,100 @@
+"""Limits, CORS and security headers of the gateway (in front of a real upstream)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+from .test_gateway_proxy import free_port, upstream_server
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    issuer_keys: Any, tmp_path: Any, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    public = tmp_path / "issuer.pem"
+    public.write_bytes(issuer_keys.public_pem)
+    port = free_port()
+    values: dict[str, Any] = {
+        "session_svc_url": f"http://127.0.0.1:{port}",
+        "message_svc_url": f"http://127.0.0.1:{port}",
+        "jwt_public_key_file": str(public),
+        "jwt_issuer": "flairbit",
+        "jwt_audience": "chat",
+        "allowed_origins": ("http://app.example",),
+        **overrides,
+    }
+    app = create_app(Settings(**values))
+    async with upstream_server(port), LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client
+
+
+async def test_a_flooding_user_is_429_while_another_is_served(
+    issuer_keys: Any, tmp_path: Any, make_token: Any
+) -> None:
+    async with gateway(issuer_keys, tmp_path, user_burst=5, user_rate_per_second=0.01) as gw:
+        flood = {"Authorization": f"Bearer {make_token('flood@example.com')}"}
+        calm = {"Authorization": f"Bearer {make_token('calm@example.com')}"}
+        answers = [await gw.get("/api/chat/sessions", headers=flood) for _ in range(8)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+        limited = answers[-1]
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["code"] == "RATE_LIMITED"
+        assert (await gw.get("/api/chat/sessions", headers=calm)).status_code == 200
+
+
+async def test_a_flooding_address_is_429_before_any_token_check(
+    issuer_keys: Any, tmp_path: Any
+) -> None:
+    async with gateway(issuer_keys, tmp_path, ip_burst=3, ip_rate_per_second=0.01) as gw:
+        answers = [await gw.get("/api/chat/sessions") for _ in range(5)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+        assert (await gw.get("/healthz")).status_code == 200  # probes are exempt
+
+
+async def test_oversize_headers_are_431(issuer_keys: Any, tmp_path: Any) -> None:
+    async with gateway(issuer_keys, tmp_path, max_header_bytes=2048) as gw:
+        answer = await gw.get("/api/chat/sessions", headers={"x-junk": "a" * 4096})
+    assert answer.status_code == 431
+    assert answer.json()["code"] == "HEADERS_TOO_LARGE"
+
+
+async def test_security_headers_and_cors(issuer_keys: Any, tmp_path: Any, make_token: Any) -> None:
+    async with gateway(issuer_keys, tmp_path) as gw:
+        answer = await gw.get(
+            "/api/chat/sessions",
+            headers={
+                "Authorization": f"Bearer {make_token()}",
+                "Origin": "http://app.example",
+            },
+        )
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["access-control-allow-origin"] == "http://app.example"
+        assert "Link" in answer.headers["access-control-expose-headers"]
+        preflight = await gw.options(
+            "/api/chat/message",
+            headers={
+                "Origin": "http://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        foreign = await gw.options(
+            "/api/chat/message",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in foreign.headers
