@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -30,6 +30,7 @@ from chat_common.web import (
     read_body,
 )
 
+from .apidoc import ApiDocument, render
 from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
 from .proxy import forward
@@ -50,6 +51,7 @@ class AppState:
     max_body: int
     ws_edge_url: str
     allowed_origins: tuple[str, ...]
+    api_document: ApiDocument
 
 
 def _state(request: Request | WebSocket) -> AppState:
@@ -72,6 +74,17 @@ async def api(request: Request) -> Response:
     body = await read_body(request, state.max_body)
     upstream = rule.upstream
     return await forward(state.http, state.upstreams[upstream], upstream.value, request, body)
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(await _state(request).api_document.get())
+
+
+async def docs(request: Request) -> Response:
+    page = render(await _state(request).api_document.get())
+    return HTMLResponse(
+        page, headers={"content-security-policy": "default-src 'none'; style-src 'unsafe-inline'"}
+    )
 
 
 def _handshake_token(websocket: WebSocket) -> str | None:
@@ -151,6 +164,9 @@ def create_app(settings: Settings) -> Starlette:
                         max_body=settings.max_body_bytes,
                         ws_edge_url=settings.ws_edge_url,
                         allowed_origins=settings.allowed_origins,
+                        api_document=ApiDocument(
+                            http, (settings.session_svc_url, settings.message_svc_url)
+                        ),
                     )
                 }
             finally:
@@ -173,6 +189,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             *operational_routes(checks),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
             Route("/api/{path:path}", api, methods=methods),
             Route("/internal/flairbit/{path:path}", api, methods=methods),
             WebSocketRoute("/ws", websocket_endpoint),

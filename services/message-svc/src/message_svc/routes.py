@@ -9,10 +9,20 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from chat_common.dto import MarkRequest, SendMessageRequest
+from chat_common import openapi
+from chat_common.dto import (
+    HistoryPage,
+    MarkRequest,
+    Marks,
+    MessageView,
+    SendMessageRequest,
+    SessionList,
+    UnreadView,
+)
 from chat_common.errors import InvalidInput, NotFound
+from chat_common.openapi import Endpoint, Operation, Param
 from chat_common.web import bearer_token, json_response, parse_body
 
 from .service import MAX_PAGE
@@ -29,7 +39,7 @@ async def _user(request: Request) -> str:
 
 def _session_id(request: Request) -> uuid.UUID:
     try:
-        return uuid.UUID(request.path_params["session_id"])
+        return uuid.UUID(request.path_params["sessionId"])
     except ValueError:
         raise NotFound("no such session", code="SESSION_NOT_FOUND") from None
 
@@ -92,12 +102,96 @@ def _mark(kind: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+SESSION_ID = Param("sessionId", "path", {"type": "string", "format": "uuid"})
+SEQ = {"type": "integer", "minimum": 0}
+MARK_ERRORS = (400, 401, 403, 404, 422, 429)
+
+OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
+    (
+        Operation(
+            "POST",
+            "/api/chat/message",
+            "Send a message (idempotent per sender and clientMessageId)",
+            body=SendMessageRequest,
+            answer=MessageView,
+            errors=(400, 401, 403, 404, 409, 413, 422, 429),
+            headers={"Idempotent-Replayed": "true when the message was stored before"},
+            tags=("messages",),
+        ),
+        send_message,
+    ),
+    (
+        Operation(
+            "GET",
+            "/api/chat/sessions",
+            "The caller's sessions with peer, last message and unread count",
+            answer=SessionList,
+            errors=(401, 429),
+            tags=("sessions",),
+        ),
+        sessions,
+    ),
+    (
+        Operation(
+            "GET",
+            "/api/chat/{sessionId}/history",
+            "A page of the session's messages, newest first; the next page is in Link",
+            answer=HistoryPage,
+            params=(
+                SESSION_ID,
+                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+                Param("before", "query", {"type": "integer", "minimum": 1}),
+                Param("after", "query", SEQ),
+            ),
+            errors=(401, 403, 404, 422, 429),
+            headers={"Link": 'the next page, rel="next"'},
+            tags=("messages",),
+        ),
+        history,
+    ),
+    (
+        Operation(
+            "GET",
+            "/api/chat/{sessionId}/unread",
+            "The caller's unread messages in the session, oldest first, and their count",
+            answer=UnreadView,
+            params=(SESSION_ID,),
+            errors=(401, 403, 404, 429),
+            tags=("messages",),
+        ),
+        unread,
+    ),
+    (
+        Operation(
+            "POST",
+            "/api/chat/{sessionId}/read",
+            "Move the caller's read mark; the peer gets a read receipt",
+            body=MarkRequest,
+            answer=Marks,
+            params=(SESSION_ID,),
+            errors=MARK_ERRORS,
+            tags=("receipts",),
+        ),
+        _mark("read"),
+    ),
+    (
+        Operation(
+            "POST",
+            "/api/chat/{sessionId}/delivered",
+            "Move the caller's delivered mark; the peer gets a delivery receipt",
+            body=MarkRequest,
+            answer=Marks,
+            params=(SESSION_ID,),
+            errors=MARK_ERRORS,
+            tags=("receipts",),
+        ),
+        _mark("delivered"),
+    ),
+)
+
+
 def routes() -> list[BaseRoute]:
     return [
-        Route("/api/chat/message", send_message, methods=["POST"]),
-        Route("/api/chat/sessions", sessions, methods=["GET"]),
-        Route("/api/chat/{session_id}/history", history, methods=["GET"]),
-        Route("/api/chat/{session_id}/unread", unread, methods=["GET"]),
-        Route("/api/chat/{session_id}/read", _mark("read"), methods=["POST"]),
-        Route("/api/chat/{session_id}/delivered", _mark("delivered"), methods=["POST"]),
+        *openapi.routes(OPERATIONS),
+        openapi.openapi_route("message-svc", "1", [op for op, _ in OPERATIONS]),
     ]

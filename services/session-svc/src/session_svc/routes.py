@@ -9,9 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from chat_common.dto import InitSessionRequest, MatchSession, ProfileChanged
+from chat_common import openapi
+from chat_common.dto import InitSessionRequest, MatchSession, ProfileChanged, SessionView
 from chat_common.errors import AuthenticationFailed, NotFound
 from chat_common.identity import normalise_email
+from chat_common.openapi import Endpoint, Operation, Param
 from chat_common.web import bearer_token, json_response, parse_body
 
 from .state import AppState
@@ -72,10 +74,53 @@ async def match_session(request: Request) -> Response:
     return json_response(view)
 
 
+SESSION_ID = Param("sessionId", "path", {"type": "string", "format": "uuid"})
+
+OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
+    (
+        Operation(
+            "POST",
+            "/api/chat/init",
+            "Open (or find) the caller's session with another user for an intent",
+            body=InitSessionRequest,
+            answer=SessionView,
+            errors=(400, 401, 404, 413, 422, 429, 504),
+            tags=("sessions",),
+        ),
+        init_session,
+    ),
+    (
+        Operation(
+            "POST",
+            "/internal/flairbit/profile-changed",
+            "FlairBit: a user's profile changed; drop what chat cached of it",
+            body=ProfileChanged,
+            status=204,
+            errors=(400, 401, 422),
+            security="flairbitJwt",
+            tags=("flairbit",),
+        ),
+        profile_changed,
+    ),
+    (
+        Operation(
+            "POST",
+            "/internal/flairbit/sessions",
+            "FlairBit: open the session of two matched users",
+            body=MatchSession,
+            answer=SessionView,
+            errors=(400, 401, 404, 422, 504),
+            security="flairbitJwt",
+            tags=("flairbit",),
+        ),
+        match_session,
+    ),
+)
+
+
 def routes() -> list[BaseRoute]:
     return [
-        Route("/api/chat/init", init_session, methods=["POST"]),
+        *openapi.routes(OPERATIONS),
         Route("/internal/sessions/{session_id}/membership", membership, methods=["GET"]),
-        Route("/internal/flairbit/profile-changed", profile_changed, methods=["POST"]),
-        Route("/internal/flairbit/sessions", match_session, methods=["POST"]),
+        openapi.openapi_route("session-svc", "1", [op for op, _ in OPERATIONS]),
     ]
