@@ -37,6 +37,7 @@ def _port_base() -> int:
 @dataclass(frozen=True)
 class Stack:
     gateway: str
+    session_svc: str
     flairbit: str
     env: dict[str, str]
     run_dir: Path
@@ -83,7 +84,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CHAT_PORT_BASE": str(base),
         "DATABASE_URL": E2E_DATABASE_URL,
     }
-    stack = Stack(f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 10}", env, run_dir)
+    stack = Stack(
+        f"http://127.0.0.1:{base}",
+        f"http://127.0.0.1:{base + 1}",
+        f"http://127.0.0.1:{base + 10}",
+        env,
+        run_dir,
+    )
     started = stack.make("up")
     try:
         assert started.returncode == 0, started.stdout + started.stderr

@@ -1,0 +1,152 @@
+"""Who may call what: every route of every service, for every kind of caller.
+
+The routes are enumerated from the services' own apps, so a new route without a row in
+MATRIX fails this suite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from gateway.app import create_app as gateway_app
+from gateway.settings import Settings as GatewaySettings
+from message_svc.app import create_app as message_app
+from message_svc.settings import Settings as MessageSettings
+from session_svc.app import create_app as session_app
+from session_svc.settings import Settings as SessionSettings
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+CALLERS = ("participant", "other_user", "other_intent_user", "no_token", "service_token")
+
+# (method, path) -> (where it is called, body, answer per caller)
+OK, UNAUTHENTICATED, FORBIDDEN = 200, 401, 403
+USER_ROUTE = {
+    "participant": OK,
+    "other_user": FORBIDDEN,
+    "other_intent_user": FORBIDDEN,
+    "no_token": UNAUTHENTICATED,
+    "service_token": UNAUTHENTICATED,
+}
+OWN_DATA_ROUTE = {**USER_ROUTE, "other_user": OK, "other_intent_user": OK}
+FLAIRBIT_ROUTE = {
+    "participant": UNAUTHENTICATED,
+    "other_user": UNAUTHENTICATED,
+    "other_intent_user": UNAUTHENTICATED,
+    "no_token": UNAUTHENTICATED,
+    "service_token": OK,
+}
+MATRIX: dict[tuple[str, str], tuple[str, Callable[[str], Any], dict[str, int]]] = {
+    ("POST", "/api/chat/init"): (
+        "gateway",
+        lambda sid: {"toEmail": "bob.authz@example.com", "intent": "dating"},
+        # anyone with a user token may open their own chat with bob
+        {**OWN_DATA_ROUTE},
+    ),
+    ("POST", "/api/chat/message"): (
+        "gateway",
+        lambda sid: {"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())},
+        USER_ROUTE,
+    ),
+    ("GET", "/api/chat/sessions"): ("gateway", lambda sid: None, OWN_DATA_ROUTE),
+    ("GET", "/api/chat/{sessionId}/history"): ("gateway", lambda sid: None, USER_ROUTE),
+    ("GET", "/api/chat/{sessionId}/unread"): ("gateway", lambda sid: None, USER_ROUTE),
+    ("POST", "/api/chat/{sessionId}/read"): ("gateway", lambda sid: {"upToSeq": 1}, USER_ROUTE),
+    ("POST", "/api/chat/{sessionId}/delivered"): (
+        "gateway",
+        lambda sid: {"upToSeq": 1},
+        USER_ROUTE,
+    ),
+    ("GET", "/internal/sessions/{session_id}/membership"): (
+        "session-svc",
+        lambda sid: None,
+        USER_ROUTE,
+    ),
+    ("POST", "/internal/flairbit/profile-changed"): (
+        "gateway",
+        lambda sid: {"email": "bob.authz@example.com"},
+        {**FLAIRBIT_ROUTE, "service_token": 204},
+    ),
+    ("POST", "/internal/flairbit/sessions"): (
+        "gateway",
+        lambda sid: {
+            "firstEmail": "alice.authz@example.com",
+            "secondEmail": "bob.authz@example.com",
+            "intent": "dating",
+        },
+        FLAIRBIT_ROUTE,
+    ),
+}
+
+
+def service_routes() -> set[tuple[str, str]]:
+    common: dict[str, Any] = {"jwt_jwks_url": "http://127.0.0.1:1/jwks"}
+    apps = [
+        session_app(SessionSettings(**common)),
+        message_app(MessageSettings(**common)),
+        gateway_app(GatewaySettings(**common)),
+    ]
+    found = set()
+    for app in apps:
+        for route in app.routes:
+            if not isinstance(route, Route) or route.path in OPERATIONAL:
+                continue
+            if "{path:path}" in route.path:  # the gateway's forwarding routes
+                continue
+            for method in route.methods or ():
+                if method != "HEAD":
+                    found.add((method, route.path))
+    return found
+
+
+def test_every_route_has_a_row_in_the_matrix() -> None:
+    missing = service_routes() - set(MATRIX)
+    assert not missing, f"routes without an authorization row: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
+    method, path = route
+    where, make_body, expected = MATRIX[route]
+    service = httpx.post(f"{stack.flairbit}/dev/service-token", timeout=5).json()["token"]
+    tokens = {
+        "participant": stack.token("alice.authz@example.com"),
+        "other_user": stack.token("eve.authz@example.com"),
+        "other_intent_user": stack.token("carol.authz@example.com"),
+        "no_token": None,
+        "service_token": service,
+    }
+    base = (
+        stack.gateway
+        if where == "gateway"
+        else stack.gateway.rsplit(":", 1)[0] + ":" + str(int(stack.gateway.rsplit(":", 1)[1]) + 1)
+    )
+    with httpx.Client(timeout=10) as client:
+        alice = {"Authorization": f"Bearer {tokens['participant']}"}
+        session_id = client.post(
+            f"{stack.gateway}/api/chat/init",
+            json={"toEmail": "bob.authz@example.com", "intent": "dating"},
+            headers=alice,
+        ).json()["sessionId"]
+        # carol shares a session with bob, but for another intent
+        carol = {"Authorization": f"Bearer {tokens['other_intent_user']}"}
+        other = client.post(
+            f"{stack.gateway}/api/chat/init",
+            json={"toEmail": "bob.authz@example.com", "intent": "freelance"},
+            headers=carol,
+        )
+        assert other.status_code == 200
+        url = base + path.replace("{sessionId}", session_id).replace("{session_id}", session_id)
+        for caller in CALLERS:
+            token = tokens[caller]
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            answer = client.request(method, url, json=make_body(session_id), headers=headers)
+            assert answer.status_code == expected[caller], (caller, answer.text)
