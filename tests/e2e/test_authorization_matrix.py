@@ -124,11 +124,7 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
         "no_token": None,
         "service_token": service,
     }
-    base = (
-        stack.gateway
-        if where == "gateway"
-        else stack.gateway.rsplit(":", 1)[0] + ":" + str(int(stack.gateway.rsplit(":", 1)[1]) + 1)
-    )
+    base = stack.gateway if where == "gateway" else stack.session_svc
     with httpx.Client(timeout=10) as client:
         alice = {"Authorization": f"Bearer {tokens['participant']}"}
         session_id = client.post(
