@@ -111,12 +111,17 @@ def _responses(op: Operation, ref_of: dict[Any, Any]) -> dict[str, Any]:
         }
     answers: dict[str, Any] = {str(op.status): ok}
     problem = {"content": {PROBLEM_CONTENT_TYPE: {"schema": ref_of[Problem]}}}
-    for status in sorted({*op.errors, 500, 503}):
+    for status in sorted({*op.errors, *ALWAYS}):
         answers[str(status)] = {"description": _REASONS.get(status, "Error"), **problem}
     return answers
 
 
+# What any route may answer: the gateway's limits and failing dependencies.
+ALWAYS = (413, 429, 431, 500, 502, 503, 504)
+
 _REASONS = {
+    431: "Request headers too large",
+    502: "A dependency failed",
     400: "Malformed request",
     401: "Missing or invalid token",
     403: "Not a participant",
