@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from outbox_relay.domain import (
     DEAD_BLOCKS_SESSION,
     DEFAULT_POLICY,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ws_edge.stomp.exceptions import ProtocolError
 from ws_edge.stomp.heartbeat import HeartbeatMonitor, negotiate, parse_heartbeat
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ws_edge.stomp.exceptions import LimitExceeded, ProtocolError
 from ws_edge.stomp.frames import Frame, serialize
 from ws_edge.stomp.parser import HEARTBEAT_EVENT, FrameParser, Limits, ParseEvent
