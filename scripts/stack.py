@@ -228,6 +228,18 @@ def stop(pid: int, grace: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def stop_child(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a process this one started (and reap it, so it leaves no zombie)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def down() -> int:
     for service in reversed(services()):
         pid = running_pid(service)
@@ -296,8 +308,7 @@ def dev() -> int:
         return 0
     finally:
         for _, process in reversed(processes):
-            if process.poll() is None:
-                stop(process.pid)
+            stop_child(process)
 
 
 def keys() -> int:

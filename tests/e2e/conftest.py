@@ -27,8 +27,8 @@ def _ports_free(base: int, count: int = 11) -> bool:
     return True
 
 
-def _port_base() -> int:
-    for base in range(18080, 30000, 100):
+def port_base(start: int = 18080) -> int:
+    for base in range(start, 30000, 100):
         if _ports_free(base):
             return base
     raise RuntimeError("no free block of ports for the e2e stack")
@@ -76,7 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     admin = E2E_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    base = _port_base()
+    base = port_base()
     run_dir = tmp_path_factory.mktemp("stack")
     env = {
         **os.environ,
