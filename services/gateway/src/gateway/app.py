@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from chat_common import tracing
 from chat_common.errors import AuthenticationFailed, ChatError, NotFound
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
@@ -126,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            tracing.trace_client(http)
             keys = key_source(
                 pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=http
             )
@@ -196,6 +198,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/ws", websocket_endpoint),
         ],
         middleware=[
+            tracing.middleware(),
             Middleware(RequestContextMiddleware, service=SERVICE),
             Middleware(SecurityHeadersMiddleware),
             Middleware(

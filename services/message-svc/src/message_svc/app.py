@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from chat_common import amqp
+from chat_common import amqp, tracing
 from chat_common.db import create_pool, ping
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
 from chat_common.observability import RequestContextMiddleware
@@ -32,7 +32,9 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         async with contextlib.AsyncExitStack() as stack:
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+            http = tracing.trace_client(
+                await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+            )
             pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
             stack.push_async_callback(pool.close)
             connection = await amqp.connect(settings.amqp_url)
@@ -96,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[*routes(), *operational_routes(checks)],
-        middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
+        middleware=[tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

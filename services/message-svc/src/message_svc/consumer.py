@@ -23,9 +23,10 @@ import aio_pika
 import asyncpg
 import msgspec
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
-from chat_common import routing
+from chat_common import routing, tracing
 from chat_common.dto import ErrorEvent, MessageView, SendCommand, SendMessageRequest
 from chat_common.errors import ChatError, DependencyError
 from chat_common.identity import normalise_email
@@ -34,6 +35,7 @@ from .service import MessageService
 
 log = logging.getLogger(__name__)
 
+TRACER = tracing.tracer(__name__)
 OUTCOMES = Counter("chat_ws_sends_total", "chat.send messages handled", ["outcome"])
 
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -100,6 +102,14 @@ class SendConsumer:
                     await message.reject(requeue=True)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        with TRACER.start_as_current_span(
+            "chat.send process",
+            context=tracing.extract(message.headers),
+            kind=SpanKind.CONSUMER,
+        ):
+            await self._handle(message)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             command = msgspec.json.decode(message.body, type=SendCommand)
             user = normalise_email(command.user, field="user")
@@ -145,6 +155,7 @@ class SendConsumer:
             headers[routing.RECEIPT_HEADER] = command.receipt
         if command.connection:
             headers[routing.CONNECTION_HEADER] = command.connection
+        tracing.inject(headers)
         await self._exchange.publish(
             aio_pika.Message(
                 msgspec.json.encode(body),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from chat_common import routing
+from chat_common import routing, tracing
 from chat_common.dto import MessageView, ReceiptEvent
 
 from .repository import Member, OutboxEntry
@@ -25,6 +25,7 @@ def _entry(
     }
     if seq is not None:
         headers[routing.SEQ_HEADER] = seq
+    tracing.inject(headers)
     return OutboxEntry(
         session_id=view.session_id,
         routing_key=routing.session_key(view.session_id),

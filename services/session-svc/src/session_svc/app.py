@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from chat_common import tracing
 from chat_common.db import create_pool, ping
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
@@ -31,6 +32,7 @@ def create_app(settings: Settings) -> Starlette:
         timeout = httpx.Timeout(settings.flairbit_timeout_seconds, connect=1.0)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            tracing.trace_client(http)
             pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
             try:
                 keys = key_source(
@@ -81,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[*routes(), *operational_routes(checks)],
-        middleware=[Middleware(RequestContextMiddleware, service=SERVICE)],
+        middleware=[tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
