@@ -9,7 +9,7 @@ SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src 
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys
+.PHONY: help install dev up down status migrate test lint fmt keys bench
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ keys: install ## create the development key pair (done by dev/up too)
 
 test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e)
 	$(PY) -m pytest
+
+bench: install ## benchmark the stack against its baselines (not part of make test)
+	@command -v rabbitmq-plugins >/dev/null 2>&1 && rabbitmq-plugins enable --quiet rabbitmq_web_stomp || true
+	cd bench && ../$(PY) run.py $(BENCH_ARGS)
 
 lint: install ## ruff and mypy --strict on the sources
 	.venv/bin/ruff check .

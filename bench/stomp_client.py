@@ -1,0 +1,81 @@
+"""A small asyncio STOMP 1.2 client over WebSocket for the benchmarks (the product's own frame
+codec, the websockets library for the socket): connect, subscribe, send, read frames."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from ws_edge.stomp.frames import SERVER_COMMANDS, Frame, serialize
+from ws_edge.stomp.parser import FrameParser, Limits
+
+BENCH_LIMITS = Limits(max_frame_bytes=1 << 20, max_body=1 << 20, max_headers=64)
+_ids = itertools.count(1)
+
+
+class StompClient:
+    def __init__(self, socket: ClientConnection) -> None:
+        self._socket = socket
+        self._parser = FrameParser(BENCH_LIMITS, commands=SERVER_COMMANDS)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        host: str = "/",
+    ) -> StompClient:
+        socket = await connect(
+            url, subprotocols=[Subprotocol("v12.stomp")], max_size=1 << 20, ping_interval=None
+        )
+        client = cls(socket)
+        await client.write(
+            Frame(
+                "CONNECT",
+                (("accept-version", "1.2"), ("host", host), ("heart-beat", "0,0"), *headers),
+            )
+        )
+        reply = await client.next_frame()
+        if reply.command != "CONNECTED":
+            raise ConnectionError(f"STOMP CONNECT refused: {reply.header('message')}")
+        return client
+
+    async def write(self, frame: Frame) -> None:
+        await self._socket.send(serialize(frame).decode("utf-8"))
+
+    async def subscribe(self, destination: str, *headers: tuple[str, str]) -> str:
+        sub_id = f"sub-{next(_ids)}"
+        await self.write(
+            Frame("SUBSCRIBE", (("id", sub_id), ("destination", destination), *headers))
+        )
+        return sub_id
+
+    async def send(self, destination: str, body: bytes, *headers: tuple[str, str]) -> None:
+        await self.write(
+            Frame(
+                "SEND",
+                (("destination", destination), ("content-type", "application/json"), *headers),
+                body,
+            )
+        )
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        async for data in self._socket:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            for event in self._parser.feed(raw):
+                if isinstance(event, Frame):
+                    yield event
+
+    async def next_frame(self, within: float = 10.0) -> Frame:
+        async with asyncio.timeout(within):
+            async for frame in self.frames():
+                return frame
+        raise ConnectionError("the connection closed")
+
+    async def close(self) -> None:
+        await self._socket.close()
