@@ -8,7 +8,7 @@
     python scripts/stack.py keys     create the development key pair if missing
 
 Environment: RUN_DIR (default .run), CHAT_PORT_BASE (default 8080: gateway 8080,
-session-svc 8081, message-svc 8082; FlairBit stand-in base+10), DATABASE_URL
+session-svc 8081, message-svc 8082, outbox-relay 8084; FlairBit stand-in base+10), DATABASE_URL
 (default postgresql://postgres@127.0.0.1:5432/chat), LOG_LEVEL.
 """
 
@@ -84,6 +84,12 @@ def services() -> list[Service]:
             "message_svc",
             PORT_BASE + 2,
             {**user_jwt, "PORT": str(PORT_BASE + 2), "DATABASE_URL": DATABASE_URL},
+        ),
+        Service(
+            "outbox-relay",
+            "outbox_relay",
+            PORT_BASE + 4,
+            {"PORT": str(PORT_BASE + 4), "DATABASE_URL": DATABASE_URL, "LOG_LEVEL": LOG_LEVEL},
         ),
         Service(
             "gateway",
