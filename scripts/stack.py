@@ -8,7 +8,7 @@
     python scripts/stack.py keys     create the development key pair if missing
 
 Environment: RUN_DIR (default .run), CHAT_PORT_BASE (default 8080: gateway 8080,
-session-svc 8081, message-svc 8082, outbox-relay 8084; FlairBit stand-in base+10), DATABASE_URL
+session-svc 8081, message-svc 8082, ws-edge 8083, outbox-relay 8084; FlairBit stand-in base+10), DATABASE_URL
 (default postgresql://postgres@127.0.0.1:5432/chat), LOG_LEVEL.
 """
 
@@ -50,6 +50,7 @@ def services() -> list[Service]:
     """The stack in start order: what a service needs is started before it."""
     flairbit_port = PORT_BASE + 10
     flairbit = f"http://127.0.0.1:{flairbit_port}"
+    origins = f"http://127.0.0.1:{PORT_BASE},http://localhost:{PORT_BASE}"
     user_jwt = {
         "JWT_JWKS_URL": f"{flairbit}/.well-known/jwks.json",
         "JWT_ISSUER": "flairbit",
@@ -86,6 +87,18 @@ def services() -> list[Service]:
             {**user_jwt, "PORT": str(PORT_BASE + 2), "DATABASE_URL": DATABASE_URL},
         ),
         Service(
+            "ws-edge",
+            "ws_edge",
+            PORT_BASE + 3,
+            {
+                **user_jwt,
+                "PORT": str(PORT_BASE + 3),
+                "SESSION_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 1}",
+                "MESSAGE_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 2}",
+                "ALLOWED_ORIGINS": origins,
+            },
+        ),
+        Service(
             "outbox-relay",
             "outbox_relay",
             PORT_BASE + 4,
@@ -100,6 +113,8 @@ def services() -> list[Service]:
                 "PORT": str(PORT_BASE),
                 "SESSION_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 1}",
                 "MESSAGE_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 2}",
+                "WS_EDGE_URL": f"ws://127.0.0.1:{PORT_BASE + 3}",
+                "ALLOWED_ORIGINS": origins,
             },
         ),
     ]

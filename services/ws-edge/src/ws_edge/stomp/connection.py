@@ -5,9 +5,10 @@ on them (authenticate, route, store) through the methods below, and writes whate
 ``data_to_send(now)`` returns. Once ``close_expected()`` is true it flushes that output and
 closes the transport. Timers: call ``check_heartbeats(now)`` at ``next_deadline(now)``.
 
-The core answers by itself: CONNECTED (on ``accept``), RECEIPT for SUBSCRIBE, UNSUBSCRIBE,
-ACK, NACK and DISCONNECT, heart-beats, and an ERROR frame followed by closing for any protocol
-violation. A SEND's receipt is the caller's to answer (``send_receipt``), once the work is done.
+The core answers by itself: CONNECTED (on ``accept``), RECEIPT for UNSUBSCRIBE, ACK, NACK and
+DISCONNECT, heart-beats, and an ERROR frame followed by closing for any protocol violation.
+The receipts of SEND and SUBSCRIBE are the caller's to answer (``send_receipt``), once the work
+is done or the subscription authorised.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ class ServerConnection:
             raise ProtocolError("invalid ack header")
         self._subs.add(sub_id, destination, mode)
         self._events.append(Subscribed(sub_id, destination, mode, frame.headers))
-        self._answer_receipt(frame)
+        # the receipt is the caller's to send, once it has authorised the subscription
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         sub_id = frame.header("id")

@@ -43,10 +43,17 @@ class ConnectRequested:
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
+    """A SUBSCRIBE. The caller authorises it, then answers ``receipt`` with ``send_receipt()``
+    (or refuses the subscription with ``send_error()``)."""
+
     subscription_id: str
     destination: str
     ack_mode: AckMode
     headers: Headers
+
+    @property
+    def receipt(self) -> str | None:
+        return first_header(self.headers, "receipt")
 
     def header(self, name: str) -> str | None:
         return first_header(self.headers, name)

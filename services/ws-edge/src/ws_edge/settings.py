@@ -1,0 +1,41 @@
+"""ws-edge settings, read once from the environment (variable = field name upper-cased)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import msgspec
+
+from chat_common import settings
+from chat_common.config import BaseSettings
+
+
+def _instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings, kw_only=True, frozen=True):
+    port: int = 8083
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    session_svc_url: str = "http://127.0.0.1:8081"
+    message_svc_url: str = "http://127.0.0.1:8082"
+    instance_id: str = msgspec.field(default_factory=_instance)
+    # Browser origins allowed to open /ws; clients that send no Origin are allowed; "*" = any.
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    heartbeat_send_ms: int = 10_000
+    heartbeat_expect_ms: int = 10_000
+    # Per connection: bytes waiting to be written before the client counts as too slow.
+    max_outbound_bytes: int = 1 << 20
+    max_subscriptions: int = 64
+    max_frame_bytes: int = 64 * 1024
+    sends_burst: int = 20
+    sends_per_second: float = 10.0
+    membership_cache_seconds: float = 30.0
+    membership_cache_negative_seconds: float = 5.0
+    delivered_flush_seconds: float = 0.25
+    shutdown_grace_seconds: float = 5.0
+
+
+def from_env() -> Settings:
+    return settings.load(Settings)
