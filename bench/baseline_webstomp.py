@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import workload
-from stomp_client import StompClient
+from chat_testing.stomp import StompClient
 
 from ws_edge.stomp.frames import Frame
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 import msgspec
 import workload
-from stomp_client import StompClient
+from chat_testing.stomp import StompClient
 
 from ws_edge.stomp.frames import Frame
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from stomp_client import StompClient
+from chat_testing.stomp import StompClient
 
 from ws_edge.stomp.frames import Frame
 

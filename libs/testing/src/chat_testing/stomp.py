@@ -1,4 +1,4 @@
-"""A small asyncio STOMP 1.2 client over WebSocket for the benchmarks (the product's own frame
+"""A small asyncio STOMP 1.2 client over WebSocket for tests and benchmarks (the product's own
 codec, the websockets library for the socket): connect, subscribe, send, read frames."""
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class StompClient:
         self._socket = socket
         self._parser = FrameParser(BENCH_LIMITS, commands=SERVER_COMMANDS)
 
+    @property
+    def socket(self) -> ClientConnection:
+        return self._socket
+
     @classmethod
     async def open(
         cls,
@@ -29,19 +33,31 @@ class StompClient:
         *,
         headers: Iterable[tuple[str, str]] = (),
         host: str = "/",
+        handshake_headers: dict[str, str] | None = None,
+        subprotocols: Iterable[str] = ("v12.stomp",),
     ) -> StompClient:
+        """Open the socket and CONNECT; raise ConnectionError with the ERROR's message."""
         socket = await connect(
-            url, subprotocols=[Subprotocol("v12.stomp")], max_size=1 << 20, ping_interval=None
+            url,
+            subprotocols=[Subprotocol(p) for p in subprotocols],
+            additional_headers=handshake_headers,
+            max_size=1 << 20,
+            ping_interval=None,
         )
         client = cls(socket)
-        await client.write(
-            Frame(
-                "CONNECT",
-                (("accept-version", "1.2"), ("host", host), ("heart-beat", "0,0"), *headers),
+        try:
+            await client.write(
+                Frame(
+                    "CONNECT",
+                    (("accept-version", "1.2"), ("host", host), ("heart-beat", "0,0"), *headers),
+                )
             )
-        )
-        reply = await client.next_frame()
+            reply = await client.next_frame()
+        except BaseException:
+            await socket.close()
+            raise
         if reply.command != "CONNECTED":
+            await socket.close()
             raise ConnectionError(f"STOMP CONNECT refused: {reply.header('message')}")
         return client
 

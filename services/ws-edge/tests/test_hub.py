@@ -1,0 +1,88 @@
+"""Local subscriber counting and event targets (pure)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chat_common import routing
+from ws_edge.hub import Hub, Target, UnknownDestination, session_of
+
+S1, S2 = uuid.uuid4(), uuid.uuid4()
+
+
+def test_first_subscriber_binds_last_unbinds() -> None:
+    hub = Hub()
+    assert hub.add_topic("c1", "a", S1) is True
+    assert hub.add_topic("c1", "b", S1) is False
+    assert hub.add_topic("c2", "a", S1) is False
+    assert hub.remove_topic("c1", "a", S1) is False
+    assert hub.remove_topic("c1", "b", S1) is False
+    assert hub.remove_topic("c2", "a", S1) is True
+    assert hub.remove_topic("c2", "a", S1) is False  # already gone
+    assert hub.keys() == set()
+
+
+def test_user_keys_count_connections() -> None:
+    hub = Hub()
+    assert hub.add_user("c1", "alice@example.com") is True
+    assert hub.add_user("c2", "alice@example.com") is False
+    assert hub.drop_connection("c1", "alice@example.com") == []
+    assert hub.drop_connection("c2", "alice@example.com") == [routing.user_key("alice@example.com")]
+
+
+def test_dropping_a_connection_releases_its_last_keys() -> None:
+    hub = Hub()
+    hub.add_user("c1", "a@x.io")
+    hub.add_topic("c1", "s", S1)
+    hub.add_topic("c1", "t", S2)
+    hub.add_topic("c2", "s", S2)
+    released = hub.drop_connection("c1", "a@x.io")
+    assert set(released) == {routing.session_key(S1), routing.user_key("a@x.io")}
+
+
+def test_targets_from_routing_key_and_cc() -> None:
+    hub = Hub()
+    hub.add_user("alice-phone", "alice@example.com")
+    hub.add_user("alice-laptop", "alice@example.com")
+    hub.add_user("bob", "bob@example.com")
+    hub.add_topic("bob", "topic", S1)
+    hub.add_queue("alice-phone", "m", "/user/queue/messages")
+    hub.add_queue("alice-laptop", "m2", "/user/queue/messages")
+    hub.add_queue("alice-laptop", "ack", "/user/queue/ack")
+    hub.add_queue("bob", "err", "/user/queue/error")
+    keys = [
+        routing.session_key(S1),
+        routing.user_key("alice@example.com"),
+        routing.user_key("bob@example.com"),
+    ]
+    assert sorted(hub.targets(keys, "message"), key=lambda t: t.connection) == [
+        Target("alice-laptop", "m2", "/user/queue/messages"),
+        Target("alice-phone", "m", "/user/queue/messages"),
+        Target("bob", "topic", f"/topic/session.{S1}"),
+    ]
+    # a receipt goes to the topic only; an ack only to ack queues; an error only to error queues
+    assert hub.targets(keys, "receipt") == [Target("bob", "topic", f"/topic/session.{S1}")]
+    assert hub.targets([routing.user_key("alice@example.com")], "ack") == [
+        Target("alice-laptop", "ack", "/user/queue/ack")
+    ]
+    assert hub.targets([routing.user_key("bob@example.com")], "error") == [
+        Target("bob", "err", "/user/queue/error")
+    ]
+    # a key listed twice is served once
+    assert len(hub.targets([keys[0], keys[0]], "message")) == 1
+
+
+@pytest.mark.parametrize(
+    "destination", ["/topic/other", "/topic/session.not-a-uuid", "/queue/x", "/topic/session."]
+)
+def test_unknown_destinations(destination: str) -> None:
+    with pytest.raises(UnknownDestination):
+        session_of(destination)
+    with pytest.raises(UnknownDestination):
+        Hub().add_queue("c", "s", destination)
+
+
+def test_session_of() -> None:
+    assert session_of(f"/topic/session.{S1}") == S1
