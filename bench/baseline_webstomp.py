@@ -9,8 +9,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import workload
-from chat_testing.stomp import StompClient
 
+from chat_testing.stomp import StompClient
 from ws_edge.stomp.frames import Frame
 
 URL = "ws://127.0.0.1:15674/ws"

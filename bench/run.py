@@ -35,6 +35,7 @@ STACK_ENV = {
     "RUN_DIR": str(ROOT / ".run" / "bench"),
     "CHAT_PORT_BASE": str(PORT_BASE),
     "DATABASE_URL": DATABASE_URL,
+    "AMQP_VHOST": "chat_bench",
     "LOG_LEVEL": "WARNING",
     "IP_BURST": "100000",
     "IP_RATE_PER_SECOND": "100000",
@@ -44,6 +45,8 @@ STACK_ENV = {
     "WS_CONNECT_RATE_PER_SECOND": "100000",
     "SEND_BURST": "100000",
     "SEND_RATE_PER_SECOND": "100000",
+    "SENDS_BURST": "100000",
+    "SENDS_PER_SECOND": "100000",
 }
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import msgspec
 import workload
-from chat_testing.stomp import StompClient
 
+from chat_testing.stomp import StompClient
 from ws_edge.stomp.frames import Frame
 
 
@@ -87,6 +87,16 @@ async def measure_rest(
         httpx.AsyncClient(limits=limits, timeout=30) as http,
         sessions_and_clients(stack, http, sessions, run_id) as (chats, receivers),
     ):
+        # warm up: open the pooled connections (client -> gateway -> message-svc) first
+        await asyncio.gather(
+            *(
+                http.get(
+                    f"{stack.gateway}/api/chat/sessions",
+                    headers={"Authorization": f"Bearer {chats[i % len(chats)].tokens[0]}"},
+                )
+                for i in range(64)
+            )
+        )
 
         async def send(session: int, number: int, text: str) -> None:
             chat = chats[session]

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from chat_testing.stomp import StompClient
-
 from ws_edge.stomp.frames import Frame
 
 # send(session index, message number, body) -> awaits the sender's acknowledgement

@@ -8,20 +8,24 @@
     python scripts/stack.py keys     create the development key pair if missing
 
 Environment: RUN_DIR (default .run), CHAT_PORT_BASE (default 8080: gateway 8080,
-session-svc 8081, message-svc 8082, ws-edge 8083, outbox-relay 8084; FlairBit stand-in base+10), DATABASE_URL
-(default postgresql://postgres@127.0.0.1:5432/chat), LOG_LEVEL.
+session-svc 8081, message-svc 8082, ws-edge 8083, outbox-relay 8084; FlairBit stand-in
+base+10), DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/chat), AMQP_VHOST
+(default /; another one is created with rabbitmqctl), AMQP_BASE (default
+amqp://guest:guest@127.0.0.1:5672), LOG_LEVEL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,11 @@ RUN_DIR = Path(os.environ.get("RUN_DIR", ROOT / ".run")).resolve()
 PORT_BASE = int(os.environ.get("CHAT_PORT_BASE", "8080"))
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat")
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# Each stack on a shared broker gets its own virtual host, so that stacks (a developer's, the
+# e2e tests', the benchmark's) never consume each other's chat.send or see each other's events.
+AMQP_VHOST = os.environ.get("AMQP_VHOST", "/")
+AMQP_BASE = os.environ.get("AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+AMQP_URL = f"{AMQP_BASE}/{urllib.parse.quote(AMQP_VHOST, safe='')}"
 KEYS = RUN_DIR / "keys"
 
 
@@ -56,6 +65,7 @@ def services() -> list[Service]:
         "JWT_ISSUER": "flairbit",
         "JWT_AUDIENCE": "chat",
         "LOG_LEVEL": LOG_LEVEL,
+        "AMQP_URL": AMQP_URL,
     }
     return [
         Service(
@@ -102,7 +112,12 @@ def services() -> list[Service]:
             "outbox-relay",
             "outbox_relay",
             PORT_BASE + 4,
-            {"PORT": str(PORT_BASE + 4), "DATABASE_URL": DATABASE_URL, "LOG_LEVEL": LOG_LEVEL},
+            {
+                "PORT": str(PORT_BASE + 4),
+                "DATABASE_URL": DATABASE_URL,
+                "AMQP_URL": AMQP_URL,
+                "LOG_LEVEL": LOG_LEVEL,
+            },
         ),
         Service(
             "gateway",
@@ -143,6 +158,25 @@ def ensure_keys() -> None:
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+    )
+
+
+def ensure_vhost() -> None:
+    """Create this stack's RabbitMQ virtual host when it is not the default one."""
+    if AMQP_VHOST == "/":
+        return
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        print(f"note: rabbitmqctl not found; virtual host {AMQP_VHOST!r} must exist already")
+        return
+    subprocess.run(
+        [ctl, "-q", "add_vhost", AMQP_VHOST], capture_output=True, check=False, timeout=60
+    )
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", AMQP_VHOST, "guest", ".*", ".*", ".*"],
+        capture_output=True,
+        check=True,
+        timeout=60,
     )
 
 
@@ -197,6 +231,7 @@ def running_pid(service: Service) -> int | None:
 
 def up() -> int:
     ensure_keys()
+    ensure_vhost()
     (RUN_DIR / "pids").mkdir(parents=True, exist_ok=True)
     (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
     for service in services():
@@ -284,6 +319,7 @@ def status() -> int:
 
 def dev() -> int:
     ensure_keys()
+    ensure_vhost()
     processes: list[tuple[Service, subprocess.Popen[bytes]]] = []
     width = max(len(s.name) for s in services())
     lock = threading.Lock()

@@ -83,6 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RUN_DIR": str(run_dir),
         "CHAT_PORT_BASE": str(base),
         "DATABASE_URL": E2E_DATABASE_URL,
+        "AMQP_VHOST": os.environ.get("E2E_AMQP_VHOST", "chat_e2e"),
     }
     stack = Stack(
         f"http://127.0.0.1:{base}",
