@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Per pytest process, so that stacks started side by side never share a database or vhost.
 E2E_DATABASE_URL = os.environ.get(
-    "E2E_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_e2e"
+    "E2E_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_e2e_{os.getpid()}"
 )
+E2E_AMQP_VHOST = os.environ.get("E2E_AMQP_VHOST", f"chat_e2e_{os.getpid()}")
 
 
 def _ports_free(base: int, count: int = 11) -> bool:
@@ -83,7 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RUN_DIR": str(run_dir),
         "CHAT_PORT_BASE": str(base),
         "DATABASE_URL": E2E_DATABASE_URL,
-        "AMQP_VHOST": os.environ.get("E2E_AMQP_VHOST", "chat_e2e"),
+        "AMQP_VHOST": E2E_AMQP_VHOST,
     }
     stack = Stack(
         f"http://127.0.0.1:{base}",
@@ -101,4 +104,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stopped = stack.make("down")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         left = [pid for pid in pids if _alive(pid)]
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        ctl = shutil.which("rabbitmqctl")
+        if ctl:
+            subprocess.run([ctl, "-q", "delete_vhost", E2E_AMQP_VHOST], check=False, timeout=60)
         assert not left, f"make down left processes behind: {left}"
