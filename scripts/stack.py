@@ -130,6 +130,8 @@ def services() -> list[Service]:
                 "MESSAGE_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 2}",
                 "WS_EDGE_URL": f"ws://127.0.0.1:{PORT_BASE + 3}",
                 "ALLOWED_ORIGINS": origins,
+                # development only: the web client gets dev tokens through the gateway
+                "DEV_TOKEN_URL": f"{flairbit}/dev/token",
             },
         ),
     ]

@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .config import BaseSettings
 from .errors import AuthenticationFailed, DependencyUnavailable, InvalidInput
 from .identity import normalise_email
 
@@ -220,3 +221,37 @@ def key_source(
     if jwks_url:
         return JwksKeys(jwks_url, client)
     raise ValueError("configure a public key file or a JWKS URL")
+
+
+@dataclass(frozen=True, slots=True)
+class Verifiers:
+    """What a service checks tokens with: users' tokens, and FlairBit's service tokens (same
+    signing keys, their own issuer and audience)."""
+
+    users: UserTokenVerifier
+    flairbit: TokenVerifier
+
+
+def verifiers(
+    settings: BaseSettings,
+    client: httpx.AsyncClient,
+    *,
+    flairbit_issuer: str = "flairbit",
+    flairbit_audience: str = "chat-service",
+) -> Verifiers:
+    keys = key_source(
+        pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=client
+    )
+    user_policy = TokenPolicy(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    service_policy = TokenPolicy(
+        issuer=flairbit_issuer,
+        audience=flairbit_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    return Verifiers(
+        UserTokenVerifier(TokenVerifier(keys, user_policy)), TokenVerifier(keys, service_policy)
+    )

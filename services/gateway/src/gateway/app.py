@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 
 from chat_common import tracing
 from chat_common.errors import AuthenticationFailed, ChatError, NotFound
-from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.problems import error_response
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
@@ -37,6 +37,7 @@ from .limits import EdgeLimitsMiddleware, Limiters, check
 from .proxy import forward
 from .routing import Caller, Upstream, rule_for
 from .settings import Settings
+from .webclient import routes as web_client_routes
 from .wsproxy import relay
 
 SERVICE = "gateway"
@@ -128,18 +129,11 @@ def create_app(settings: Settings) -> Starlette:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             tracing.trace_client(http)
-            keys = key_source(
-                pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=http
-            )
-            policy = TokenPolicy(
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                leeway_seconds=settings.jwt_leeway_seconds,
-            )
-            flairbit_policy = TokenPolicy(
-                issuer=settings.flairbit_service_issuer,
-                audience=settings.flairbit_service_audience,
-                leeway_seconds=settings.jwt_leeway_seconds,
+            tokens = verifiers(
+                settings,
+                http,
+                flairbit_issuer=settings.flairbit_service_issuer,
+                flairbit_audience=settings.flairbit_service_audience,
             )
             limiters = Limiters(
                 per_ip=per_ip,
@@ -156,8 +150,8 @@ def create_app(settings: Settings) -> Starlette:
                 yield {
                     "app": AppState(
                         http=http,
-                        users=UserTokenVerifier(TokenVerifier(keys, policy)),
-                        flairbit_tokens=TokenVerifier(keys, flairbit_policy),
+                        users=tokens.users,
+                        flairbit_tokens=tokens.flairbit,
                         limiters=limiters,
                         upstreams={
                             Upstream.SESSION: settings.session_svc_url,
@@ -196,6 +190,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/{path:path}", api, methods=methods),
             Route("/internal/flairbit/{path:path}", api, methods=methods),
             WebSocketRoute("/ws", websocket_endpoint),
+            *web_client_routes(settings.dev_token_url, lambda request: _state(request).http),
         ],
         middleware=[
             tracing.middleware(),

@@ -29,6 +29,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     trust_forwarded_for: bool = False
     flairbit_service_issuer: str = "flairbit"
     flairbit_service_audience: str = "chat-service"
+    # Development only: the FlairBit stand-in's token URL (http://127.0.0.1:8090/dev/token).
+    # When set, POST /dev/token {"email"} forwards there so the web client can sign in;
+    # unset (the default, and always in production), the route does not exist (404).
+    dev_token_url: str | None = None
 
 
 def from_env() -> Settings:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from chat_common import amqp, tracing
 from chat_common.db import create_pool, ping
-from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.ratelimit import BucketPolicy
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
@@ -69,19 +69,11 @@ def create_app(settings: Settings) -> Starlette:
                 )
                 await consumer.start()
                 stack.push_async_callback(consumer.stop)
-            keys = key_source(
-                pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=http
-            )
-            policy_jwt = TokenPolicy(
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                leeway_seconds=settings.jwt_leeway_seconds,
-            )
             yield {
                 "app": AppState(
                     pool=pool,
                     amqp=connection,
-                    users=UserTokenVerifier(TokenVerifier(keys, policy_jwt)),
+                    users=verifiers(settings, http).users,
                     messages=messages,
                     history_default_limit=settings.history_default_limit,
                 )

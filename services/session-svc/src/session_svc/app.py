@@ -13,7 +13,7 @@ from starlette.requests import Request
 from chat_common import tracing
 from chat_common.db import create_pool, ping
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
-from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
@@ -35,15 +35,11 @@ def create_app(settings: Settings) -> Starlette:
             tracing.trace_client(http)
             pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
             try:
-                keys = key_source(
-                    pem_file=settings.jwt_public_key_file,
-                    jwks_url=settings.jwt_jwks_url,
-                    client=http,
-                )
-                policy = TokenPolicy(
-                    issuer=settings.jwt_issuer,
-                    audience=settings.jwt_audience,
-                    leeway_seconds=settings.jwt_leeway_seconds,
+                tokens = verifiers(
+                    settings,
+                    http,
+                    flairbit_issuer=settings.flairbit_service_issuer,
+                    flairbit_audience=settings.flairbit_service_audience,
                 )
                 signer = ServiceTokenSigner(
                     load_private_key(settings.service_private_key_file),
@@ -59,17 +55,12 @@ def create_app(settings: Settings) -> Starlette:
                     breaker_threshold=settings.breaker_threshold,
                     breaker_reset_seconds=settings.breaker_reset_seconds,
                 )
-                flairbit_policy = TokenPolicy(
-                    issuer=settings.flairbit_service_issuer,
-                    audience=settings.flairbit_service_audience,
-                    leeway_seconds=settings.jwt_leeway_seconds,
-                )
                 yield {
                     "app": AppState(
                         pool=pool,
                         http=http,
-                        users=UserTokenVerifier(TokenVerifier(keys, policy)),
-                        flairbit_tokens=TokenVerifier(keys, flairbit_policy),
+                        users=tokens.users,
+                        flairbit_tokens=tokens.flairbit,
                         profiles=profiles,
                         sessions=SessionService(pool, profiles),
                     )

@@ -1,0 +1,348 @@
+"""Two people chatting in the web client, in headless Chromium, through a stack from `make up`.
+
+The first test needs only the REST path (sign in, start a chat, session list and unread badge,
+history with scroll-back, a send); the others need the live path (ws-edge and outbox-relay in
+the stack) and are skipped, saying so, while the stack has no WebSocket edge.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Stack, Watched
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def unique(name: str) -> str:
+    return f"{name}.{uuid.uuid4().hex[:8]}@example.com"
+
+
+def send_rest(client: httpx.Client, session_id: str, content: str) -> dict[str, Any]:
+    """A REST send that waits out the send rate limit (429 + Retry-After)."""
+    body = {"sessionId": session_id, "content": content, "clientMessageId": str(uuid.uuid4())}
+    for _ in range(50):
+        answer = client.post("/api/chat/message", json=body)
+        if answer.status_code == 429:
+            time.sleep(float(answer.headers.get("retry-after", "1")))
+            continue
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+    raise AssertionError("rate limited for too long")
+
+
+def sign_in(watched: Watched, stack: Stack, email: str) -> None:
+    page = watched.page
+    page.goto(stack.gateway + "/")
+    page.fill("#signin-email", email)
+    page.click("#signin-form button[type=submit]")
+    page.wait_for_function(
+        "email => document.getElementById('whoami').textContent === email", arg=email
+    )
+
+
+def message_items(page: Any) -> list[dict[str, Any]]:
+    return list(
+        page.eval_on_selector_all(
+            "#messages li.msg",
+            """items => items.map(li => ({
+                seq: li.dataset.seq ? Number(li.dataset.seq) : null,
+                messageId: li.dataset.messageId || null,
+                via: li.dataset.via || null,
+                content: li.querySelector('.content').textContent,
+                status: (li.querySelector('.status') || {}).textContent || null,
+                mine: li.classList.contains('mine'),
+            }))""",
+        )
+    )
+
+
+def wait_for_status(page: Any, content: str, status: str, timeout: float = 15_000) -> None:
+    page.wait_for_function(
+        """([content, status]) => [...document.querySelectorAll('#messages li.msg')].some(li =>
+            li.querySelector('.content').textContent === content &&
+            li.querySelector('.status') && li.querySelector('.status').textContent === status)""",
+        arg=[content, status],
+        timeout=timeout,
+    )
+
+
+def badge(page: Any, session_id: str) -> str:
+    return str(page.locator(f'li.session[data-session-id="{session_id}"] .badge').inner_text())
+
+
+def test_sign_in_start_a_chat_and_scroll_back_through_history(
+    stack: Stack, new_page: Any, artifacts: Path
+) -> None:
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    with stack.api(alice) as alice_api, stack.api(bob) as bob_api:
+        opened = alice_api.post("/api/chat/init", json={"toEmail": bob, "intent": "freelance"})
+        assert opened.status_code == 200, opened.text
+        session_id = opened.json()["sessionId"]
+        for i in range(1, 56):  # more than one page (50) of history
+            send_rest(bob_api, session_id, f"history message {i}")
+
+        a = new_page()
+        page = a.page
+        sign_in(a, stack, alice)
+        assert page.title() == "Chat"
+        session = page.locator(f'li.session[data-session-id="{session_id}"]')
+        session.wait_for()
+        assert badge(page, session_id) == "55"
+
+        session.click()
+        page.wait_for_selector('#messages li.msg[data-seq="55"]')
+        shown = [m["seq"] for m in message_items(page)]
+        assert shown == list(range(6, 56))  # the newest page, oldest at the top
+        # Scrolling to the top fetches the older page (the Link header's `before` cursor).
+        page.eval_on_selector("#messages-scroll", "s => { s.scrollTop = 0; }")
+        page.wait_for_selector('#messages li.msg[data-seq="1"]')
+        items = message_items(page)
+        assert [m["seq"] for m in items] == list(range(1, 56))
+        assert [m["content"] for m in items] == [f"history message {i}" for i in range(1, 56)]
+        assert not any(m["mine"] for m in items)
+
+        # The open, visible conversation is marked read: the badge goes, Bob's messages show
+        # as seen to Bob.
+        page.wait_for_function(
+            'id => document.querySelector(`li.session[data-session-id="${id}"] .badge`).hidden',
+            arg=session_id,
+        )
+        deadline = time.monotonic() + 10
+        while alice_api.get(f"/api/chat/{session_id}/unread").json()["count"] != 0:
+            assert time.monotonic() < deadline, "the page did not mark the session read"
+            time.sleep(0.2)
+        newest = bob_api.get(f"/api/chat/{session_id}/history?limit=1").json()["messages"][0]
+        assert newest["seq"] == 55
+        assert newest["seen"] is True
+
+        # A new chat from the page, and a message sent from the composer.
+        page.fill("#start-email", carol)
+        page.fill("#start-intent", "dating")
+        page.click("#start-form button[type=submit]")
+        page.wait_for_function(
+            "() => document.getElementById('chat-title').textContent.startsWith('Carol')"
+        )
+        carol_sessions = alice_api.get("/api/chat/sessions").json()["sessions"]
+        carol_session = next(s for s in carol_sessions if s["peer"]["email"] == carol)
+        assert carol_session["intent"] == "dating"
+        page.fill("#composer-input", "hello Carol, from the web client")
+        page.press("#composer-input", "Enter")
+        wait_for_status(page, "hello Carol, from the web client", "sent")
+        assert page.input_value("#composer-input") == ""
+
+    with stack.api(carol) as carol_api:
+        history = carol_api.get(f"/api/chat/{carol_session['sessionId']}/history").json()
+    assert [m["content"] for m in history["messages"]] == ["hello Carol, from the web client"]
+    assert history["messages"][0]["senderEmail"] == alice
+    page.screenshot(path=str(artifacts / "web-client-history.png"), full_page=True)
+    a.check_clean()
+
+
+def test_without_websockets_the_page_still_chats_over_rest(
+    stack: Stack, new_page: Any, artifacts: Path
+) -> None:
+    """Where WebSockets cannot pass (a proxy that refuses them), sends go over REST and the
+    open conversation and its receipts are polled: slower, nothing missing."""
+    alice, bob = unique("alice"), unique("bob")
+    a, b = new_page(), new_page()
+    for watched in (a, b):
+        watched.page.route_web_socket(re.compile(r"/ws$"), lambda ws: ws.close())
+    sign_in(a, stack, alice)
+    sign_in(b, stack, bob)
+    a.page.fill("#start-email", bob)
+    a.page.fill("#start-intent", "freelance")
+    a.page.click("#start-form button[type=submit]")
+    a.page.wait_for_function(
+        "() => document.getElementById('chat-title').textContent.startsWith('Bob')"
+    )
+    session_id = a.page.eval_on_selector(
+        "li.session[aria-current=true]", "li => li.dataset.sessionId"
+    )
+    text = "no socket, still here"
+    a.page.fill("#composer-input", text)
+    a.page.press("#composer-input", "Enter")
+    wait_for_status(a.page, text, "sent")
+    assert a.page.get_attribute("#conn-status", "data-state") != "live"
+    sent = next(m for m in message_items(a.page) if m["content"] == text)
+    assert sent["via"] == "rest"
+
+    b.page.wait_for_selector(f'li.session[data-session-id="{session_id}"] .badge:not([hidden])')
+    b.page.click(f'li.session[data-session-id="{session_id}"]')
+    b.page.wait_for_selector('#messages li.msg[data-seq="1"]')
+    wait_for_status(a.page, text, "seen")
+    b.page.fill("#composer-input", "answered over REST")
+    b.page.press("#composer-input", "Enter")
+    a.page.wait_for_selector('#messages li.msg[data-seq="2"]')
+    got = next(m for m in message_items(a.page) if m["seq"] == 2)
+    assert got["content"] == "answered over REST"
+    assert got["via"] == "poll"
+    a.page.screenshot(path=str(artifacts / "web-client-no-websocket.png"))
+    a.check_clean()
+    b.check_clean()
+
+
+def test_a_message_typed_in_one_page_appears_in_the_other_and_is_seen(
+    live_stack: Stack, new_page: Any, artifacts: Path
+) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a, b = new_page(), new_page()
+    sign_in(a, live_stack, alice)
+    sign_in(b, live_stack, bob)
+    for watched in (a, b):
+        watched.page.wait_for_selector('#conn-status[data-state="live"]')
+
+    # Alice starts the chat; Bob does not know the session yet.
+    a.page.fill("#start-email", bob)
+    a.page.fill("#start-intent", "dating")
+    a.page.click("#start-form button[type=submit]")
+    a.page.wait_for_function(
+        "() => document.getElementById('chat-title').textContent.startsWith('Bob')"
+    )
+    session_id = a.page.eval_on_selector(
+        "li.session[aria-current=true]", "li => li.dataset.sessionId"
+    )
+
+    text = "Hi Bob, this went over STOMP"
+    a.page.fill("#composer-input", text)
+    a.page.click("#composer button[type=submit]")
+    wait_for_status(a.page, text, "sent")
+    sent = next(m for m in message_items(a.page) if m["content"] == text)
+    assert sent["mine"]
+
+    # Bob: the new session shows up with one unread message, live.
+    b.page.wait_for_selector(f'li.session[data-session-id="{session_id}"] .badge:not([hidden])')
+    assert badge(b.page, session_id) == "1"
+    # Before Bob opens it, the message reached his device: Alice sees "delivered".
+    wait_for_status(a.page, text, "delivered")
+
+    b.page.click(f'li.session[data-session-id="{session_id}"]')
+    b.page.wait_for_function(
+        "text => [...document.querySelectorAll('#messages li.msg .content')]"
+        ".some(c => c.textContent === text)",
+        arg=text,
+    )
+    # Bob's page shows it, so it is read: Alice sees "seen" (a receipt event, live).
+    wait_for_status(a.page, text, "seen")
+
+    # Typing reaches the peer, and so does the answer.
+    b.page.type("#composer-input", "Hi Al", delay=30)
+    a.page.wait_for_selector("#typing:not([hidden])")
+    assert "typing" in a.page.inner_text("#typing")
+    b.page.type("#composer-input", "ice, got it")
+    b.page.press("#composer-input", "Enter")
+    reply = "Hi Alice, got it"
+    a.page.wait_for_function(
+        "text => [...document.querySelectorAll('#messages li.msg .content')]"
+        ".some(c => c.textContent === text)",
+        arg=reply,
+    )
+    a.page.wait_for_selector("#typing", state="hidden")
+    wait_for_status(b.page, reply, "seen")
+    got = next(m for m in message_items(a.page) if m["content"] == reply)
+    assert got["via"] == "live"
+    assert [m["seq"] for m in message_items(a.page)] == [1, 2]
+    assert [m["seq"] for m in message_items(b.page)] == [1, 2]
+
+    a.page.screenshot(path=str(artifacts / "web-client-live-alice.png"))
+    b.page.screenshot(path=str(artifacts / "web-client-live-bob.png"))
+    a.check_clean()
+    b.check_clean()
+
+
+def topic_seqs(frames: list[str], session_id: str) -> list[int]:
+    """The x-seq of each message frame on the session's topic, in the order they came."""
+    seqs = []
+    for frame in frames:
+        head = frame.split("\n\n", 1)[0].split("\n")
+        headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+        if (
+            head[0] == "MESSAGE"
+            and headers.get("destination") == f"/topic/session.{session_id}"
+            and headers.get("x-event") == "message"
+        ):
+            seqs.append(int(headers["x-seq"]))
+    return seqs
+
+
+def test_the_page_reconnects_by_itself_and_misses_or_repeats_nothing(
+    live_stack: Stack, new_page: Any, artifacts: Path
+) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    with live_stack.api(alice) as alice_api:
+        opened = alice_api.post("/api/chat/init", json={"toEmail": bob, "intent": "rideshare"})
+        session_id = opened.json()["sessionId"]
+        send_rest(alice_api, session_id, "before the drop")
+
+        b = new_page()
+        page = b.page
+        # The page's WebSockets and REST calls go through here, so the test can cut them: while
+        # the network is "down" the page can neither reconnect nor poll, and whatever it missed
+        # must come from the topic's resume (x-resume-after-seq) once it is back.
+        down = {"on": False}
+        sockets: list[tuple[Any, Any]] = []
+        wire: list[list[str]] = []  # per socket, what the server sent
+
+        def route_socket(ws: Any) -> None:
+            if down["on"]:
+                ws.close()
+                return
+            server = ws.connect_to_server()
+            frames: list[str] = []
+
+            def from_server(message: str | bytes) -> None:
+                text = message if isinstance(message, str) else message.decode(errors="replace")
+                frames.append(text)
+                ws.send(message)
+
+            server.on_message(from_server)
+            sockets.append((ws, server))
+            wire.append(frames)
+
+        def route_rest(route: Any) -> None:
+            if down["on"]:
+                route.abort("internetdisconnected")
+            else:
+                route.continue_()
+
+        page.route_web_socket(re.compile(r"/ws$"), route_socket)
+        page.route(re.compile(r"/api/"), route_rest)
+        sign_in(b, live_stack, bob)
+        page.wait_for_selector('#conn-status[data-state="live"]')
+        page.click(f'li.session[data-session-id="{session_id}"]')
+        page.wait_for_selector('#messages li.msg[data-seq="1"]')
+
+        down["on"] = True
+        client_side, server_side = sockets[-1]
+        client_side.close()
+        server_side.close()
+        page.wait_for_selector('#conn-status:not([data-state="live"])')
+        for i in range(1, 6):
+            send_rest(alice_api, session_id, f"while away {i}")
+        time.sleep(1.5)  # a reconnect attempt or two fail meanwhile
+        down["on"] = False
+        page.wait_for_selector('#conn-status[data-state="live"]', timeout=30_000)
+        send_rest(alice_api, session_id, "after the return")
+        page.wait_for_selector('#messages li.msg[data-seq="7"]')
+
+    items = message_items(page)
+    assert [m["seq"] for m in items] == list(range(1, 8))
+    assert [m["content"] for m in items] == [
+        "before the drop",
+        *(f"while away {i}" for i in range(1, 6)),
+        "after the return",
+    ]
+    assert len({m["messageId"] for m in items}) == 7
+    assert [m["via"] for m in items[1:]] == ["live"] * 6
+    assert len(sockets) >= 2  # it did reconnect
+    # On the wire: the new socket's topic replayed 2..6 once each, then 7 came live.
+    assert topic_seqs(wire[-1], session_id) == [2, 3, 4, 5, 6, 7]
+    page.screenshot(path=str(artifacts / "web-client-reconnected.png"))
+    b.check_clean()
