@@ -1,22 +1,30 @@
-"""A relay against the test database and the real RabbitMQ, observed through its own queue."""
+"""Relays against the test database and the real RabbitMQ, observed through their own queues.
+
+Each test gets its own topic exchange (the rows' ``exchange`` column names it) and an exclusive
+queue bound to it with ``#``, so it never sees another suite's traffic.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
-from chat_common import amqp
-from outbox_relay.publisher import Publisher
+from outbox_relay.publisher import RabbitPublisher
 from outbox_relay.relay import Relay
 from outbox_relay.settings import Settings
 
@@ -25,18 +33,24 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 @dataclass
 class Observed:
-    """What reached a queue bound to the test exchange with '#'."""
+    """What reached one queue bound to the test exchange."""
 
     messages: list[AbstractIncomingMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    arrival: dict[int, float] = field(default_factory=dict)  # row id -> first arrival (monotonic)
 
     def ids(self) -> list[int]:
-        return [int(str(m.message_id).removeprefix("outbox-")) for m in self.messages]
+        return [outbox_id(m) for m in self.messages]
+
+    def per_session(self) -> dict[str, list[int]]:
+        order: dict[str, list[int]] = {}
+        for message in self.messages:
+            order.setdefault(str(message.headers["x-session-id"]), []).append(outbox_id(message))
+        return order
 
     async def wait_for_all(self, ids: list[int], within: float = 60.0) -> None:
-        wanted = set(ids)
         async with asyncio.timeout(within):
-            while not wanted <= set(self.ids()):
+            while not self.arrival.keys() >= set(ids):
                 self.arrived.clear()
                 await self.arrived.wait()
 
@@ -47,30 +61,53 @@ class Observed:
                 await self.arrived.wait()
 
 
+def outbox_id(message: AbstractIncomingMessage) -> int:
+    return int(str(message.message_id).removeprefix("outbox-"))
+
+
+@dataclass
+class Broker:
+    """The test's own exchange, and queues bound to it."""
+
+    channel: AbstractChannel
+    exchange: AbstractExchange
+
+    async def observe(self, *keys: str) -> Observed:
+        seen = Observed()
+        loop = asyncio.get_running_loop()
+        queue = await self.channel.declare_queue(exclusive=True)
+        for key in keys:
+            await queue.bind(self.exchange, key)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            seen.messages.append(message)
+            seen.arrival.setdefault(outbox_id(message), loop.time())
+            seen.arrived.set()
+
+        await queue.consume(on_message, no_ack=True)
+        return seen
+
+
 @pytest.fixture
 def exchange_name() -> str:
     return f"test.outbox.{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
-async def observed(exchange_name: str) -> AsyncIterator[Observed]:
+async def broker(exchange_name: str) -> AsyncIterator[Broker]:
     connection = await aio_pika.connect(AMQP_URL)
-    seen = Observed()
     async with connection:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             exchange_name, aio_pika.ExchangeType.TOPIC, auto_delete=True
         )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "#")
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            seen.messages.append(message)
-            seen.arrived.set()
-
-        await queue.consume(on_message, no_ack=True)
-        yield seen
+        yield Broker(channel, exchange)
         await exchange.delete()
+
+
+@pytest.fixture
+async def observed(broker: Broker) -> Observed:
+    return await broker.observe("#")
 
 
 Insert = Callable[..., Any]
@@ -78,8 +115,15 @@ Insert = Callable[..., Any]
 
 @pytest.fixture
 def insert(db_pool: asyncpg.Pool, exchange_name: str) -> Insert:
+    """Commit outbox rows the way message-svc does (rows, then NOTIFY, one transaction)."""
+
     async def rows(
-        sessions: list[uuid.UUID | None], *, exchange: str | None = None, notify: bool = True
+        sessions: list[uuid.UUID | None],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        headers: dict[str, Any] | None = None,
+        notify: bool = True,
     ) -> list[int]:
         async with db_pool.acquire() as conn, conn.transaction():
             ids = [
@@ -89,8 +133,10 @@ def insert(db_pool: asyncpg.Pool, exchange_name: str) -> Insert:
                     " VALUES ($1, $2, $3, 'message', $4::jsonb, $5) RETURNING id",
                     session,
                     exchange or exchange_name,
-                    f"session.{session}",
-                    json.dumps({"x-event": "message", "x-session-id": str(session)}),
+                    routing_key or f"session.{session}",
+                    json.dumps(
+                        {"x-event": "message", "x-session-id": str(session), **(headers or {})}
+                    ),
                     json.dumps({"n": i}).encode(),
                 )
                 for i, session in enumerate(sessions)
@@ -102,14 +148,28 @@ def insert(db_pool: asyncpg.Pool, exchange_name: str) -> Insert:
     return rows
 
 
+async def statuses(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT status, count(*) AS n FROM chat_message_outbox GROUP BY 1")
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> None:
+    """Poll an async predicate until it holds."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - polls a database, not an event
+            await asyncio.sleep(0.05)
+
+
 def relay_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "amqp_url": AMQP_URL,
         "poll_interval_seconds": 0.2,
+        "publish_timeout_seconds": 3.0,
         "retry_base_seconds": 0.01,
         "retry_max_seconds": 0.05,
         "stats_interval_seconds": 0.2,
+        "instance_id": f"test-{uuid.uuid4().hex[:6]}",
         **overrides,
     }
     return Settings(**values)
@@ -119,16 +179,60 @@ def relay_settings(database_url: str, **overrides: Any) -> Settings:
 async def running_relay(settings: Settings) -> AsyncIterator[Relay]:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     assert pool is not None
-    connection: AbstractRobustConnection = await amqp.connect(settings.amqp_url)
-
-    async def channel() -> aio_pika.abc.AbstractChannel:
-        return await connection.channel(publisher_confirms=True)
-
-    relay = Relay(settings, pool, Publisher(channel))
+    publisher = RabbitPublisher(settings.amqp_url, timeout=settings.publish_timeout_seconds)
+    relay = Relay(settings, pool, publisher)
     await relay.start()
     try:
         yield relay
     finally:
         await relay.stop()
-        await connection.close()
+        await publisher.close()
         await pool.close()
+
+
+async def until_listening(relay: Relay) -> None:
+    async with asyncio.timeout(10):
+        while not relay.listening:  # noqa: ASYNC110 - the listener exposes no event
+            await asyncio.sleep(0.01)
+
+
+@dataclass
+class RelayProcesses:
+    """``python -m outbox_relay`` subprocesses; each is stopped by its own pid."""
+
+    env: dict[str, str]
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+            process = subprocess.Popen(
+                [sys.executable, "-m", "outbox_relay"],
+                env={**self.env, **env},
+                stdout=sink,
+                stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+@pytest.fixture
+def relay_processes(database_url: str) -> Iterator[RelayProcesses]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AMQP_URL": AMQP_URL,
+        "PORT": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    processes = RelayProcesses(env)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from chat_common.observability import setup_logging
-from chat_common.serve import serve
-from chat_common.tracing import setup_tracing
-
-from .app import SERVICE, create_app
-from .cli import main as cli
-from .settings import from_env
-
 
 def main() -> None:
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 1:  # operator commands need neither the web stack nor tracing
+        from .cli import main as cli
+
         sys.exit(cli(sys.argv[1:]))
+
+    from chat_common.observability import setup_logging
+    from chat_common.serve import serve
+    from chat_common.tracing import setup_tracing
+
+    from .app import SERVICE, create_app
+    from .settings import from_env
+
     settings = from_env()
     setup_logging(SERVICE, settings.log_level)
     setup_tracing(SERVICE)

@@ -1,64 +1,86 @@
 """Wiring of outbox-relay: the relay runs in the lifespan of a small app that serves
-``/healthz``, ``/readyz`` and ``/metrics``."""
+``/healthz``, ``/readyz`` (PostgreSQL, RabbitMQ, the relay loop) and ``/metrics``."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from chat_common import amqp
-from chat_common.db import create_pool, ping
+from chat_common.db import ping
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
-from .publisher import Publisher
+from .publisher import BrokerUnavailable, RabbitPublisher
 from .relay import Relay
 from .settings import Settings
 
 SERVICE = "outbox-relay"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class AppState:
     pool: asyncpg.Pool
-    amqp: AbstractRobustConnection
+    publisher: RabbitPublisher
     relay: Relay
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=4,
+        command_timeout=10,
+        server_settings={
+            "application_name": f"outbox-relay {settings.instance_id}"[:63],
+            # The claim is a short statement; compiling it would cost more than running it.
+            "jit": "off",
+        },
+    )
+    assert pool is not None
+    return pool
 
 
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         async with contextlib.AsyncExitStack() as stack:
-            pool = await create_pool(settings.database_url, max_size=4)
+            pool = await open_pool(settings)
             stack.push_async_callback(pool.close)
-            connection = await amqp.connect(settings.amqp_url)
-            stack.push_async_callback(connection.close)
-            setup = await connection.channel()
-            await amqp.events_exchange(setup)  # the exchange the rows name by default
-            await setup.close()
-
-            async def channel() -> AbstractChannel:
-                return await connection.channel(publisher_confirms=True)
-
-            relay = Relay(settings, pool, Publisher(channel))
+            publisher = RabbitPublisher(
+                settings.amqp_url,
+                timeout=settings.publish_timeout_seconds,
+                name=f"outbox-relay {settings.instance_id}",
+            )
+            stack.push_async_callback(publisher.close)
+            try:
+                await publisher.connect()
+            except BrokerUnavailable as exc:  # the relay keeps trying; rows wait meanwhile
+                log.warning("RabbitMQ not reachable at start: %s", exc)
+            relay = Relay(settings, pool, publisher)
             await relay.start()
-            stack.push_async_callback(relay.stop)
-            yield {"app": AppState(pool=pool, amqp=connection, relay=relay)}
+            stack.push_async_callback(relay.stop)  # runs first: before the publisher closes
+            yield {"app": AppState(pool=pool, publisher=publisher, relay=relay)}
 
     def checks(request: Request) -> Sequence[ReadinessCheck]:
         state = cast(AppState, request.state.app)
 
         async def broker() -> None:
-            if state.amqp.is_closed:
-                raise ConnectionError("RabbitMQ connection is closed")
+            if not state.publisher.connected:
+                raise ConnectionError("no connection to RabbitMQ")
 
-        return [("postgres", lambda: ping(state.pool)), ("rabbitmq", broker)]
+        async def loop() -> None:
+            if not state.relay.running:
+                raise RuntimeError("the relay loop is not running")
+
+        return [("postgres", lambda: ping(state.pool)), ("rabbitmq", broker), ("relay", loop)]
 
     return Starlette(
         routes=operational_routes(checks),

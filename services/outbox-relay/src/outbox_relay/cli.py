@@ -39,8 +39,12 @@ async def _requeue(dsn: str, ids: list[int] | None) -> int:
         moved = await repository.requeue(conn, ids)
     finally:
         await conn.close()
-    print(f"requeued {moved} row(s)")
-    return 0 if moved or ids is None else 1
+    print(f"requeued {len(moved)} row(s)" + (f": {' '.join(map(str, moved))}" if moved else ""))
+    not_dead = sorted(set(ids or []) - set(moved))
+    if not_dead:
+        print(f"not dead (left alone): {' '.join(map(str, not_dead))}")
+        return 1
+    return 0
 
 
 def main(argv: list[str]) -> int:

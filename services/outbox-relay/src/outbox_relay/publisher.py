@@ -1,109 +1,345 @@
-"""Publishing claimed rows to RabbitMQ with publisher confirms, in per-session order.
+"""Publishing a claimed batch to RabbitMQ with publisher confirms.
 
-Rows of one session go out one after another (each confirmed before the next is sent); the
-sessions of a batch go out side by side. When a row fails, the later rows of its session in the
-batch are not sent. A failure of the row itself (nack, unknown exchange) counts an attempt; a
-lost connection does not (the rows are released and wait for the broker).
+Exceptions::
+
+    PublisherError
+     +-- BrokerUnavailable   no usable connection to RabbitMQ; no row is at fault
+
+A publish round, :meth:`RabbitPublisher.publish`:
+
+1. Every exchange the batch names is checked once (a passive declare on a probe channel) and
+   remembered. A row naming a missing exchange fails without being sent, and the later rows of
+   its session are not sent either.
+2. The other rows are pipelined on one channel in confirm mode: every frame is written before
+   the first confirm is awaited, and the frames are written in row id order, so the rows of a
+   session enter every queue in order. (aiormq writes the publishes of a channel under a FIFO
+   lock, in the order the publishing tasks reach it; the tasks are created in id order and
+   nothing suspends them before the lock.)
+3. Each row gets an :class:`~outbox_relay.batch.Outcome`; :func:`outbox_relay.batch.settle`
+   decides what is written back.
+
+Events go out with ``mandatory=False``: an event that no queue is bound for means that no
+client of that session or user is connected, and clients catch up from history by ``seq``.
+The ``CC`` header (a list of extra routing keys, RabbitMQ's sender-selected distribution) is
+sent as an AMQP array, so the message also reaches the queues bound to those keys.
+
+When the broker closes the channel (it refused one publish: an internal exchange, an exchange
+deleted after the check...), nothing says which publish did it: every unconfirmed row of the
+round is ``UNKNOWN`` (released, no attempt counted) and the next round is *careful*: one row at
+a time, each confirmed before the next is sent, so that the fault lands on its own row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from chat_common import amqp, routing
+
+from .batch import CONFIRMED, Outcome, Verdict, failed, session_key, unknown
 from .repository import Claimed
 
-
-class BrokerUnavailable(Exception):
-    """The connection or channel to RabbitMQ is gone; nothing is the rows' fault."""
-
-
-@dataclass
-class BatchResult:
-    published: list[Claimed] = field(default_factory=list)
-    failed: list[tuple[Claimed, str]] = field(default_factory=list)
-    skipped: list[Claimed] = field(default_factory=list)  # not sent: to release
-    confirm_seconds: list[tuple[Claimed, float]] = field(default_factory=list)
-    broker_down: bool = False
-
-
-ROW_FAULTS: tuple[type[BaseException], ...] = (
-    aio_pika.exceptions.DeliveryError,  # nacked or returned
-    aiormq.exceptions.ChannelNotFoundEntity,  # no such exchange
-    aiormq.exceptions.ChannelAccessRefused,
-    aiormq.exceptions.ChannelPreconditionFailed,
+# What a lost broker, connection or channel looks like from the client.
+BROKER_FAULTS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    RuntimeError,  # aiormq's ChannelInvalidStateError
+    aiormq.exceptions.AMQPError,
 )
 
 
-class Publisher:
-    def __init__(self, channel_factory: Callable[[], Awaitable[AbstractChannel]]) -> None:
-        self._channel_factory = channel_factory
-        self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+class PublisherError(Exception):
+    """Base of the publisher's errors."""
 
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._channel_factory()
-            self._exchanges.clear()
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            exchange = await self._channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
 
-    async def publish(self, rows: list[Claimed]) -> BatchResult:
-        by_session: dict[uuid.UUID | int, list[Claimed]] = {}
-        for row in rows:  # rows arrive sorted by id
-            by_session.setdefault(row.session_id or row.id, []).append(row)
-        result = BatchResult()
-        outcomes = await asyncio.gather(
-            *(self._publish_in_order(chain, result) for chain in by_session.values()),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BrokerUnavailable):
-                result.broker_down = True
-            elif isinstance(outcome, BaseException):
-                raise outcome
+class BrokerUnavailable(PublisherError):
+    """There is no usable connection to RabbitMQ."""
+
+
+@dataclass(slots=True)
+class Round:
+    """The result of one publish round."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    confirmed_at: dict[int, float] = field(default_factory=dict)  # time.monotonic()
+    broker_lost: bool = False
+
+
+class Publisher(Protocol):
+    """What the relay needs from a broker; RabbitMQ here, in memory in tests."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None:
+        """Open the connection if it is not open; :class:`BrokerUnavailable` if it fails."""
+
+    async def publish(self, rows: Sequence[Claimed]) -> Round: ...
+
+    async def close(self) -> None: ...
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _properties(row: Claimed) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,  # persistent
+        headers=dict(row.headers),  # a list value (CC) goes out as an AMQP field array
+        message_id=f"outbox-{row.id}",
+        message_type=row.event_type,
+    )
+
+
+def _outcome(task: asyncio.Task[Any]) -> Outcome:
+    if task.cancelled():
+        return unknown("no confirm in time")
+    exc = task.exception()
+    if exc is None:
+        return CONFIRMED
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return failed(f"nacked by the broker: {_describe(exc)}")
+    if isinstance(exc, BROKER_FAULTS):
+        return unknown(_describe(exc))
+    return failed(_describe(exc))  # the row cannot be sent at all (headers it cannot encode...)
+
+
+class RabbitPublisher:
+    def __init__(self, url: str, *, timeout: float, name: str = "outbox-relay") -> None:
+        self._url = url
+        self._timeout = timeout
+        self._name = name
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None  # confirm mode, for the rows
+        self._probe: AbstractChannel | None = None  # passive declares (a 404 closes it)
+        self._known: set[str] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.careful = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        self._abandon()
+        try:
+            async with asyncio.timeout(self._timeout):
+                connection = await aio_pika.connect(
+                    self._url, client_properties={"connection_name": self._name}
+                )
+                try:
+                    setup = await connection.channel()
+                    await amqp.events_exchange(setup)  # the exchange rows name by default
+                    await setup.close()
+                except BaseException:
+                    await connection.close()
+                    raise
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable(_describe(exc)) from exc
+        self._connection = connection
+        self._known = {"", routing.EVENTS_EXCHANGE}  # "": the default exchange always exists
+
+    async def close(self) -> None:
+        connection = self._detach()
+        if connection is not None:
+            await _close_quietly(connection)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _detach(self) -> AbstractConnection | None:
+        connection, self._connection = self._connection, None
+        self._channel = self._probe = None
+        return connection
+
+    def _abandon(self) -> None:
+        """Drop a broken connection at once; it closes in the background (a stalled broker
+        would make a polite close wait, and the rows must be released now)."""
+        connection = self._detach()
+        if connection is not None:
+            task = asyncio.get_running_loop().create_task(_close_quietly(connection))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def publish(self, rows: Sequence[Claimed]) -> Round:
+        """One round, within the publish timeout from start to the last confirm."""
+        result = Round()
+        if self._connection is None or not self.connected:
+            result.broker_lost = True
+            return result
+        connection = self._connection
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                missing = await self._missing(connection, {row.exchange for row in rows})
+                await self._confirm_channel(connection)
+        except BROKER_FAULTS:
+            result.broker_lost = True
+            self._abandon()
+            return result
+        to_send: list[Claimed] = []
+        stopped: set[object] = set()
+        for row in sorted(rows, key=lambda r: r.id):
+            key = session_key(row)
+            if key in stopped:
+                continue
+            problem = _unsendable(row, missing)
+            if problem:
+                result.outcomes[row.id] = failed(problem)
+                stopped.add(key)
+            else:
+                to_send.append(row)
+        if self.careful:
+            await self._one_by_one(connection, to_send, result, deadline)
+        else:
+            await self._pipelined(connection, to_send, result, deadline)
+        if result.broker_lost or connection.is_closed:
+            result.broker_lost = True
+            self._abandon()
         return result
 
-    async def _publish_in_order(self, chain: list[Claimed], result: BatchResult) -> None:
-        for index, row in enumerate(chain):
-            started = time.perf_counter()
+    async def _confirm_channel(self, connection: AbstractConnection) -> aiormq.abc.AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await connection.channel(publisher_confirms=True)
+        return await self._channel.get_underlay_channel()
+
+    async def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await channel.close()
+
+    async def _missing(self, connection: AbstractConnection, names: set[str]) -> dict[str, str]:
+        """The exchanges among ``names`` that cannot be published to, with the reason."""
+        missing: dict[str, str] = {}
+        for name in sorted(names - self._known):
+            if self._probe is None or self._probe.is_closed:
+                self._probe = await connection.channel(publisher_confirms=False)
             try:
-                exchange = await self._exchange(row.exchange)
-                await exchange.publish(_message(row), routing_key=row.routing_key)
-            except ROW_FAULTS as exc:
-                self._channel = None if _channel_broken(exc) else self._channel
-                result.failed.append((row, f"{type(exc).__name__}: {exc}"))
-                result.skipped.extend(chain[index + 1 :])
+                await self._probe.declare_exchange(name, passive=True)
+            except aiormq.exceptions.ChannelClosed as exc:  # 404 NOT_FOUND, 403...
+                if connection.is_closed:
+                    raise
+                missing[name] = f"exchange {name!r}: {_describe(exc)}"
+                self._probe = None  # the broker closed it
+                continue
+            self._known.add(name)
+        return missing
+
+    def _start(
+        self, channel: aiormq.abc.AbstractChannel, row: Claimed, result: Round
+    ) -> asyncio.Task[Any]:
+        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika gives one
+            raise TypeError(f"expected an aiormq channel, got {type(channel).__name__}")
+        # wait=False: the frame is queued for the socket without waiting for it to be flushed,
+        # so the next publish follows at once; the confirm is still awaited.
+        task = asyncio.get_running_loop().create_task(
+            channel.basic_publish(
+                row.payload,
+                exchange=row.exchange,
+                routing_key=row.routing_key,
+                properties=_properties(row),
+                mandatory=False,
+                wait=False,
+            )
+        )
+        stamps = result.confirmed_at
+        task.add_done_callback(lambda _: stamps.__setitem__(row.id, time.monotonic()))
+        return task
+
+    async def _until(self, tasks: list[asyncio.Task[Any]], deadline: float) -> bool:
+        """Wait for the tasks until the deadline; cancel the late ones. True if all were on
+        time."""
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return not pending
+
+    async def _pipelined(
+        self, connection: AbstractConnection, rows: list[Claimed], result: Round, deadline: float
+    ) -> None:
+        if not rows:
+            return
+        channel = await self._confirm_channel(connection)  # open: checked in publish()
+        # No await between these: the tasks reach the channel's write lock in id order.
+        tasks = [self._start(channel, row, result) for row in rows]
+        on_time = await self._until(tasks, deadline)
+        for row, task in zip(rows, tasks, strict=True):
+            result.outcomes[row.id] = _outcome(task)
+        if not on_time:
+            result.broker_lost = True  # a broker that does not confirm in time is unwell
+        elif not connection.is_closed and any(
+            o.verdict is Verdict.UNKNOWN for o in result.outcomes.values()
+        ):
+            # The broker closed the channel over a publish it refused: the next round finds
+            # the culprit one row at a time.
+            self.careful = True
+            self._known = {""}  # the exchange may be gone: check again
+            await self._drop_channel()
+
+    async def _one_by_one(
+        self, connection: AbstractConnection, rows: list[Claimed], result: Round, deadline: float
+    ) -> None:
+        """The careful round: each row confirmed before the next is sent. New rows are started
+        during the first half of the round's time only; the rest stay unsent (released), and
+        the next round is careful again."""
+        loop = asyncio.get_running_loop()
+        stop_starting = (loop.time() + deadline) / 2
+        stopped: set[object] = set()
+        for row in rows:
+            key = session_key(row)
+            if key in stopped:
+                continue
+            if loop.time() >= stop_starting:
                 return
-            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError) as exc:
-                self._channel = None
-                result.skipped.extend(chain[index:])
-                raise BrokerUnavailable(str(exc)) from exc
-            result.published.append(row)
-            result.confirm_seconds.append((row, time.perf_counter() - started))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    channel = await self._confirm_channel(connection)
+            except BROKER_FAULTS:
+                result.broker_lost = True
+                return
+            task = self._start(channel, row, result)
+            on_time = await self._until([task], deadline)
+            outcome = _outcome(task)
+            if outcome.verdict is Verdict.UNKNOWN:
+                if not on_time or connection.is_closed:
+                    result.outcomes[row.id] = outcome
+                    result.broker_lost = True
+                    return
+                # alone in flight on a channel the broker closed: its own fault
+                outcome = failed(outcome.error)
+                self._known = {""}
+                await self._drop_channel()
+            result.outcomes[row.id] = outcome
+            if outcome.verdict is not Verdict.CONFIRMED:
+                stopped.add(key)
+        self.careful = False
 
 
-def _channel_broken(exc: BaseException) -> bool:
-    return isinstance(exc, aiormq.exceptions.ChannelClosed)
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2.0):
+            await connection.close()
 
 
-def _message(row: Claimed) -> aio_pika.Message:
-    headers: dict[str, Any] = dict(row.headers)
-    return aio_pika.Message(
-        row.payload,
-        headers=headers,
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=f"outbox-{row.id}",
-    )
+def _unsendable(row: Claimed, missing: dict[str, str]) -> str | None:
+    if row.exchange in missing:
+        return missing[row.exchange]
+    if len(row.routing_key.encode()) > 255:
+        return "routing key longer than 255 bytes"
+    return None

@@ -1,0 +1,166 @@
+"""Rows that cannot be published: retries with backoff, the dead state, the operator CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import aio_pika
+import asyncpg
+from prometheus_client import REGISTRY
+
+from .conftest import (
+    Broker,
+    Insert,
+    Observed,
+    eventually,
+    outbox_id,
+    relay_settings,
+    running_relay,
+    statuses,
+)
+
+
+def counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def row(pool: asyncpg.Pool, row_id: int) -> asyncpg.Record:
+    record = await pool.fetchrow("SELECT * FROM chat_message_outbox WHERE id = $1", row_id)
+    assert record is not None
+    return record
+
+
+async def test_a_row_naming_a_missing_exchange_ends_dead_and_blocks_nobody(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed, exchange_name: str
+) -> None:
+    poisoned = uuid.uuid4()
+    dead_before = counter("chat_outbox_dead_total")
+    retries_before = counter("chat_outbox_retries_total")
+    async with running_relay(relay_settings(database_url, max_attempts=3)):
+        [bad] = await insert([poisoned], exchange=f"{exchange_name}.missing")
+        behind = await insert([poisoned])  # waits for the bad row while it is retried
+        good = await insert([uuid.uuid4(), uuid.uuid4()])
+        await observed.wait_for(3)
+
+        async def dead() -> bool:
+            return (await statuses(db_pool)).get("dead") == 1
+
+        await eventually(dead)
+    record = await row(db_pool, bad)
+    assert record["retry_count"] == 3
+    assert "missing" in record["last_error"]
+    assert "NOT_FOUND" in record["last_error"] or "NotFound" in record["last_error"]
+    # the dead row stopped blocking its session: the row behind it went out after it died
+    assert sorted(observed.ids()) == sorted(good + behind)
+    assert counter("chat_outbox_dead_total") - dead_before == 1
+    assert counter("chat_outbox_retries_total") - retries_before == 2
+
+
+async def test_a_nacked_row_is_retried_and_its_session_stays_in_order(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, broker: Broker
+) -> None:
+    """A queue that rejects every publish makes the broker nack the row; the rows behind it
+    in its session are released (even when confirmed) and go out again after it."""
+    observed = await broker.observe("#")
+    full = await broker.channel.declare_queue(
+        exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await full.bind(broker.exchange, "poison.#")
+    session = uuid.uuid4()
+    [nacked] = await insert([session], routing_key="poison.1")
+    behind = await insert([session, session])
+    async with running_relay(relay_settings(database_url, max_attempts=3)):
+
+        async def settled() -> bool:
+            return await statuses(db_pool) == {"dead": 1, "published": 2}
+
+        await eventually(settled)
+        await observed.wait_for_all(behind)
+    record = await row(db_pool, nacked)
+    assert record["retry_count"] == 3
+    assert "nack" in record["last_error"].lower()
+    # the last copy of each row is in session order
+    last: dict[int, int] = {}
+    for position, message in enumerate(observed.messages):
+        last[outbox_id(message)] = position
+    assert last[nacked] < last[behind[0]] < last[behind[1]]
+
+
+async def test_a_row_that_closes_the_channel_is_found_and_innocent_rows_count_nothing(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed, broker: Broker
+) -> None:
+    """Publishing to an internal exchange passes the existence check but makes the broker
+    close the channel; a careful round pins it on the right row."""
+    internal = await broker.channel.declare_exchange(
+        f"{broker.exchange.name}.internal",
+        aio_pika.ExchangeType.TOPIC,
+        internal=True,
+        auto_delete=True,
+    )
+    await internal.bind(broker.exchange, "never")  # keeps it from being auto-deleted early
+    innocent = [uuid.uuid4() for _ in range(20)]
+    before = await insert(innocent)
+    [bad] = await insert([uuid.uuid4()], exchange=internal.name)
+    after = await insert(innocent)
+    async with running_relay(relay_settings(database_url, max_attempts=2)):
+
+        async def settled() -> bool:
+            return await statuses(db_pool) == {"dead": 1, "published": 40}
+
+        await eventually(settled)
+        await observed.wait_for_all(before + after)
+    record = await row(db_pool, bad)
+    assert record["retry_count"] == 2
+    assert "ACCESS_REFUSED" in record["last_error"] or "AccessRefused" in record["last_error"]
+    counts = await db_pool.fetch(
+        "SELECT DISTINCT retry_count FROM chat_message_outbox WHERE id <> $1", bad
+    )
+    assert [r["retry_count"] for r in counts] == [0]
+    for session, order in observed.per_session().items():
+        deduplicated = list(dict.fromkeys(order))
+        assert deduplicated == sorted(deduplicated), session
+    await internal.delete()
+
+
+async def test_cli_lists_and_requeues_dead_rows(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed, exchange_name: str
+) -> None:
+    first, second = await insert([uuid.uuid4(), uuid.uuid4()], notify=False)
+    await db_pool.execute(
+        "UPDATE chat_message_outbox SET status = 'dead', retry_count = 10,"
+        " last_error = 'NOT_FOUND - no exchange' WHERE id = ANY($1::bigint[])",
+        [first, second],
+    )
+    env = {**os.environ, "DATABASE_URL": database_url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "outbox_relay", "dead", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(first), str(second)]
+    assert "retries=10" in lines[0]
+    assert "NOT_FOUND - no exchange" in lines[0]
+    async with running_relay(relay_settings(database_url, poll_interval_seconds=5.0)):
+        requeued = cli("requeue", str(first))
+        assert requeued.returncode == 0, requeued.stderr
+        assert f"requeued 1 row(s): {first}" in requeued.stdout
+        await observed.wait_for(1, within=4)  # woken by the CLI's NOTIFY, not the 5 s poll
+        assert observed.ids() == [first]
+        assert cli("requeue", str(first)).returncode == 1  # not dead any more
+        assert "requeued 1 row(s)" in cli("requeue", "--all").stdout
+        await observed.wait_for(2, within=4)
+    assert observed.ids() == [first, second]
+    assert "no dead rows" in cli("list").stdout
+    assert (await row(db_pool, first))["retry_count"] == 0

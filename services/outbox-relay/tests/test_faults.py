@@ -1,0 +1,189 @@
+"""Faults around the relay: the broker cut off or stalled, the relay process killed or told to
+stop. Nothing committed may be lost; duplicates are allowed, disorder of last copies is not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from chat_testing.tcpproxy import TcpProxy
+
+from .conftest import (
+    AMQP_URL,
+    Insert,
+    Observed,
+    RelayProcesses,
+    relay_settings,
+    running_relay,
+    statuses,
+)
+
+
+def assert_sessions_in_order(observed: Observed) -> None:
+    """Per session, both the first and the last copy of each row come in id order."""
+    for session, order in observed.per_session().items():
+        firsts = list(dict.fromkeys(order))
+        lasts = list(reversed(dict.fromkeys(reversed(order))))
+        assert firsts == sorted(firsts), session
+        assert lasts == sorted(lasts), session
+
+
+async def stop_mid_batch(pool: asyncpg.Pool, process: subprocess.Popen[bytes]) -> int:
+    """SIGSTOP the relay at a moment it holds claimed rows; how many it holds."""
+    for _ in range(200):
+        os.kill(process.pid, signal.SIGSTOP)
+        held = await pool.fetchval(
+            "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
+        )
+        if held:
+            return int(held)
+        os.kill(process.pid, signal.SIGCONT)
+        await asyncio.sleep(0.005)
+    raise AssertionError("never caught the relay holding a batch")
+
+
+async def test_broker_unreachable_rows_wait_then_go(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
+) -> None:
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        amqp_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        async with running_relay(relay_settings(database_url, amqp_url=amqp_url)):
+            first = await insert([uuid.uuid4()])
+            await observed.wait_for(1)
+            proxy.cut()
+            waiting = await insert([uuid.uuid4() for _ in range(20)])
+            await asyncio.sleep(2.0)
+            assert len(observed.messages) == 1
+            counts = await db_pool.fetch(
+                "SELECT status, retry_count FROM chat_message_outbox WHERE id = ANY($1::bigint[])",
+                waiting,
+            )
+            assert {(r["status"], r["retry_count"]) for r in counts} == {("pending", 0)}
+            proxy.restore()
+            await observed.wait_for_all(waiting, within=30)
+    assert sorted(set(observed.ids())) == sorted(first + waiting)
+
+
+async def test_a_stalled_broker_times_out_and_nothing_is_lost(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
+) -> None:
+    """The broker stops answering (SIGSTOP, a blocked connection): the round times out, its
+    rows are released without counting an attempt, and go once the broker answers again."""
+    sessions = [uuid.uuid4() for _ in range(5)]
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        amqp_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        settings = relay_settings(database_url, amqp_url=amqp_url, publish_timeout_seconds=0.5)
+        async with running_relay(settings):
+            first = await insert([sessions[0]])
+            await observed.wait_for(1)
+            proxy.latency = 2.0
+            stalled = await insert([sessions[i % 5] for i in range(50)])
+            await asyncio.sleep(1.5)
+            claimed = await db_pool.fetchval(
+                "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
+            )
+            assert claimed == 0  # released after the timeout, not held
+            proxy.latency = 0.0
+            await observed.wait_for_all(stalled, within=30)
+    assert sorted(set(observed.ids())) == sorted(first + stalled)
+    assert_sessions_in_order(observed)
+    retried = await db_pool.fetchval(
+        "SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0"
+    )
+    assert retried == 0
+
+
+async def test_a_killed_relay_loses_nothing(
+    db_pool: asyncpg.Pool, insert: Insert, observed: Observed, relay_processes: RelayProcesses
+) -> None:
+    sessions = [uuid.uuid4() for _ in range(20)]
+    ids = await insert([sessions[i % 20] for i in range(3000)], notify=False)
+    options = {
+        "BATCH_SIZE": "200",
+        "LEASE_SECONDS": "1",
+        "PUBLISH_TIMEOUT_SECONDS": "0.5",
+        "POLL_INTERVAL_SECONDS": "0.2",
+    }
+    first = relay_processes.start(**options)
+    await observed.wait_for(300, within=30)
+    assert await stop_mid_batch(db_pool, first) > 0
+    os.kill(first.pid, signal.SIGKILL)  # mid-batch: its claimed rows keep their short lease
+    first.wait(10)
+    relay_processes.start(**options)
+    await observed.wait_for_all(ids, within=60)
+    assert set(observed.ids()) == set(ids)  # every row at least once
+    assert_sessions_in_order(observed)
+
+    async def all_published() -> bool:
+        return await statuses(db_pool) == {"published": 3000}
+
+    async with asyncio.timeout(10):
+        while not await all_published():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_sigterm_finishes_or_releases_the_batch_in_hand(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    insert: Insert,
+    observed: Observed,
+    relay_processes: RelayProcesses,
+    tmp_path: Path,
+) -> None:
+    sessions = [uuid.uuid4() for _ in range(20)]
+    ids = await insert([sessions[i % 20] for i in range(3000)], notify=False)
+    log = tmp_path / "relay.log"
+    process = relay_processes.start(log, BATCH_SIZE="200", LEASE_SECONDS="60", LOG_LEVEL="INFO")
+    await observed.wait_for(300, within=30)
+    os.kill(process.pid, signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert await asyncio.to_thread(process.wait, 15) in (0, -signal.SIGTERM)
+    assert "relay stopped" in log.read_text()
+    leftovers = await db_pool.fetchval(
+        "SELECT count(*) FROM chat_message_outbox"
+        " WHERE status = 'claimed' OR claim_token IS NOT NULL"
+    )
+    assert leftovers == 0  # nothing left under a lease: another relay can go on at once
+    async with running_relay(relay_settings(database_url, amqp_url=AMQP_URL)):
+        await observed.wait_for_all(ids, within=30)
+    assert_sessions_in_order(observed)
+
+
+async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    insert: Insert,
+    observed: Observed,
+    relay_processes: RelayProcesses,
+) -> None:
+    """SIGSTOP a relay holding a batch for longer than its lease: another relay takes the rows
+    over and publishes them; when the first wakes up, its fenced writes change nothing."""
+    sessions = [uuid.uuid4() for _ in range(10)]
+    ids = await insert([sessions[i % 10] for i in range(2000)], notify=False)
+    paused = relay_processes.start(
+        BATCH_SIZE="200", LEASE_SECONDS="1", PUBLISH_TIMEOUT_SECONDS="0.5"
+    )
+    await observed.wait_for(100, within=30)
+    await stop_mid_batch(db_pool, paused)
+    try:
+        async with running_relay(relay_settings(database_url)):
+            await observed.wait_for_all(ids, within=30)  # after the lease ran out
+            os.kill(paused.pid, signal.SIGCONT)
+            await asyncio.sleep(1.0)  # the paused relay finishes its stale round
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    assert paused.poll() is None  # it carries on
+    assert await statuses(db_pool) == {"published": 2000}
+    retried = await db_pool.fetchval(
+        "SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0"
+    )
+    assert retried == 0
+    assert set(observed.ids()) == set(ids)
+    firsts = {s: list(dict.fromkeys(o)) for s, o in observed.per_session().items()}
+    assert all(order == sorted(order) for order in firsts.values())
