@@ -75,7 +75,15 @@ def test_targets_from_routing_key_and_cc() -> None:
 
 
 @pytest.mark.parametrize(
-    "destination", ["/topic/other", "/topic/session.not-a-uuid", "/queue/x", "/topic/session."]
+    "destination",
+    [
+        "/topic/other",
+        "/topic/session.not-a-uuid",
+        "/queue/x",
+        "/topic/session.",
+        f"/topic/session.{str(S1).upper()}",  # one spelling per topic
+        f"/topic/session.{{{S1}}}",
+    ],
 )
 def test_unknown_destinations(destination: str) -> None:
     with pytest.raises(UnknownDestination):
@@ -86,3 +94,18 @@ def test_unknown_destinations(destination: str) -> None:
 
 def test_session_of() -> None:
     assert session_of(f"/topic/session.{S1}") == S1
+
+
+def test_needs_and_counts_follow_the_subscribers() -> None:
+    hub = Hub()
+    key = routing.session_key(S1)
+    hub.add_topic("c1", "a", S1)
+    hub.add_user("c1", "a@x.io")
+    assert hub.needs(key)
+    assert hub.key_count() == 2
+    assert hub.remove_topic("c1", "other", S1) is False  # not its subscription
+    assert hub.remove_topic("c1", "a", S1) is True
+    assert not hub.needs(key)
+    assert hub.drop_connection("c1", "a@x.io") == [routing.user_key("a@x.io")]
+    assert hub.drop_connection("c1", "a@x.io") == []  # forgotten already
+    assert hub.key_count() == 0

@@ -1,13 +1,25 @@
-"""The edge's side of RabbitMQ, as an interface with two implementations: RabbitMQ (one queue
-per edge instance, bound key by key) and in memory (for unit tests).
+"""The edge's side of RabbitMQ, as an interface with two implementations.
 
-Typed disconnect of the consumer is handled by aio-pika's robust connection, which re-declares
-the queue and its bindings after a reconnect."""
+:class:`RabbitBroker`: one exclusive, auto-deleted queue per edge instance
+(``ws-edge.{instance}``), bound to ``chat.events`` key by key as the edge asks; consumed with
+manual acks and a prefetch window, so a burst waits in RabbitMQ rather than in this process;
+``/app/chat.send`` commands published to the durable send queue and typing events to
+``chat.events``, both with publisher confirms. When the connection to RabbitMQ drops, the
+queue and everything routed to it meanwhile is gone: the broker reports the loss (the edge
+then closes its clients so that they reconnect and resume) and, once reconnected, re-binds
+what the edge still needs.
+
+:class:`MemoryBroker`: the same interface in memory for unit tests; several of them may share
+one :class:`MemoryExchange`, which routes like RabbitMQ's topic exchange with sender-selected
+distribution (one copy per queue, whichever of the keys matched).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import aio_pika
@@ -15,20 +27,31 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
+    AbstractRobustQueue,
 )
+from aio_pika.exceptions import ChannelPreconditionFailed
 
-from chat_common import amqp, routing
+from chat_common import amqp
 
-# (routing key, headers, body)
-Handler = Callable[[str, Mapping[str, Any], bytes], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+# (routing key, headers, body); called in delivery order and must not block.
+Handler = Callable[[str, Mapping[str, Any], bytes], None]
+Listener = Callable[[], None]
 
 
 class Broker(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
     async def bind(self, key: str) -> None: ...
 
     async def unbind(self, key: str) -> None: ...
+
+    async def rebind(self, keys: Iterable[str]) -> None:
+        """After a reconnect: bind ``keys`` again (the old queue went with the connection)."""
+        ...
 
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None: ...
 
@@ -36,46 +59,109 @@ class Broker(Protocol):
 
 
 class RabbitBroker:
-    def __init__(self, url: str, instance: str, handler: Handler) -> None:
+    def __init__(
+        self,
+        url: str,
+        instance: str,
+        handler: Handler,
+        *,
+        send_queue: str = "chat.send",
+        prefetch: int = 256,
+        on_lost: Listener | None = None,
+        on_restored: Listener | None = None,
+    ) -> None:
         self._url = url
-        self._instance = instance
+        self.queue_name = f"ws-edge.{instance}"
         self._handler = handler
+        self._send_queue = send_queue
+        self._prefetch = prefetch
+        self._on_lost = on_lost
+        self._on_restored = on_restored
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
-        self._queue: AbstractQueue | None = None
+        self._queue: AbstractRobustQueue | None = None
         self._bound: set[str] = set()
         self._lock = asyncio.Lock()
+        self._closing = False
+        self._up = True
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        """Connected, with the channels, the queue and its consumer restored."""
+        connection = self._connection
+        return (
+            connection is not None
+            and connection.connected.is_set()
+            and self._up
+            and not self._closing
+        )
 
     async def start(self) -> None:
-        self._connection = await amqp.connect(self._url)
-        self._publish = await self._connection.channel(publisher_confirms=True)
+        self._connection = connection = await amqp.connect(self._url)
+        connection.close_callbacks.add(self._lost)
+        connection.reconnect_callbacks.add(self._restored)
+        self._publish = await connection.channel(publisher_confirms=True)
         self._events = await amqp.events_exchange(self._publish)
-        await amqp.send_queue(self._publish)
-        consume = await self._connection.channel()
-        await consume.set_qos(prefetch_count=512)
-        self._queue = await consume.declare_queue(
-            f"ws-edge.{self._instance}", exclusive=True, auto_delete=True
-        )
-        await self._queue.consume(self._on_message, no_ack=True)
+        await self._declare_send_queue(connection)
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=self._prefetch)
+        self._queue = await consume.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
+        await self._queue.consume(self._on_message, no_ack=False)
 
-    async def close(self) -> None:
+    async def _declare_send_queue(self, connection: AbstractRobustConnection) -> None:
+        """Declare the send queue as message-svc does; if it exists with other arguments
+        (another delivery limit), use it as it is."""
+        channel = await connection.channel()
+        try:
+            await amqp.send_queue(channel, name=self._send_queue)
+        except ChannelPreconditionFailed as exc:
+            log.warning(
+                "%s exists with other arguments; using it as is (%s)", self._send_queue, exc
+            )
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Close the connection (RabbitMQ drops the exclusive queue and its bindings); give
+        up waiting after ``grace`` seconds when the broker is unreachable."""
+        self._closing = True
         if self._connection is not None:
-            await self._connection.close()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._connection.close()
+            except TimeoutError:
+                log.warning("RabbitMQ did not answer the close in %.0f s", grace)
+
+    def _lost(self, _sender: object, exc: BaseException | None = None) -> None:
+        if self._closing or not self._up:
+            return  # closing on purpose, or a failed reconnection attempt
+        self._up = False
+        log.warning("RabbitMQ connection lost (%s); the edge queue and its bindings are gone", exc)
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def _restored(self, _sender: object) -> None:
+        self._up = True  # called once the channels, the queue and its consumer are back
+        log.info("RabbitMQ connection restored")
+        if self._on_restored is not None:
+            self._on_restored()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        await self._handler(message.routing_key or "", message.headers or {}, message.body)
+        try:
+            self._handler(message.routing_key or "", message.headers or {}, message.body)
+        except Exception:
+            log.exception("could not fan out an event (routing key %s)", message.routing_key)
+        with contextlib.suppress(Exception):  # a lost channel takes its deliveries with it
+            await message.ack()
 
     async def bind(self, key: str) -> None:
         assert self._queue is not None
         assert self._events is not None
         async with self._lock:
             if key not in self._bound:
-                await self._queue.bind(self._events, key)
+                await self._queue.bind(self._events, key, robust=False)
                 self._bound.add(key)
 
     async def unbind(self, key: str) -> None:
@@ -86,13 +172,23 @@ class RabbitBroker:
                 self._bound.discard(key)
                 await self._queue.unbind(self._events, key)
 
+    async def rebind(self, keys: Iterable[str]) -> None:
+        async with self._lock:
+            self._bound.clear()
+        for key in keys:
+            await self.bind(key)
+
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
+        """An ephemeral event (typing): confirmed, but fine if nobody is bound to its key."""
         assert self._events is not None
         await self._events.publish(
-            aio_pika.Message(body, headers=headers, content_type="application/json"), key
+            aio_pika.Message(body, headers=headers, content_type="application/json"),
+            key,
+            mandatory=False,
         )
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None:
+        """A command for message-svc: persistent, confirmed, and an error if unroutable."""
         assert self._publish is not None
         await self._publish.default_exchange.publish(
             aio_pika.Message(
@@ -101,28 +197,54 @@ class RabbitBroker:
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing.SEND_QUEUE,
+            self._send_queue,
+            mandatory=True,
         )
 
 
-class MemoryBroker:
-    """Delivers published events to its own handler when their key (or a CC key) is bound."""
+class MemoryExchange:
+    """A topic exchange in memory: exact keys only (all the edge binds), CC honoured."""
 
-    def __init__(self, handler: Handler | None = None) -> None:
+    def __init__(self) -> None:
+        self.brokers: list[MemoryBroker] = []
+        self.published: list[tuple[str, dict[str, Any], bytes]] = []
+
+    def publish(self, key: str, headers: Mapping[str, Any], body: bytes) -> None:
+        self.published.append((key, dict(headers), body))
+        keys = {key, *headers.get("CC", ())}
+        for broker in self.brokers:
+            if broker.handler is not None and keys & broker.bound:
+                broker.handler(key, headers, body)  # one copy per queue
+
+
+class MemoryBroker:
+    def __init__(self, handler: Handler | None = None, exchange: MemoryExchange | None = None):
         self.handler = handler
+        self.exchange = exchange or MemoryExchange()
+        self.exchange.brokers.append(self)
         self.bound: set[str] = set()
         self.sends: list[tuple[bytes, dict[str, Any]]] = []
+        self.binds: list[str] = []
+        self.unbinds: list[str] = []
+        self.up = True
+
+    @property
+    def connected(self) -> bool:
+        return self.up
 
     async def bind(self, key: str) -> None:
+        self.binds.append(key)
         self.bound.add(key)
 
     async def unbind(self, key: str) -> None:
+        self.unbinds.append(key)
         self.bound.discard(key)
 
+    async def rebind(self, keys: Iterable[str]) -> None:
+        self.bound = set(keys)
+
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
-        keys = [key, *headers.get("CC", [])]
-        if self.handler is not None and any(k in self.bound for k in keys):
-            await self.handler(key, headers, body)
+        self.exchange.publish(key, headers, body)
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None:
         self.sends.append((body, headers))

@@ -1,30 +1,30 @@
 """One WebSocket client: the sans-I/O STOMP core fed by the socket, its events turned into
-actions, and its output written by a task through a bounded buffer."""
+actions, its output handed to a :class:`~ws_edge.sender.Sender` (bounded buffer).
+
+An idle connection costs the socket, the core and one timer handle: the sender's task exists
+only while there is something to write; heart-beats and token expiry run on ``call_later``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
 from websockets.asyncio.server import ServerConnection as Socket
 from websockets.exceptions import ConnectionClosed
 
-from chat_common import routing, tracing
-from chat_common.dto import SendCommand, SendMessageRequest
+from chat_common.dto import Membership
 from chat_common.errors import ChatError
-from chat_common.ratelimit import Bucket, BucketPolicy, take
+from chat_common.ratelimit import Bucket, BucketPolicy
 from ws_edge.stomp.connection import ServerConnection
 from ws_edge.stomp.events import (
     Acked,
-    ConnectionTerminated,
     ConnectRequested,
-    DisconnectRequested,
     Event,
     SendReceived,
     Subscribed,
@@ -33,24 +33,26 @@ from ws_edge.stomp.events import (
 from ws_edge.stomp.frames import EncodedMessage
 from ws_edge.stomp.parser import Limits
 
-from .edge import DISCONNECTS, Edge
+from . import commands
+from .disconnect import Disconnect, from_core
+from .edge import RESUME_DROPPED, SUBSCRIPTIONS, Edge
+from .fanout import encode
 from .hub import USER_QUEUES, UnknownDestination, session_of
+from .marks import DeliveredMarks, message_id
 from .resume import ResumeOverflow, SeqGate
+from .sender import CLOSE_TIMEOUT_SECONDS, Sender
 
 log = logging.getLogger(__name__)
 
+IDLE_CHECK_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+ERROR_QUEUE = "/user/queue/error"
 
-class Typing(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    session_id: uuid.UUID
-    typing: bool = True
-
-
-class ReadMark(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    session_id: uuid.UUID
-    up_to_seq: int
+Held = tuple[str, str, EncodedMessage]  # destination, message-id, encoded tail
 
 
-def _bearer(value: str | None) -> str | None:
+def bearer(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` value."""
     if not value:
         return None
     scheme, _, token = value.partition(" ")
@@ -65,105 +67,138 @@ class ClientSession:
         self.id = edge.new_id()
         self.email: str | None = None
         self.token = handshake_token
-        self.expires_at = float("inf")
+        self.expires_at = float("inf")  # wall clock, from the token's exp
         self.core = ServerConnection(
             Limits(
                 max_frame_bytes=settings.max_frame_bytes,
+                max_body=settings.max_body_bytes,
                 max_subscriptions=settings.max_subscriptions,
+                max_unacked=settings.max_unacked,
             ),
             heartbeat=(settings.heartbeat_send_ms, settings.heartbeat_expect_ms),
         )
-        self._out: deque[bytes] = deque()
-        self._out_bytes = 0
-        self._writable = asyncio.Event()
-        self._closing: tuple[int, str] | None = None
-        self._gates: dict[str, SeqGate[tuple[str, str, EncodedMessage]]] = {}
-        self._topics: dict[str, uuid.UUID] = {}
-        self._profiles: dict[uuid.UUID, str] = {}
-        self._bucket: Bucket | None = None
-        self._policy = BucketPolicy(settings.sends_burst, settings.sends_per_second)
-        self._delivered: dict[uuid.UUID, int] = {}
+        self.bucket: Bucket | None = None
+        self.send_policy = BucketPolicy(settings.sends_burst, settings.sends_per_second)
+        self._opened = time.monotonic()
+        self._sender = Sender(socket, settings.max_outbound_bytes, settings.slow_close_seconds)
+        self._timer: asyncio.TimerHandle | None = None
+        self._ending: Disconnect | None = None
+        self._topics: dict[str, uuid.UUID] = {}  # accepted topic subscriptions
+        self._queues: set[str] = set()  # accepted user-queue subscriptions
+        self._gates: dict[str, SeqGate[Held]] = {}
+        self._marks = DeliveredMarks()
+        self._marks_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ending(self) -> Disconnect | None:
+        """Why this connection is closing, once the edge or the client decided it."""
+        return self._ending
 
     # -- the connection's life -------------------------------------------------------------
 
     async def run(self) -> None:
         self.edge.opened(self)
-        writer = asyncio.create_task(self._write())
-        ticker = asyncio.create_task(self._tick())
+        self._arm_timer()
         try:
             async for data in self.socket:
+                if self._ending is not None:
+                    break
                 raw = data.encode() if isinstance(data, str) else data
                 self.core.receive_data(raw, time.monotonic())
-                await self._handle(self.core.events_received())
-                self._flush()
-                if self.core.close_expected() or self._closing:
+                await self._handle()
+                if self._ending is not None or self.core.close_expected():
                     break
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed:  # closed without a close frame (a clean close ends the loop)
+            if self._ending is None and not self.core.is_closed:
+                self._ending = Disconnect.TRANSPORT_LOST
         finally:
-            if not self.core.is_closed:
-                self.core.connection_lost()
-            ticker.cancel()
-            for task in self._tasks:
-                task.cancel()
-            await self.edge.closed(self)
-            self._close(*(self._closing or (1000, "")))
-            with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
-                await asyncio.wait_for(writer, 5)
-            writer.cancel()
+            await self._finish()
 
-    def shutdown(self) -> None:
-        """The edge is going away: tell the client to reconnect elsewhere (1012)."""
-        DISCONNECTS.labels("shutdown").inc()
-        self._close(1012, "edge restarting")
+    def disconnect(self, reason: Disconnect) -> None:
+        """Close this connection for ``reason``: an ERROR frame first when the client can
+        still read one, then the WebSocket close frame with the reason's code."""
+        if reason is Disconnect.SLOW_CONSUMER:
+            self._too_slow()
+            return
+        if self._ending is not None:
+            return
+        self._ending = reason
+        self.core.send_error(reason.reason)
+        self._flush()
 
-    def _close(self, code: int, reason: str) -> None:
-        if self._closing is None:
-            self._closing = (code, reason)
-        self._writable.set()
+    def _too_slow(self) -> None:
+        self._ending = Disconnect.SLOW_CONSUMER
+        self._sender.close(Disconnect.SLOW_CONSUMER)
 
-    async def _write(self) -> None:
-        while True:
-            await self._writable.wait()
-            self._writable.clear()
-            while self._out:
-                chunk = self._out.popleft()
-                self._out_bytes -= len(chunk)
-                await self.socket.send(chunk, text=True)
-            if self._closing is not None:
-                await self.socket.close(*self._closing)
-                return
+    async def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._marks_timer is not None:
+            self._marks_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._ending is None:
+            closed = self.core.is_closed
+            self._ending = from_core(self.core.close_reason) if closed else Disconnect.CLIENT
+        if not self.core.is_closed:
+            self.core.connection_lost()
+        SUBSCRIPTIONS.dec(len(self._topics) + len(self._queues))
+        self._topics.clear()
+        self._queues.clear()
+        if self._marks and self.token is not None:
+            self.edge.spawn(self._post_marks(self.token, self._marks.take()))
+        await self.edge.closed(self, self._ending)
+        self._sender.close(self._ending)
+        await self._sender.finished(within=CLOSE_TIMEOUT_SECONDS * 2)
 
-    async def _tick(self) -> None:
-        while True:
-            now = time.monotonic()
-            deadline = self.core.next_deadline(now)
-            wall_left = self.expires_at - time.time()
-            wait = min(deadline - now if deadline else 30.0, wall_left, 30.0)
-            await asyncio.sleep(max(0.01, wait))
-            if time.time() >= self.expires_at:
-                DISCONNECTS.labels("token_expired").inc()
-                self.core.send_error("token expired")
-            else:
-                self.core.check_heartbeats(time.monotonic())
-            self._flush()
+    # -- output ------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        for chunk in self.core.data_to_send(time.monotonic()):
-            self._out.append(chunk)
-            self._out_bytes += len(chunk)
-        if self._out_bytes > self.edge.settings.max_outbound_bytes:
-            DISCONNECTS.labels("slow_consumer").inc()
-            self._out.clear()
-            self._out_bytes = 0
-            self._close(1008, "client too slow: outbound buffer full")
-        elif self.core.close_expected():
-            self._close(1000, "")
-        if self._out or self._closing:
-            self._writable.set()
+        """Hand what the core queued to the sender; close once the core or the edge decided."""
+        if self._ending is Disconnect.SLOW_CONSUMER:
+            return
+        chunks = self.core.data_to_send(time.monotonic())
+        if chunks and not self._sender.send(chunks):
+            self._too_slow()
+            return
+        if self.core.close_expected() and self._ending is None:
+            self._ending = from_core(self.core.close_reason)
+        if self._ending is not None:
+            self._sender.close(self._ending)
 
-    # -- events from the broker (via the edge) ---------------------------------------------
+    # -- timers ------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        now = time.monotonic()
+        delay = IDLE_CHECK_SECONDS
+        deadline = self.core.next_deadline(now)
+        if deadline is not None:
+            delay = min(delay, deadline - now)
+        if self.email is None:
+            delay = min(delay, self._opened + CONNECT_TIMEOUT_SECONDS - now)
+        delay = min(delay, self.expires_at - time.time())
+        self._timer = asyncio.get_running_loop().call_later(max(0.01, delay), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ending is not None or self.core.is_closed:
+            return
+        now = time.monotonic()
+        if time.time() >= self.expires_at:
+            self.disconnect(Disconnect.TOKEN_EXPIRED)
+            return
+        if self.email is None and now >= self._opened + CONNECT_TIMEOUT_SECONDS:
+            self.disconnect(Disconnect.UNAUTHENTICATED)
+            return
+        self.core.check_heartbeats(now)
+        self._flush()
+        if self._ending is None:
+            self._arm_timer()
+
+    # -- what commands and the edge call ---------------------------------------------------
 
     def deliver(
         self,
@@ -173,39 +208,71 @@ class ClientSession:
         encoded: EncodedMessage,
         seq: int | None,
     ) -> None:
+        """A broker event for one of this connection's subscriptions."""
+        if self._ending is not None:
+            return
         gate = self._gates.get(subscription)
-        items = [(destination, message_id, encoded)]
-        if gate is not None:
+        if gate is None:
+            self.core.send_encoded(subscription, destination, message_id, encoded)
+        else:
             try:
-                items = gate.live(seq, (destination, message_id, encoded))
+                held = gate.live(seq, (destination, message_id, encoded))
             except ResumeOverflow:
-                self.core.send_error("too many events while resuming; reconnect")
-                items = []
-        for destination_, message_id_, encoded_ in items:
-            self.core.send_encoded(subscription, destination_, message_id_, encoded_)
+                self.core.send_error("too many live events while resuming; reconnect")
+                held = []
+            for destination_, message_id_, encoded_ in held:
+                self.core.send_encoded(subscription, destination_, message_id_, encoded_)
         self._flush()
 
     def receipt(self, receipt_id: str) -> None:
-        self.core.send_receipt(receipt_id)
+        if self._ending is None:
+            self.core.send_receipt(receipt_id)
+            self._flush()
+
+    def refuse(self, message: str) -> None:
+        """ERROR frame, then close: what STOMP offers to refuse a frame."""
+        self.core.send_error(message)
         self._flush()
 
-    def local_error(self, code: str, detail: str, receipt: str | None = None, **extra: Any) -> None:
-        """An error about what this client sent, on its /user/queue/error subscriptions."""
+    def error_message(
+        self, code: str, detail: str, receipt: str | None = None, **extra: Any
+    ) -> None:
+        """A MESSAGE on this connection's ``/user/queue/error`` subscriptions about what it
+        sent (carrying ``receipt-id`` when the SEND asked for a receipt). Dropped when the
+        client has not subscribed there."""
         body = msgspec.json.encode({"code": code, "detail": detail, **extra})
-        encoded = self.edge.encode("error", None, None, body, receipt)
+        encoded = encode("error", None, None, body, receipt)
         for sub_id, sub in self.core.subscriptions.items():
-            if sub.destination == "/user/queue/error":
-                self.core.send_encoded(sub_id, sub.destination, f"err-{uuid.uuid4().hex}", encoded)
+            if sub.destination == ERROR_QUEUE and sub_id in self._queues:
+                self.core.send_encoded(sub_id, ERROR_QUEUE, f"err-{uuid.uuid4().hex}", encoded)
+        self._flush()
+
+    async def member(self, session: uuid.UUID) -> Membership | None:
+        assert self.email is not None
+        assert self.token is not None
+        return await self.edge.upstream.membership(self.email, self.token, session)
+
+    def spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Work that belongs to this connection; cancelled when it closes."""
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- events from the client ------------------------------------------------------------
 
-    async def _handle(self, events: list[Event]) -> None:
-        for event in events:
-            try:
-                await self._on(event)
-            except ChatError as exc:
-                self.core.send_error(exc.detail)
-            self._flush()
+    async def _handle(self) -> None:
+        while events := self.core.events_received():
+            for event in events:
+                if self._ending is not None:
+                    return
+                try:
+                    await self._on(event)
+                except ChatError as exc:
+                    self.refuse(exc.detail)
+                except Exception:
+                    log.exception("connection %s: %s failed", self.id, type(event).__name__)
+                    self.refuse("internal error")
+                self._flush()
 
     async def _on(self, event: Event) -> None:
         if isinstance(event, ConnectRequested):
@@ -213,192 +280,119 @@ class ClientSession:
         elif isinstance(event, Subscribed):
             await self._on_subscribe(event)
         elif isinstance(event, Unsubscribed):
-            self._gates.pop(event.subscription_id, None)
-            session = self._topics.pop(event.subscription_id, None)
-            await self.edge.unsubscribed(self, event.subscription_id, session)
+            await self._on_unsubscribe(event)
         elif isinstance(event, SendReceived):
-            await self._on_send(event)
+            await commands.handle_send(self, event)
         elif isinstance(event, Acked):
             self._on_ack(event)
-        elif isinstance(event, DisconnectRequested | ConnectionTerminated):
-            pass  # the core has queued what to say and closes
+        # Nacked: nothing to move; DisconnectRequested, ConnectionTerminated: the core has
+        # queued what to say and closes; HeartbeatReceived: the core noted it.
 
     async def _on_connect(self, event: ConnectRequested) -> None:
-        token = self.token or _bearer(event.authorization_header) or event.passcode
+        token = self.token or bearer(event.authorization_header) or event.passcode
         if not token:
             self.core.reject("no token: send Authorization or passcode in CONNECT")
+            return
+        if not self.edge.accepting:
+            self.core.reject("edge restarting; reconnect")
             return
         try:
             identity = await self.edge.users.identify(token)
         except ChatError as exc:
-            DISCONNECTS.labels("unauthenticated").inc()
             self.core.reject(exc.detail)
             return
         self.token, self.email, self.expires_at = token, identity.email, identity.expires_at
+        await self.edge.registered(self, identity.email)  # bound before CONNECTED goes out
         self.core.accept(identity.email, time.monotonic())
-        await self.edge.registered(self, identity.email)
+        self._arm_timer()  # heart-beats negotiated, token expiry known
 
     async def _on_subscribe(self, event: Subscribed) -> None:
         destination, sub_id = event.destination, event.subscription_id
         if destination in USER_QUEUES:
             self.edge.hub.add_queue(self.id, sub_id, destination)
+            self._queues.add(sub_id)
         else:
             try:
                 session = session_of(destination)
             except UnknownDestination:
-                self.core.send_error(f"unknown destination {destination}")
-                return
-            member = await self._member(session)
-            if member is None:
-                self.core.send_error("not a participant of this session")
+                self.refuse(f"unknown destination {destination}")
                 return
             resume = event.header("x-resume-after-seq")
-            if resume is not None:
-                if not resume.isdigit():
-                    self.core.send_error("x-resume-after-seq must be a non-negative integer")
-                    return
-                self._gates[sub_id] = SeqGate(int(resume))
-            self._topics[sub_id] = session
+            if resume is not None and not resume.isdigit():
+                self.refuse("x-resume-after-seq must be a non-negative integer")
+                return
+            if await self.member(session) is None:
+                self.refuse("not a participant of this session")
+                return
+            if resume is not None:  # hold live events from the moment the key is bound
+                limit = self.edge.settings.resume_max_buffered
+                self._gates[sub_id] = SeqGate(int(resume), max_buffer=limit)
             await self.edge.subscribed(self, sub_id, session)
+            self._topics[sub_id] = session
             if resume is not None:
-                self._spawn(self._replay(sub_id, destination, session, int(resume)))
+                self.spawn(self._replay(sub_id, destination, session, int(resume)))
+        SUBSCRIPTIONS.inc()
         if event.receipt:
             self.core.send_receipt(event.receipt)
 
-    async def _member(self, session: uuid.UUID) -> dict[str, Any] | None:
-        assert self.email is not None
-        assert self.token is not None
-        member = await self.edge.upstream.membership(self.email, self.token, session)
-        if member is not None:
-            self._profiles[session] = str(member["me"]["profileId"])
-        return member
+    async def _on_unsubscribe(self, event: Unsubscribed) -> None:
+        sub_id = event.subscription_id
+        self._gates.pop(sub_id, None)
+        if sub_id in self._topics:
+            session = self._topics.pop(sub_id)
+            SUBSCRIPTIONS.dec()
+            await self.edge.unsubscribed(self, sub_id, session)
+        elif sub_id in self._queues:
+            self._queues.discard(sub_id)
+            SUBSCRIPTIONS.dec()
+            await self.edge.unsubscribed(self, sub_id, None)
 
     async def _replay(self, sub_id: str, destination: str, session: uuid.UUID, after: int) -> None:
+        """History above ``after`` in seq order, then the live events held meanwhile minus
+        those the history already carried; paced by the outbound buffer."""
         gate = self._gates[sub_id]
         assert self.token is not None
         try:
             async for seq, body in self.edge.upstream.history_after(self.token, session, after):
-                if gate.admit(seq):
-                    encoded = self.edge.encode("message", str(session), seq, body)
-                    self.core.send_encoded(sub_id, destination, f"{session}:{seq}", encoded)
-                    self._flush()
+                if self._gates.get(sub_id) is not gate or self._ending is not None:
+                    return
+                if not gate.admit(seq):
+                    RESUME_DROPPED.inc()
+                    continue
+                encoded = encode("message", str(session), seq, body)
+                self.core.send_encoded(sub_id, destination, message_id(session, seq), encoded)
+                self._flush()
+                await self._sender.room()
         except ChatError as exc:
-            self.core.send_error(f"cannot resume: {exc.detail}")
-        for destination_, message_id, encoded in gate.finish():
-            self.core.send_encoded(sub_id, destination_, message_id, encoded)
+            self.refuse(f"cannot resume: {exc.detail}")
+            return
+        if self._gates.get(sub_id) is not gate:
+            return
+        held = gate.held
+        released = gate.finish()
+        RESUME_DROPPED.inc(held - len(released))
+        for destination_, message_id_, encoded_ in released:
+            self.core.send_encoded(sub_id, destination_, message_id_, encoded_)
         self._flush()
 
-    async def _on_send(self, event: SendReceived) -> None:
-        destination = event.destination
-        if destination == "/app/chat.send":
-            await self._chat_send(event)
-        elif destination == "/app/chat.typing":
-            await self._typing(event)
-        elif destination == "/app/chat.read":
-            await self._read(event)
-        else:
-            self.core.send_error(f"unknown destination {destination}")
-
-    async def _chat_send(self, event: SendReceived) -> None:
-        try:
-            request = msgspec.json.decode(event.body, type=SendMessageRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            self.local_error("INVALID_INPUT", str(exc), event.receipt)
-            return
-        decision = take(self._bucket, time.monotonic(), self._policy)
-        self._bucket = decision.bucket
-        if not decision.allowed:
-            self.local_error(
-                "RATE_LIMITED",
-                f"too many sends; retry in {decision.retry_after:.1f} s",
-                event.receipt,
-                clientMessageId=str(request.client_message_id),
-            )
-            return
-        assert self.email is not None
-        command = SendCommand(
-            user=self.email,
-            session_id=request.session_id,
-            content=request.content,
-            client_message_id=request.client_message_id,
-            receipt=event.receipt,
-            connection=self.id,
-        )
-        headers: dict[str, Any] = {"x-user": self.email}
-        tracing.inject(headers)
-        try:
-            await self.edge.broker.publish_send(msgspec.json.encode(command), headers)
-        except Exception as exc:
-            log.warning("chat.send publish failed: %s", exc)
-            self.local_error(
-                "UNAVAILABLE",
-                "the message was not accepted; send it again",
-                event.receipt,
-                clientMessageId=str(request.client_message_id),
-            )
-
-    async def _typing(self, event: SendReceived) -> None:
-        try:
-            typing = msgspec.json.decode(event.body, type=Typing)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            self.local_error("INVALID_INPUT", str(exc), event.receipt)
-            return
-        if await self._member(typing.session_id) is None:
-            self.core.send_error("not a participant of this session")
-            return
-        body = msgspec.json.encode(
-            {
-                "sessionId": str(typing.session_id),
-                "email": self.email,
-                "profileId": self._profiles.get(typing.session_id),
-                "typing": typing.typing,
-            }
-        )
-        headers = {
-            routing.EVENT_HEADER: "typing",
-            routing.SESSION_HEADER: str(typing.session_id),
-        }
-        await self.edge.broker.publish_event(routing.session_key(typing.session_id), body, headers)
-        if event.receipt:
-            self.core.send_receipt(event.receipt)
-
-    async def _read(self, event: SendReceived) -> None:
-        try:
-            mark = msgspec.json.decode(event.body, type=ReadMark)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            self.local_error("INVALID_INPUT", str(exc), event.receipt)
-            return
-        assert self.token is not None
-        status = await self.edge.upstream.mark(self.token, mark.session_id, "read", mark.up_to_seq)
-        if status == 200:
-            if event.receipt:
-                self.core.send_receipt(event.receipt)
-        else:
-            self.local_error("READ_REFUSED", f"the read mark was refused ({status})", event.receipt)
+    # -- delivered marks ---------------------------------------------------------------------
 
     def _on_ack(self, event: Acked) -> None:
-        """Client-acknowledged messages move the delivered mark (coalesced per session)."""
-        for message_id in event.message_ids:
-            session_text, _, seq_text = message_id.partition(":")
-            if not seq_text.isdigit():
-                continue
-            try:
-                session = uuid.UUID(session_text)
-            except ValueError:
-                continue
-            self._delivered[session] = max(self._delivered.get(session, 0), int(seq_text))
-        if self._delivered and not any(t.get_name() == "delivered" for t in self._tasks):
-            self._spawn(self._flush_delivered(), name="delivered")
+        if self._marks.note(event.destination, event.message_ids) and self._marks_timer is None:
+            delay = self.edge.settings.delivered_flush_seconds
+            self._marks_timer = asyncio.get_running_loop().call_later(delay, self._marks_due)
 
-    async def _flush_delivered(self) -> None:
-        await asyncio.sleep(self.edge.settings.delivered_flush_seconds)
-        marks, self._delivered = self._delivered, {}
-        assert self.token is not None
+    def _marks_due(self) -> None:
+        self._marks_timer = None
+        if self._marks and self.token is not None:
+            self.edge.spawn(self._post_marks(self.token, self._marks.take()))
+
+    async def _post_marks(self, token: str, marks: dict[uuid.UUID, int]) -> None:
         for session, seq in marks.items():
-            with contextlib.suppress(ChatError):
-                await self.edge.upstream.mark(self.token, session, "delivered", seq)
-
-    def _spawn(self, job: Any, name: str | None = None) -> None:
-        task = asyncio.create_task(job, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            try:
+                status = await self.edge.upstream.mark(token, session, "delivered", seq)
+            except ChatError as exc:
+                log.warning("delivered mark for %s not moved: %s", session, exc.detail)
+                continue
+            if status != 200:
+                log.warning("delivered mark for %s refused (%s)", session, status)

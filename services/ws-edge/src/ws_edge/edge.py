@@ -1,21 +1,30 @@
-"""The edge's shared state: the hub, the broker, the upstream clients, the live connections,
-and the fan-out of each broker event to local subscribers (encoded once)."""
+"""The edge's shared state: the live connections, the hub, the broker bindings, and the
+fan-out of each broker event to the local subscribers that want it (encoded once).
+
+Bindings follow the hub: the first local subscriber of a key binds it, the last one unbinds
+it. A subscriber that arrives while the first one's bind is still in flight waits for that
+bind, so nobody is told "subscribed" before the key is bound.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
 from chat_common import routing
-from chat_common.jwt_verify import UserTokenVerifier
-from ws_edge.stomp.frames import EncodedMessage, encode_message
+from chat_common.errors import DependencyUnavailable
+from chat_common.jwt_verify import UserIdentity
 
 from .broker import Broker
+from .disconnect import Disconnect
+from .fanout import BadEvent, encode_event, parse_event
 from .hub import Hub
 from .settings import Settings
 from .upstream import Upstream
@@ -26,20 +35,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this edge")
-SUBSCRIPTIONS = Gauge("chat_ws_bound_keys", "Routing keys this edge's queue is bound to")
+SUBSCRIPTIONS = Gauge("chat_ws_subscriptions", "Accepted STOMP subscriptions on this edge")
+BOUND_KEYS = Gauge("chat_ws_bound_keys", "Routing keys this edge's queue is bound to")
+EVENTS = Counter("chat_ws_events_total", "Events received from the broker", ["event"])
 DELIVERED = Counter("chat_ws_delivered_total", "MESSAGE frames queued to clients", ["event"])
-DISCONNECTS = Counter("chat_ws_disconnects_total", "Connections closed by the edge", ["reason"])
+RESUME_DROPPED = Counter(
+    "chat_ws_resume_duplicates_total",
+    "Messages dropped at a resume seam (already replayed, or replayed twice)",
+)
+DISCONNECTS = Counter("chat_ws_disconnects_total", "Connections closed, by reason", ["reason"])
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+class Identities(Protocol):
+    """Who a token belongs to (``chat_common.jwt_verify.UserTokenVerifier`` in production)."""
+
+    async def identify(self, token: str) -> UserIdentity: ...
 
 
 class Edge:
     def __init__(
-        self, settings: Settings, broker: Broker, upstream: Upstream, users: UserTokenVerifier
+        self,
+        settings: Settings,
+        broker: Broker,
+        upstream: Upstream,
+        users: Identities,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -47,10 +66,14 @@ class Edge:
         self.users = users
         self.hub = Hub()
         self.clients: dict[str, ClientSession] = {}
+        self.accepting = True
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
+        self._binding: dict[str, asyncio.Future[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     def new_id(self) -> str:
+        """A connection id unique across edge instances: ``{instance}-{n}``."""
         return f"{self.settings.instance_id}-{next(self._ids)}"
 
     # -- connections and their keys ------------------------------------------------------
@@ -60,14 +83,15 @@ class Edge:
         CONNECTIONS.set(len(self.clients))
 
     async def registered(self, client: ClientSession, email: str) -> None:
-        if self.hub.add_user(client.id, email):
-            await self._bind(routing.user_key(email))
+        """An authenticated connection: its user's key carries its acks, errors and
+        messages, so it is bound for as long as the user has a connection here."""
+        await self._bound(routing.user_key(email), self.hub.add_user(client.id, email))
 
     async def subscribed(
         self, client: ClientSession, subscription: str, session: uuid.UUID
     ) -> None:
-        if self.hub.add_topic(client.id, subscription, session):
-            await self._bind(routing.session_key(session))
+        first = self.hub.add_topic(client.id, subscription, session)
+        await self._bound(routing.session_key(session), first)
 
     async def unsubscribed(
         self, client: ClientSession, subscription: str, session: uuid.UUID | None
@@ -77,57 +101,103 @@ class Edge:
         elif self.hub.remove_topic(client.id, subscription, session):
             await self._unbind(routing.session_key(session))
 
-    async def closed(self, client: ClientSession) -> None:
-        self.clients.pop(client.id, None)
+    async def closed(self, client: ClientSession, reason: Disconnect) -> None:
+        if self.clients.pop(client.id, None) is None:
+            return
         CONNECTIONS.set(len(self.clients))
+        DISCONNECTS.labels(reason.value).inc()
         for key in self.hub.drop_connection(client.id, client.email):
             await self._unbind(key)
 
-    async def _bind(self, key: str) -> None:
-        await self.broker.bind(key)
-        SUBSCRIPTIONS.set(len(self.hub.keys()))
+    async def _bound(self, key: str, first: bool) -> None:
+        if not first:
+            pending = self._binding.get(key)
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._binding[key] = future
+        try:
+            await self.broker.bind(key)
+        except Exception as exc:
+            log.warning("bind %s failed: %s", key, exc)
+            failure = DependencyUnavailable("broker unavailable; reconnect later")
+            future.set_exception(failure)
+            future.exception()
+            raise failure from exc
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(None)
+        finally:
+            if self._binding.get(key) is future:
+                del self._binding[key]
+            BOUND_KEYS.set(self.hub.key_count())
 
     async def _unbind(self, key: str) -> None:
+        if self.hub.needs(key):
+            return  # somebody subscribed again meanwhile
         try:
             await self.broker.unbind(key)
         except Exception as exc:  # the binding goes with the queue anyway
             log.warning("unbind %s failed: %s", key, exc)
-        SUBSCRIPTIONS.set(len(self.hub.keys()))
+        BOUND_KEYS.set(self.hub.key_count())
 
     # -- events from the broker ----------------------------------------------------------
 
-    async def on_event(self, key: str, headers: Mapping[str, Any], body: bytes) -> None:
-        event = _text(headers.get(routing.EVENT_HEADER)) or "message"
-        session = _text(headers.get(routing.SESSION_HEADER))
-        raw_seq = headers.get(routing.SEQ_HEADER)
-        seq = int(raw_seq) if raw_seq is not None else None
-        cc = [t for t in (_text(k) for k in headers.get("CC") or ()) if t]
-        receipt = _text(headers.get(routing.RECEIPT_HEADER))
-        targets = self.hub.targets([key, *cc], event)
+    def on_event(self, routing_key: str, headers: Mapping[str, Any], body: bytes) -> None:
+        """Fan one broker event out; synchronous, so events keep their delivery order."""
+        try:
+            event = parse_event(routing_key, headers, body)
+        except BadEvent as exc:
+            log.warning("dropped an event on %s: %s", routing_key, exc)
+            EVENTS.labels("bad").inc()
+            return
+        EVENTS.labels(event.kind).inc()
+        targets = self.hub.targets(event.keys, event.kind)
         if targets:
-            message_id = f"{session}:{seq}" if seq is not None else f"e{next(self._events)}"
-            encoded = self.encode(event, session, seq, body, receipt)
+            encoded = encode_event(event)
+            message_id = event.message_id or f"ev-{next(self._events)}"
             for target in targets:
                 client = self.clients.get(target.connection)
                 if client is not None:
                     client.deliver(
-                        target.subscription, target.destination, message_id, encoded, seq
+                        target.subscription, target.destination, message_id, encoded, event.seq
                     )
-            DELIVERED.labels(event).inc(len(targets))
-        if event == "ack" and receipt:
-            client = self.clients.get(_text(headers.get(routing.CONNECTION_HEADER)) or "")
+            DELIVERED.labels(event.kind).inc(len(targets))
+        if event.kind == "ack" and event.receipt and event.connection:
+            client = self.clients.get(event.connection)
             if client is not None:
-                client.receipt(receipt)
+                client.receipt(event.receipt)
 
-    @staticmethod
-    def encode(
-        event: str, session: str | None, seq: int | None, body: bytes, receipt: str | None = None
-    ) -> EncodedMessage:
-        headers = [("content-type", "application/json"), ("x-event", event)]
-        if session:
-            headers.append(("x-session-id", session))
-        if seq is not None:
-            headers.append(("x-seq", str(seq)))
-        if receipt and event == "error":
-            headers.append(("receipt-id", receipt))
-        return encode_message(headers, body)
+    # -- the broker's connection ---------------------------------------------------------
+
+    def broker_lost(self) -> None:
+        """Events routed to this edge are being lost: close every client (1013) so that it
+        reconnects, here or elsewhere, and resumes from the last seq it saw."""
+        self.disconnect_all(Disconnect.BROKER_LOST)
+
+    def broker_restored(self) -> None:
+        self.spawn(self.broker.rebind(self.hub.keys()))
+
+    # -- the edge's life -----------------------------------------------------------------
+
+    def disconnect_all(self, reason: Disconnect) -> None:
+        for client in list(self.clients.values()):
+            client.disconnect(reason)
+
+    def spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+        """Work that outlives a connection (its last delivered marks); drained at shutdown."""
+        task = asyncio.create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, grace: float) -> None:
+        if not self._background:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*self._background, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()

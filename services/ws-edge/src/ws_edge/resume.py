@@ -30,6 +30,11 @@ class SeqGate(Generic[T]):
         self._buffer: list[_Held[T]] = []
         self._max = max_buffer
 
+    @property
+    def held(self) -> int:
+        """Live events waiting for the replay to end."""
+        return len(self._buffer)
+
     def admit(self, seq: int | None) -> bool:
         """Whether a replayed message (or a live one, once live) is new; records it."""
         if seq is None:

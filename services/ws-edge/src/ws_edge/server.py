@@ -1,5 +1,6 @@
 """The WebSocket server: STOMP at ``/ws`` (subprotocols v12/v11/v10.stomp), the Origin check,
-``/healthz``, ``/readyz`` and ``/metrics`` on the same port, and a graceful stop."""
+plain HTTP ``/healthz``, ``/readyz`` and ``/metrics`` on the same port, and a graceful stop
+(stop accepting, close every client with 1012, drain, drop the queue and its bindings)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import http
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -19,10 +21,11 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from chat_common import tracing
-from chat_common.jwt_verify import TokenPolicy, TokenVerifier, UserTokenVerifier, key_source
+from chat_common.jwt_verify import verifiers
 
 from .broker import RabbitBroker
-from .client import ClientSession
+from .client import ClientSession, bearer
+from .disconnect import Disconnect
 from .edge import Edge
 from .settings import Settings
 from .upstream import Upstream
@@ -30,6 +33,12 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = [Subprotocol(p) for p in ("v12.stomp", "v11.stomp", "v10.stomp")]
+WS_PATH = "/ws"
+
+# The websockets library logs request lines and headers at DEBUG (an access_token query
+# parameter, an Authorization header): its logger stays at WARNING whatever LOG_LEVEL says.
+_socket_log = logging.getLogger("ws_edge.websockets")
+_socket_log.setLevel(logging.WARNING)
 
 
 def _plain(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -37,119 +46,158 @@ def _plain(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def _select_subprotocol(
+def select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
-    """The best STOMP version both sides speak; a client offering none gets none."""
+    """The newest STOMP version both sides speak; a client offering none gets none (and
+    negotiates its version in CONNECT, as stomp.py does)."""
     for protocol in SUBPROTOCOLS:
         if protocol in offered:
             return protocol
     return None
 
 
+def origin_allowed(origin: str | None, allowed: Sequence[str], host: str | None = None) -> bool:
+    """Browsers send Origin and must be on the list; other clients send none and pass. A
+    same-origin request (the Origin's host is the Host it asks, as websocket-client and so
+    stomp.py send by default) passes too: the edge serves no pages another site could use."""
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return host is not None and parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def handshake_token(request: Request) -> str | None:
+    """The token of the handshake: ``Authorization: Bearer``, else ``?access_token=``."""
+    token = bearer(request.headers.get("Authorization"))
+    if token:
+        return token
+    values = parse_qs(urlsplit(request.path).query).get("access_token", [])
+    return values[0] if values and values[0] else None
+
+
 class EdgeServer:
-    def __init__(self, settings: Settings, edge: Edge, broker: RabbitBroker) -> None:
+    def __init__(self, settings: Settings, edge: Edge) -> None:
         self.settings = settings
         self.edge = edge
-        self.broker = broker
+
+    @property
+    def ready(self) -> bool:
+        return self.edge.accepting and self.edge.broker.connected
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return _plain(http.HTTPStatus.OK, b'{"status":"ok"}', "application/json")
         if path == "/readyz":
-            if self.broker.connected:
+            if self.ready:
                 return _plain(http.HTTPStatus.OK, b'{"status":"ready"}', "application/json")
+            detail = b"shutting down" if not self.edge.accepting else b"RabbitMQ is not connected"
             return _plain(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
-                b'{"status":"not ready","detail":"RabbitMQ is not connected"}',
+                b'{"status":"not ready","detail":"' + detail + b'"}',
                 "application/json",
             )
         if path == "/metrics":
             return _plain(http.HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
-        if path != "/ws":
+        if path != WS_PATH:
             return _plain(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-        origin = request.headers.get("Origin")
-        allowed = self.settings.allowed_origins
-        if origin is not None and "*" not in allowed and origin not in allowed:
+        headers = request.headers
+        if not origin_allowed(
+            headers.get("Origin"), self.settings.allowed_origins, headers.get("Host")
+        ):
             return _plain(http.HTTPStatus.FORBIDDEN, b"origin not allowed", "text/plain")
+        if not self.ready:
+            return _plain(http.HTTPStatus.SERVICE_UNAVAILABLE, b"not ready", "text/plain")
         return None
 
     async def handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        query = parse_qs(urlsplit(request.path).query)
-        token = next(iter(query.get("access_token", [])), None)
-        header = request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            token = header[7:].strip() or token
-        await ClientSession(self.edge, connection, token).run()
+        await ClientSession(self.edge, connection, handshake_token(request)).run()
 
     async def shutdown(self, server: Server) -> None:
-        """Stop accepting, tell every client to reconnect elsewhere (1012), drain, unbind."""
+        """Stop accepting, tell every client to reconnect elsewhere (1012), wait for them to
+        go (drop the stragglers after the grace period), post the last marks."""
+        grace = self.settings.shutdown_grace_seconds
+        self.edge.accepting = False
         server.close(close_connections=False)
-        for client in list(self.edge.clients.values()):
-            client.shutdown()
+        self.edge.disconnect_all(Disconnect.SHUTDOWN)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.shutdown_grace_seconds):
-                while self.edge.clients:  # noqa: ASYNC110 - clients leave one by one
-                    await asyncio.sleep(0.05)
-        await server.wait_closed()
+            async with asyncio.timeout(grace):
+                while self.edge.clients:  # noqa: ASYNC110 - they leave one by one
+                    await asyncio.sleep(0.02)
+        for client in list(self.edge.clients.values()):
+            client.socket.transport.abort()
+        await self.edge.drain(grace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await server.wait_closed()
+
+
+@dataclass(frozen=True)
+class Running:
+    edge_server: EdgeServer
+    server: Server
+    broker: RabbitBroker
+
+    @property
+    def edge(self) -> Edge:
+        return self.edge_server.edge
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[EdgeServer, Server]]:
-    """The edge and its server, listening; everything closed on exit."""
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """The edge and its server, listening; shut down gracefully on exit."""
     async with httpx.AsyncClient(
-        timeout=httpx.Timeout(5.0, connect=1.0),
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=1.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     ) as http_client:
         tracing.trace_client(http_client)
-        keys = key_source(
-            pem_file=settings.jwt_public_key_file,
-            jwks_url=settings.jwt_jwks_url,
-            client=http_client,
-        )
-        policy = TokenPolicy(
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
         upstream = Upstream(
             http_client,
             settings.session_svc_url,
             settings.message_svc_url,
             yes_seconds=settings.membership_cache_seconds,
             no_seconds=settings.membership_cache_negative_seconds,
+            max_entries=settings.membership_cache_entries,
         )
-        edge_holder: list[Edge] = []
-
-        async def on_event(key: str, headers: object, body: bytes) -> None:
-            await edge_holder[0].on_event(key, headers, body)  # type: ignore[arg-type]
-
-        broker = RabbitBroker(settings.amqp_url, settings.instance_id, on_event)
-        edge = Edge(settings, broker, upstream, UserTokenVerifier(TokenVerifier(keys, policy)))
-        edge_holder.append(edge)
+        holder: list[Edge] = []
+        broker = RabbitBroker(
+            settings.amqp_url,
+            settings.instance_id,
+            lambda key, headers, body: holder[0].on_event(key, headers, body),
+            send_queue=settings.send_queue,
+            prefetch=settings.amqp_prefetch,
+            on_lost=lambda: holder[0].broker_lost(),
+            on_restored=lambda: holder[0].broker_restored(),
+        )
+        edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users)
+        holder.append(edge)
         await broker.start()
-        edge_server = EdgeServer(settings, edge, broker)
+        edge_server = EdgeServer(settings, edge)
         try:
             async with serve(
                 edge_server.handle,
                 settings.host,
                 settings.port,
                 process_request=edge_server.process_request,
-                select_subprotocol=_select_subprotocol,
+                select_subprotocol=select_subprotocol,
                 max_size=settings.max_frame_bytes,
                 max_queue=16,
-                ping_interval=20,
+                ping_interval=settings.ws_ping_interval_seconds or None,
                 ping_timeout=20,
+                close_timeout=5,
                 compression=None,
                 server_header=None,
+                logger=_socket_log,
             ) as server:
-                yield edge_server, server
-                await edge_server.shutdown(server)
+                try:
+                    yield Running(edge_server, server, broker)
+                finally:
+                    await edge_server.shutdown(server)
         finally:
-            await broker.close()
+            await broker.close()  # the exclusive queue and its bindings go with the connection
 
 
 async def main(settings: Settings) -> None:
@@ -158,6 +206,9 @@ async def main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running(settings):
-        log.info("ws-edge listening on %s:%s", settings.host, settings.port)
+        log.info(
+            "ws-edge %s listening on %s:%s", settings.instance_id, settings.host, settings.port
+        )
         await stop.wait()
+        log.info("ws-edge stopping: closing clients with 1012")
     log.info("ws-edge stopped")

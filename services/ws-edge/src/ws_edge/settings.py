@@ -20,19 +20,35 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     session_svc_url: str = "http://127.0.0.1:8081"
     message_svc_url: str = "http://127.0.0.1:8082"
+    # Names this process: its queue (ws-edge.{instance_id}) and its connection ids.
     instance_id: str = msgspec.field(default_factory=_instance)
+    # The queue message-svc consumes /app/chat.send from (message-svc's SEND_QUEUE).
+    send_queue: str = "chat.send"
+    amqp_prefetch: int = 256
     # Browser origins allowed to open /ws; clients that send no Origin are allowed; "*" = any.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    # STOMP heart-beats this edge offers (send) and asks for (expect), in ms; 0 = none.
     heartbeat_send_ms: int = 10_000
     heartbeat_expect_ms: int = 10_000
-    # Per connection: bytes waiting to be written before the client counts as too slow.
+    # WebSocket pings, for clients that negotiate no STOMP heart-beats; 0 = off.
+    ws_ping_interval_seconds: float = 20.0
+    # Per connection: bytes waiting to be written before the client counts as too slow, and
+    # how long a too-slow client gets to take the close frame before the socket is dropped.
     max_outbound_bytes: int = 1 << 20
+    slow_close_seconds: float = 2.0
     max_subscriptions: int = 64
+    max_unacked: int = 1024
     max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 16 * 1024
+    # Live events held per subscription while its x-resume-after-seq replay runs.
+    resume_max_buffered: int = 10_000
+    # SENDs per connection (token bucket over every /app destination).
     sends_burst: int = 20
     sends_per_second: float = 10.0
     membership_cache_seconds: float = 30.0
     membership_cache_negative_seconds: float = 5.0
+    membership_cache_entries: int = 50_000
+    upstream_timeout_seconds: float = 5.0
     delivered_flush_seconds: float = 0.25
     shutdown_grace_seconds: float = 5.0
 

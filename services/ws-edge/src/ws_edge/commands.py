@@ -1,0 +1,179 @@
+"""SEND frames to ``/app/*``: what a client asks the chat to do.
+
+- ``/app/chat.send`` ``{sessionId, content, clientMessageId}``: a ``SendCommand`` (the verified
+  user, the SEND's receipt, this connection's id) published, persistent and confirmed, to the
+  send queue. The edge does not answer the receipt: message-svc commits, then publishes an
+  ``ack`` event (the RECEIPT and ``/user/queue/ack``) or an ``error`` event
+  (``/user/queue/error`` with ``receipt-id``; no RECEIPT for a refused message).
+- ``/app/chat.typing`` ``{sessionId, typing}``: participants only; published straight to the
+  session's key, never stored.
+- ``/app/chat.read`` ``{sessionId, upToSeq}``: message-svc moves the read mark (the peer gets
+  a read receipt); the RECEIPT follows message-svc's answer.
+
+Every SEND takes a token from the connection's bucket. A body that does not parse, a refusal or
+an unavailable dependency is a MESSAGE on the sender's ``/user/queue/error`` (``code``,
+``detail``, ``clientMessageId`` when known); an unknown destination is an ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+
+from chat_common import routing, tracing
+from chat_common.dto import SendCommand, SendMessageRequest
+from chat_common.errors import ChatError
+from chat_common.ratelimit import take
+from ws_edge.stomp.events import SendReceived
+
+if TYPE_CHECKING:
+    from .client import ClientSession
+
+log = logging.getLogger(__name__)
+
+SEND, TYPING, READ = "/app/chat.send", "/app/chat.typing", "/app/chat.read"
+
+
+class Typing(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    session_id: uuid.UUID
+    typing: bool = True
+
+
+class ReadMark(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    session_id: uuid.UUID
+    up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_MARK_REFUSALS = {
+    400: "INVALID_INPUT",
+    401: "UNAUTHENTICATED",
+    403: "NOT_PARTICIPANT",
+    404: "SESSION_NOT_FOUND",
+    422: "INVALID_INPUT",
+    429: "RATE_LIMITED",
+}
+
+
+async def handle_send(client: ClientSession, event: SendReceived) -> None:
+    handler = _HANDLERS.get(event.destination)
+    if handler is None:
+        client.refuse(f"unknown destination {event.destination}")
+        return
+    decision = take(client.bucket, time.monotonic(), client.send_policy)
+    client.bucket = decision.bucket
+    if not decision.allowed:
+        detail = f"too many SENDs; retry in {decision.retry_after:.1f} s"
+        client.error_message("RATE_LIMITED", detail, event.receipt, **_client_id(event.body))
+        return
+    await handler(client, event)
+
+
+def _client_id(body: bytes) -> dict[str, Any]:
+    """``clientMessageId`` of a body, when it has a readable one (to label an error)."""
+    try:
+        value = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return {}
+    cid = value.get("clientMessageId") if isinstance(value, dict) else None
+    return {"clientMessageId": cid} if isinstance(cid, str) else {}
+
+
+async def _send(client: ClientSession, event: SendReceived) -> None:
+    try:
+        request = msgspec.json.decode(event.body, type=SendMessageRequest)
+    except _DECODE_ERRORS as exc:
+        client.error_message("INVALID_INPUT", str(exc), event.receipt, **_client_id(event.body))
+        return
+    assert client.email is not None
+    command = SendCommand(
+        user=client.email,
+        session_id=request.session_id,
+        content=request.content,
+        client_message_id=request.client_message_id,
+        receipt=event.receipt,
+        connection=client.id,
+    )
+    headers: dict[str, Any] = {"x-user": client.email}
+    tracing.inject(headers)
+    try:
+        await client.edge.broker.publish_send(msgspec.json.encode(command), headers)
+    except Exception as exc:
+        log.warning("chat.send publish failed: %s", exc)
+        client.error_message(
+            "UNAVAILABLE",
+            "the message was not accepted; send it again",
+            event.receipt,
+            clientMessageId=str(request.client_message_id),
+            sessionId=str(request.session_id),
+        )
+
+
+async def _typing(client: ClientSession, event: SendReceived) -> None:
+    try:
+        typing = msgspec.json.decode(event.body, type=Typing)
+    except _DECODE_ERRORS as exc:
+        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        return
+    try:
+        member = await client.member(typing.session_id)
+    except ChatError as exc:
+        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        return
+    if member is None:
+        detail = "not a participant of this session"
+        client.error_message("NOT_PARTICIPANT", detail, event.receipt)
+        return
+    body = msgspec.json.encode(
+        {
+            "sessionId": str(typing.session_id),
+            "email": client.email,
+            "profileId": str(member.me.profile_id),
+            "typing": typing.typing,
+        }
+    )
+    headers: dict[str, Any] = {
+        routing.EVENT_HEADER: "typing",
+        routing.SESSION_HEADER: str(typing.session_id),
+    }
+    try:
+        await client.edge.broker.publish_event(
+            routing.session_key(typing.session_id), body, headers
+        )
+    except Exception as exc:
+        log.warning("typing publish failed: %s", exc)
+        client.error_message("UNAVAILABLE", "typing indicator not sent", event.receipt)
+        return
+    if event.receipt:
+        client.receipt(event.receipt)
+
+
+async def _read(client: ClientSession, event: SendReceived) -> None:
+    try:
+        mark = msgspec.json.decode(event.body, type=ReadMark)
+    except _DECODE_ERRORS as exc:
+        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        return
+    assert client.token is not None
+    try:
+        status = await client.edge.upstream.mark(
+            client.token, mark.session_id, "read", mark.up_to_seq
+        )
+    except ChatError as exc:
+        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        return
+    if status == 200:
+        if event.receipt:
+            client.receipt(event.receipt)
+        return
+    code = _MARK_REFUSALS.get(status, "UNAVAILABLE")
+    client.error_message(
+        code, f"the read mark was refused ({status})", event.receipt, sessionId=str(mark.session_id)
+    )
+
+
+_HANDLERS = {SEND: _send, TYPING: _typing, READ: _read}

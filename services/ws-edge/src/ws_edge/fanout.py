@@ -1,0 +1,103 @@
+"""One event from the broker, read and encoded once for every local subscriber (pure).
+
+An AMQP message on ``chat.events`` becomes a :class:`BrokerEvent`: its kind (``x-event``),
+session, seq, the keys that routed it here (the routing key and the ``CC`` list) and, for the
+replies message-svc sends about a ``/app/chat.send``, the receipt and connection they answer.
+:func:`encode` serializes the shared tail of the STOMP MESSAGE frame; the connections only add
+their destination, message-id and subscription lines in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chat_common import routing
+from ws_edge.stomp.frames import EncodedMessage, Header, encode_message
+
+from .marks import message_id
+
+CC_HEADER = "CC"
+KINDS = frozenset({"message", "receipt", "typing", "presence", "ack", "error"})
+
+
+class BadEvent(ValueError):
+    """An AMQP message the edge cannot turn into a STOMP MESSAGE."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEvent:
+    kind: str
+    keys: tuple[str, ...]
+    """The routing key, then the CC keys (duplicates removed)."""
+    session: str | None
+    seq: int | None
+    receipt: str | None
+    connection: str | None
+    body: bytes
+
+    @property
+    def message_id(self) -> str | None:
+        """The stable id of a chat message (``{session}:{seq}``); None for other events."""
+        if self.session is None or self.seq is None:
+            return None
+        return message_id(self.session, self.seq)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def parse_event(routing_key: str, headers: Mapping[str, Any], body: bytes) -> BrokerEvent:
+    """Read an AMQP message's routing key, headers and body; raise :class:`BadEvent`."""
+    kind = _text(headers.get(routing.EVENT_HEADER)) or "message"
+    if kind not in KINDS:
+        raise BadEvent(f"unknown x-event {kind!r}")
+    raw_seq = headers.get(routing.SEQ_HEADER)
+    seq: int | None = None
+    if raw_seq is not None:
+        try:
+            seq = int(_text(raw_seq) or "")
+        except ValueError:
+            raise BadEvent(f"x-seq is not an integer: {raw_seq!r}") from None
+    cc = headers.get(CC_HEADER) or ()
+    if isinstance(cc, str | bytes):
+        cc = (cc,)
+    keys = [routing_key, *(k for k in (_text(c) for c in cc) if k)]
+    return BrokerEvent(
+        kind=kind,
+        keys=tuple(dict.fromkeys(k for k in keys if k)),
+        session=_text(headers.get(routing.SESSION_HEADER)),
+        seq=seq,
+        receipt=_text(headers.get(routing.RECEIPT_HEADER)),
+        connection=_text(headers.get(routing.CONNECTION_HEADER)),
+        body=body,
+    )
+
+
+def encode(
+    kind: str,
+    session: str | None,
+    seq: int | None,
+    body: bytes,
+    receipt: str | None = None,
+) -> EncodedMessage:
+    """The shared tail of the MESSAGE: JSON body, ``x-event``, ``x-session-id``, ``x-seq``,
+    and ``receipt-id`` on an error about a SEND that asked for a receipt."""
+    headers: list[Header] = [("content-type", "application/json"), ("x-event", kind)]
+    if session:
+        headers.append(("x-session-id", session))
+    if seq is not None:
+        headers.append(("x-seq", str(seq)))
+    if receipt and kind == "error":
+        headers.append(("receipt-id", receipt))
+    return encode_message(headers, body)
+
+
+def encode_event(event: BrokerEvent) -> EncodedMessage:
+    return encode(event.kind, event.session, event.seq, event.body, event.receipt)

@@ -1,0 +1,99 @@
+"""Writing one connection's frames to its socket, through the bounded outbound buffer.
+
+A writer task runs only while there is something to write (an idle connection has none). One
+WebSocket text message per STOMP frame. Closing waits for what is queued, then sends the close
+frame with the reason's code; a client that does not take the close frame within the grace
+period (a slow reader, a vanished peer) has its socket dropped. A slow reader's backlog is
+discarded at once and its blocked write abandoned, so its memory is given back before the
+grace period runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from websockets.asyncio.server import ServerConnection as Socket
+from websockets.exceptions import ConnectionClosed
+
+from .disconnect import Disconnect
+from .outbound import OutboundBuffer
+
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+class Sender:
+    def __init__(self, socket: Socket, max_bytes: int, slow_close_seconds: float) -> None:
+        self._socket = socket
+        self._out = OutboundBuffer(max_bytes)
+        self._low_water = max_bytes // 2
+        self._slow_close = slow_close_seconds
+        self._drained: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing: Disconnect | None = None
+
+    @property
+    def buffered(self) -> int:
+        return self._out.size
+
+    def send(self, chunks: list[bytes]) -> bool:
+        """Queue ``chunks``; False when the buffer is full (the client is too slow)."""
+        if self._closing is Disconnect.SLOW_CONSUMER or not self._out.extend(chunks):
+            return False
+        self._kick()
+        return True
+
+    def close(self, reason: Disconnect) -> None:
+        """Close after what is queued (a slow consumer: at once, its backlog dropped)."""
+        slow = Disconnect.SLOW_CONSUMER
+        if self._closing is slow or (self._closing is not None and reason is not slow):
+            return
+        self._closing = reason
+        if reason is Disconnect.SLOW_CONSUMER:
+            self._out.clear()
+            if self._task is not None:  # blocked on a socket the client does not read
+                self._task.cancel()
+                self._task = None
+        self._kick()
+
+    async def room(self) -> None:
+        """Wait while the buffer is above half full (replays pace themselves on it)."""
+        while self._out.size > self._low_water and self._closing is None:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
+    async def finished(self, within: float) -> None:
+        """Wait (at most ``within`` seconds) for the writes and the close to be done."""
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, ConnectionClosed):
+                await asyncio.wait_for(asyncio.shield(task), within)
+
+    def _kick(self) -> None:
+        if (self._out or self._closing is not None) and self._task is None:
+            self._task = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while (chunk := self._out.pop()) is not None:
+                await self._socket.send(chunk, text=True)
+                if self._drained is not None and self._out.size <= self._low_water:
+                    self._drained.set()
+            if self._closing is not None:
+                await self._close_socket(self._closing)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+            if self._drained is not None:
+                self._drained.set()
+
+    async def _close_socket(self, reason: Disconnect) -> None:
+        slow = reason is Disconnect.SLOW_CONSUMER
+        code = 1000 if reason is Disconnect.TRANSPORT_LOST else reason.code  # 1006: never sent
+        try:
+            async with asyncio.timeout(self._slow_close if slow else CLOSE_TIMEOUT_SECONDS):
+                await self._socket.close(code, reason.reason)
+        except TimeoutError:
+            self._socket.transport.abort()

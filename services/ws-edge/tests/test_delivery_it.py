@@ -1,0 +1,247 @@
+"""Delivery with the real RabbitMQ, session-svc and message-svc: topics and user queues,
+authorisation of subscriptions, /app/chat.send answered after the commit, typing, read and
+delivered marks, the SEND rate limit, two edge instances behind one exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aio_pika
+import msgspec
+import pytest
+
+from chat_common import routing
+from chat_common.dto import SendCommand
+from ws_edge.stomp.frames import Frame
+
+
+async def next_where(client: Any, wanted: Any, within: float = 10.0) -> Frame:
+    """The next frame ``wanted`` accepts, skipping the others."""
+    async with asyncio.timeout(within):
+        while True:
+            frame: Frame = await client.next_frame(within)
+            if wanted(frame):
+                return frame
+
+
+async def test_a_stored_message_reaches_the_topic_and_both_devices(world: Any) -> None:
+    chat = await world.chat()
+    world.relay.start()
+    edge = await world.edge()
+    topic = await world.stomp_py(edge, passcode=chat.bob_token)
+    phone = await world.stomp_py(edge, passcode=chat.bob_token)
+    laptop = await world.stomp_py(edge, passcode=chat.bob_token)
+    topic.conn.subscribe(chat.topic, id="t", headers={"receipt": "sub-t"})
+    phone.conn.subscribe("/user/queue/messages", id="m", headers={"receipt": "sub-m"})
+    laptop.conn.subscribe("/user/queue/messages", id="m", headers={"receipt": "sub-m"})
+    for client in (topic, phone, laptop):
+        kind, frame = await client.next()
+        assert kind == "RECEIPT"
+    sent = await world.rest_send(chat, chat.alice, "hello")
+    for client, destination in ((topic, chat.topic), (phone, "/user/queue/messages")):
+        [frame] = await client.messages(1)
+        assert frame.headers["destination"] == destination
+        assert frame.headers["x-event"] == "message"
+        assert frame.headers["x-session-id"] == str(chat.id)
+        assert frame.headers["x-seq"] == str(sent["seq"])
+        assert frame.headers["message-id"] == f"{chat.id}:{sent['seq']}"
+        assert frame.headers["content-type"] == "application/json"
+        assert json.loads(frame.body)["messageId"] == sent["messageId"]
+    [frame] = await laptop.messages(1)
+    assert json.loads(frame.body)["content"] == "hello"
+
+
+async def test_only_participants_subscribe_and_unknown_destinations_are_errors(
+    world: Any,
+) -> None:
+    chat = await world.chat()
+    edge = await world.edge()
+    eve = await world.raw(edge, world.token("eve@example.com"))
+    await eve.subscribe(chat.topic, ("receipt", "r"))
+    frame = await eve.next_frame()
+    assert (frame.command, frame.header("message")) == (
+        "ERROR",
+        "not a participant of this session",
+    )
+    for destination in (f"/topic/session.{uuid.uuid4()}", "/topic/other", "/queue/x"):
+        client = await world.raw(edge, chat.alice_token)
+        await client.subscribe(destination, ("receipt", "r"))
+        frame = await client.next_frame()
+        assert frame.command == "ERROR", destination
+    assert edge.edge.hub.key_count() == 0  # nothing stays bound for refused subscriptions
+
+
+async def test_chat_send_publishes_the_verified_user_and_the_ack_brings_the_receipt(
+    world: Any,
+) -> None:
+    """Nobody consumes this edge's send queue: the command is read from it, then answered
+    as message-svc answers it."""
+    chat = await world.chat()
+    queue_name = f"{world.send_queue}.manual"
+    edge = await world.edge(send_queue=queue_name)
+    alice = await world.raw(edge, chat.alice_token)
+    await alice.subscribe("/user/queue/ack")
+    cid = uuid.uuid4()
+    body = {"sessionId": str(chat.id), "content": "over STOMP", "clientMessageId": str(cid)}
+    await alice.send("/app/chat.send", json.dumps(body).encode(), ("receipt", "send-1"))
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        message = None
+        async with asyncio.timeout(10):
+            while message is None:
+                message = await queue.get(fail=False)
+                await asyncio.sleep(0.02)
+        await message.ack()
+        command = msgspec.json.decode(message.body, type=SendCommand)
+        assert message.headers["x-user"] == chat.alice
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert (command.user, command.session_id, command.client_message_id) == (
+            chat.alice,
+            chat.id,
+            cid,
+        )
+        assert command.receipt == "send-1"
+        assert command.connection in edge.edge.clients
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    await asyncio.sleep(0.2)
+    with pytest.raises(TimeoutError):  # no RECEIPT at publish time
+        await alice.next_frame(within=0.3)
+    stored = {"seq": 1, "clientMessageId": str(cid), "content": "over STOMP"}
+    await world.publish(
+        routing.user_key(chat.alice),
+        {
+            "x-event": "ack",
+            "x-session-id": str(chat.id),
+            "x-seq": 1,
+            "x-receipt": command.receipt,
+            "x-connection": command.connection,
+        },
+        json.dumps(stored).encode(),
+    )
+    first, second = await alice.next_frame(), await alice.next_frame()
+    assert (first.command, first.header("destination")) == ("MESSAGE", "/user/queue/ack")
+    assert (second.command, second.header("receipt-id")) == ("RECEIPT", "send-1")
+
+
+async def test_chat_send_is_receipted_after_commit_and_refusals_go_to_the_error_queue(
+    world: Any,
+) -> None:
+    chat = await world.chat()
+    world.relay.start()
+    edge = await world.edge()
+    alice = await world.stomp_py(edge, passcode=chat.alice_token)
+    bob = await world.stomp_py(edge, passcode=chat.bob_token)
+    alice.conn.subscribe("/user/queue/ack", id="ack")
+    bob.conn.subscribe(chat.topic, id="t", headers={"receipt": "sub"})
+    assert (await bob.next())[0] == "RECEIPT"
+    cid = str(uuid.uuid4())
+    body = json.dumps({"sessionId": str(chat.id), "content": "hi bob", "clientMessageId": cid})
+    alice.conn.send("/app/chat.send", body, headers={"receipt": "send-1"})
+    kinds = {}
+    for _ in range(2):
+        kind, frame = await alice.next()
+        kinds[kind] = frame
+    assert kinds["RECEIPT"].headers["receipt-id"] == "send-1"
+    ack = kinds["MESSAGE"]
+    assert ack.headers["destination"] == "/user/queue/ack"
+    stored = json.loads(ack.body)
+    assert stored["clientMessageId"] == cid
+    [delivered] = await bob.messages(1)
+    assert json.loads(delivered.body)["messageId"] == stored["messageId"]
+    assert await world.pool.fetchval("SELECT count(*) FROM chat_messages") == 1
+
+    eve = await world.stomp_py(edge, passcode=world.token("eve.sender@example.com"))
+    eve.conn.subscribe("/user/queue/error", id="err", headers={"receipt": "sub"})
+    assert (await eve.next())[0] == "RECEIPT"
+    eve.conn.send("/app/chat.send", body.replace(cid, str(uuid.uuid4())), headers={"receipt": "no"})
+    kind, error = await eve.next()
+    assert kind == "MESSAGE"
+    assert error.headers["destination"] == "/user/queue/error"
+    assert error.headers["receipt-id"] == "no"
+    assert json.loads(error.body)["code"] == "NOT_PARTICIPANT"
+    eve.conn.send("/app/chat.send", "{not json", headers={"receipt": "bad"})
+    kind, invalid = await eve.next()
+    assert json.loads(invalid.body)["code"] == "INVALID_INPUT"
+    assert invalid.headers["receipt-id"] == "bad"
+    with pytest.raises(TimeoutError):  # a refused message gets no RECEIPT
+        await eve.next(within=0.3)
+
+
+async def test_typing_read_and_acknowledged_delivery_reach_the_peer(world: Any) -> None:
+    chat = await world.chat()
+    world.relay.start()
+    edge = await world.edge(delivered_flush_seconds=0.05)
+    alice = await world.raw(edge, chat.alice_token)
+    bob = await world.raw(edge, chat.bob_token)
+    await alice.subscribe(chat.topic, ("receipt", "a"))
+    await bob.subscribe(chat.topic, ("ack", "client-individual"), ("receipt", "b"))
+    assert (await alice.next_frame()).command == "RECEIPT"
+    assert (await bob.next_frame()).command == "RECEIPT"
+    sent = [await world.rest_send(chat, chat.alice, f"m{i}") for i in range(3)]
+    got = [await bob.next_frame() for _ in range(3)]
+    assert [f.header("x-seq") for f in got] == ["1", "2", "3"]
+    for _ in range(3):
+        await alice.next_frame()  # alice's own messages on her topic
+    for frame in got:  # ACKs coalesce into one delivered mark, up to seq 3
+        await bob.write(Frame("ACK", (("id", frame.header("ack") or ""),)))
+    receipt = await next_where(alice, lambda f: f.header("x-event") == "receipt")
+    assert json.loads(receipt.body)["kind"] == "delivered"
+    assert json.loads(receipt.body)["upToSeq"] == sent[-1]["seq"]
+    marks = await world.pool.fetchval(
+        "SELECT delivered_seq FROM chat_participants WHERE user_email = $1", chat.bob
+    )
+    assert marks == 3
+
+    await bob.send("/app/chat.typing", json.dumps({"sessionId": str(chat.id)}).encode())
+    typing = await next_where(alice, lambda f: f.header("x-event") == "typing")
+    body = json.loads(typing.body)
+    assert (body["email"], body["typing"], body["sessionId"]) == (chat.bob, True, str(chat.id))
+
+    read = json.dumps({"sessionId": str(chat.id), "upToSeq": 2}).encode()
+    await bob.send("/app/chat.read", read, ("receipt", "read-1"))
+    read_receipt = await next_where(
+        alice, lambda f: f.header("x-event") == "receipt" and b'"read"' in f.body
+    )
+    assert json.loads(read_receipt.body)["upToSeq"] == 2
+    answered = await next_where(bob, lambda f: f.command == "RECEIPT")
+    assert answered.header("receipt-id") == "read-1"
+
+
+async def test_sends_are_rate_limited_per_connection(world: Any) -> None:
+    chat = await world.chat()
+    edge = await world.edge(sends_burst=2, sends_per_second=0.01)
+    alice = await world.raw(edge, chat.alice_token)
+    await alice.subscribe("/user/queue/error")
+    typing = json.dumps({"sessionId": str(chat.id)}).encode()
+    for _ in range(3):
+        await alice.send("/app/chat.typing", typing)
+    frame = await alice.next_frame()
+    assert frame.header("destination") == "/user/queue/error"
+    assert json.loads(frame.body)["code"] == "RATE_LIMITED"
+
+
+async def test_a_message_published_once_reaches_subscribers_on_two_edges(world: Any) -> None:
+    chat = await world.chat()
+    world.relay.start()
+    one, two = await world.edge(), await world.edge()
+    on_one = await world.stomp_py(one, passcode=chat.bob_token)
+    on_two = await world.stomp_py(two, passcode=chat.bob_token)
+    alice_on_two = await world.stomp_py(two, passcode=chat.alice_token)
+    on_one.conn.subscribe(chat.topic, id="t", headers={"receipt": "r"})
+    on_two.conn.subscribe("/user/queue/messages", id="m", headers={"receipt": "r"})
+    alice_on_two.conn.subscribe("/user/queue/messages", id="m", headers={"receipt": "r"})
+    for client in (on_one, on_two, alice_on_two):
+        assert (await client.next())[0] == "RECEIPT"
+    sent = await world.rest_send(chat, chat.alice, "across edges")
+    for client in (on_one, on_two, alice_on_two):
+        [frame] = await client.messages(1)
+        assert json.loads(frame.body)["messageId"] == sent["messageId"]
+    with pytest.raises(TimeoutError):  # one copy each, however many keys matched
+        await on_two.messages(1, within=0.3)
