@@ -201,7 +201,7 @@ def live_stack(stack: Stack) -> Stack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync Playwright holds a loop: end it with the module
 def browser(chromium: str) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
