@@ -280,3 +280,20 @@ async def test_a_rolled_back_send_leaves_no_outbox_row(
             await send_then_fail(conn)
     assert await counts(db_pool) == (0, 0)
     assert await db_pool.fetchval("SELECT last_seq FROM chat_sessions") == 0
+
+
+async def test_a_committed_send_wakes_the_relays(
+    client: httpx.AsyncClient, new_session: SessionFactory, as_user: Headers, database_url: str
+) -> None:
+    listener = await asyncpg.connect(database_url)
+    woken = asyncio.Event()
+    await listener.add_listener("chat_outbox", lambda *_: woken.set())
+    try:
+        session = await new_session()
+        answer = await client.post(
+            "/api/chat/message", json=body(session), headers=as_user(session.a)
+        )
+        assert answer.status_code == 200
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await listener.close()

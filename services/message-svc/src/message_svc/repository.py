@@ -106,7 +106,7 @@ async def insert_message(
 
 
 async def add_outbox(conn: Conn, entries: Sequence[OutboxEntry]) -> None:
-    """Queue events for the relay and wake it once this transaction commits."""
+    """Queue events for the relay (wake it after the commit with :func:`notify`)."""
     await conn.executemany(
         """
         INSERT INTO chat_message_outbox (session_id, routing_key, event_type, headers, payload)
@@ -117,6 +117,11 @@ async def add_outbox(conn: Conn, entries: Sequence[OutboxEntry]) -> None:
             for e in entries
         ],
     )
+
+
+async def notify(conn: Conn) -> None:
+    """Wake the relays. Sent after the commit, on its own: a NOTIFY inside the send transaction
+    would make every commit take PostgreSQL's global notification lock, one at a time."""
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 

@@ -25,6 +25,7 @@ from chat_common.errors import Conflict, Forbidden, NotFound
 from . import repository
 from .domain import check_content, content_fingerprint
 from .events import message_event, receipt_event
+from .notifier import Notifier
 from .ratelimit import SendLimiter
 from .repository import Member
 
@@ -74,8 +75,15 @@ def _participant(m: Member) -> Participant:
 
 
 class MessageService:
-    def __init__(self, pool: asyncpg.Pool, limiter: SendLimiter, max_content_bytes: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        limiter: SendLimiter,
+        max_content_bytes: int,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._pool = pool
+        self._notifier = notifier or Notifier(pool)
         self._limiter = limiter
         self._max_content = max_content_bytes
 
@@ -104,6 +112,7 @@ class MessageService:
             except BaseException:
                 await self._limiter.release(user_email)
                 raise
+        self._notifier.poke()
         await self._limiter.accepted(user_email, fingerprint)
         return Sent(_view(row, peer), replayed=False)
 
@@ -211,4 +220,6 @@ class MessageService:
                     up_to_seq=read_seq if kind == "read" else delivered_seq,
                 )
                 await repository.add_outbox(conn, [receipt_event(receipt, [me, peer])])
+        if moved:
+            self._notifier.poke()
         return Marks(session_id=session_id, read_seq=read_seq, delivered_seq=delivered_seq)
