@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import psycopg
 import pytest
+
+from chat_testing.stack import ROOT, Stack, running_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 BROWSER_DATABASE_URL = os.environ.get(
     "BROWSER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_browser"
@@ -56,63 +53,6 @@ def chromium_path() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
-def _ports_free(base: int, count: int = 11) -> bool:
-    for port in range(base, base + count):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return False
-    return True
-
-
-def port_base(start: int = 19080) -> int:
-    for base in range(start, 30000, 100):
-        if _ports_free(base):
-            return base
-    raise RuntimeError("no free block of ports for the browser-test stack")
-
-
-@dataclass(frozen=True)
-class Stack:
-    gateway: str
-    flairbit: str
-    env: dict[str, str]
-    run_dir: Path
-
-    def make(self, target: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["make", target],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-
-    def token(self, email: str) -> str:
-        answer = httpx.post(f"{self.flairbit}/dev/token", json={"email": email}, timeout=5)
-        answer.raise_for_status()
-        return str(answer.json()["token"])
-
-    def api(self, email: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.gateway,
-            headers={"Authorization": f"Bearer {self.token(email)}"},
-            timeout=10,
-        )
-
-    def pids(self) -> list[int]:
-        return [int(p.read_text()) for p in (self.run_dir / "pids").glob("*.pid")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = chromium_path()
@@ -127,46 +67,15 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The stack as tests/e2e starts it, plus what the web client needs from the gateway."""
-    name = BROWSER_DATABASE_URL.rsplit("/", 1)[1]
-    admin = BROWSER_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    # A clean virtual host too (`make up` creates it): no queue left over from an earlier run.
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is not None:
-        subprocess.run(
-            [ctl, "-q", "delete_vhost", BROWSER_AMQP_VHOST],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-    base = port_base()
-    run_dir = tmp_path_factory.mktemp("browser-stack")
-    gateway = f"http://127.0.0.1:{base}"
-    flairbit = f"http://127.0.0.1:{base + 10}"
-    env = {
-        **os.environ,
-        "RUN_DIR": str(run_dir),
-        "CHAT_PORT_BASE": str(base),
-        "DATABASE_URL": BROWSER_DATABASE_URL,
-        "AMQP_VHOST": BROWSER_AMQP_VHOST,
-        # What scripts/stack.py should give the gateway in development (the page's origin
-        # must be allowed on /ws, and the page signs in through the gateway's /dev/token).
-        "DEV_TOKEN_URL": f"{flairbit}/dev/token",
-        "ALLOWED_ORIGINS": f"{gateway},http://localhost:{base}",
-    }
-    stack = Stack(gateway, flairbit, env, run_dir)
-    started = stack.make("up")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield stack
-    finally:
-        pids = stack.pids()
-        stopped = stack.make("down")
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        left = [pid for pid in pids if _alive(pid)]
-        assert not left, f"make down left processes behind: {left}"
+    """The stack as tests/e2e starts it (scripts/stack.py gives the gateway DEV_TOKEN_URL and
+    the page's origin)."""
+    with running_stack(
+        tmp_path_factory.mktemp("browser-stack"),
+        database_url=BROWSER_DATABASE_URL,
+        vhost=BROWSER_AMQP_VHOST,
+        first_port=19080,
+    ) as started:
+        yield started
 
 
 def live_edge_missing(stack: Stack) -> str | None:
