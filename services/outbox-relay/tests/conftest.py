@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
+from outbox_relay.app import open_pool
 from outbox_relay.publisher import RabbitPublisher
 from outbox_relay.relay import Relay
 from outbox_relay.settings import Settings
@@ -177,8 +178,7 @@ def relay_settings(database_url: str, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_relay(settings: Settings) -> AsyncIterator[Relay]:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
-    assert pool is not None
+    pool = await open_pool(settings)
     publisher = RabbitPublisher(settings.amqp_url, timeout=settings.publish_timeout_seconds)
     relay = Relay(settings, pool, publisher)
     await relay.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from chat_testing.tcpproxy import TcpProxy
+from outbox_relay.app import open_pool
 
 from .conftest import (
     AMQP_URL,
@@ -187,3 +188,29 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
     assert set(observed.ids()) == set(ids)
     firsts = {s: list(dict.fromkeys(o)) for s, o in observed.per_session().items()}
     assert all(order == sorted(order) for order in firsts.values())
+
+
+async def test_a_transaction_left_open_by_a_relay_ends_with_its_lease(
+    database_url: str, insert: Insert, observed: Observed
+) -> None:
+    """A relay stopped between a write and its COMMIT keeps row locks that SKIP LOCKED steps
+    around; the server ends that transaction once the lease is up, and the rows go out."""
+    session = uuid.uuid4()
+    ids = await insert([session] * 20, notify=False)
+    lease = relay_settings(database_url, lease_seconds=1.0, publish_timeout_seconds=0.5)
+    stalled = await open_pool(lease)
+    try:
+        conn = await stalled.acquire()
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(
+            "UPDATE chat_message_outbox SET status = 'claimed', claim_token = $1,"
+            " lease_until = now() WHERE id = $2",
+            uuid.uuid4(),
+            ids[0],
+        )  # holds the session's first row locked, as a paused relay's write-back would
+        async with running_relay(relay_settings(database_url)):
+            await observed.wait_for_all(ids, within=15)
+        assert observed.ids() == ids
+    finally:
+        stalled.terminate()

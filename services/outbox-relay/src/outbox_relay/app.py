@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -42,6 +43,10 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
             "application_name": f"outbox-relay {settings.instance_id}"[:63],
             # The claim is a short statement; compiling it would cost more than running it.
             "jit": "off",
+            # A relay paused or cut off inside its write-back transaction would keep its row
+            # locks, and SKIP LOCKED would hold its sessions back from every other relay for as
+            # long as it stays paused. The server ends such a transaction once the lease is up.
+            "idle_in_transaction_session_timeout": str(math.ceil(settings.lease_seconds * 1000)),
         },
     )
     assert pool is not None
