@@ -1,4 +1,8 @@
-"""JSON logs, request ids and HTTP metrics, shared by every service."""
+"""JSON logs, request ids and HTTP metrics, shared by every service.
+
+A log line written inside a span carries its ``trace_id`` and ``span_id`` (W3C hex, as trace
+back ends show them), so logs and traces of one request or message can be joined.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +37,8 @@ _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, extras."""
+    """One JSON object per line: time, level, logger, message, request id, trace and span
+    ids, extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -49,6 +55,11 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        # The formatter runs where the record is emitted (StreamHandler), in its context.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -27,6 +27,13 @@ When the broker closes the channel (it refused one publish: an internal exchange
 deleted after the check...), nothing says which publish did it: every unconfirmed row of the
 round is ``UNKNOWN`` (released, no attempt counted) and the next round is *careful*: one row at
 a time, each confirmed before the next is sent, so that the fault lands on its own row.
+
+Tracing: when tracing is configured, each publish of a row is a PRODUCER span
+(``{exchange} publish``), child of the ``traceparent`` the row's headers carry (the send that
+wrote it), and the message goes out with the span's own ``traceparent`` instead, so that the
+consumers' spans hang under the publish. The span starts when the frame is queued and ends
+when the broker's confirm (or nack, or the round's timeout) settles the publish: it measures
+what the relay waits for. Without tracing nothing of this runs (one check per round).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from typing import Any, Protocol
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from opentelemetry.trace import Span
 
-from chat_common import amqp, routing
+from chat_common import amqp, routing, tracing
 
 from .batch import CONFIRMED, Outcome, Verdict, failed, session_key, unknown
 from .repository import Claimed
@@ -54,6 +62,9 @@ BROKER_FAULTS: tuple[type[BaseException], ...] = (
     RuntimeError,  # aiormq's ChannelInvalidStateError
     aiormq.exceptions.AMQPError,
 )
+
+
+TRACER = tracing.tracer(__name__)
 
 
 class PublisherError(Exception):
@@ -92,13 +103,33 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _properties(row: Claimed) -> aiormq.spec.Basic.Properties:
+def _message_id(row: Claimed) -> str:
+    return f"outbox-{row.id}"
+
+
+def _properties(row: Claimed, headers: dict[str, Any]) -> aiormq.spec.Basic.Properties:
     return aiormq.spec.Basic.Properties(
         content_type="application/json",
         delivery_mode=2,  # persistent
-        headers=dict(row.headers),  # a list value (CC) goes out as an AMQP field array
-        message_id=f"outbox-{row.id}",
+        headers=headers,  # a list value (CC) goes out as an AMQP field array
+        message_id=_message_id(row),
         message_type=row.event_type,
+    )
+
+
+def _publish_span(row: Claimed, headers: dict[str, Any]) -> Span:
+    """The PRODUCER span of one publish; its traceparent replaces the row's in ``headers``."""
+    return tracing.start_publish(
+        TRACER,
+        headers,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        message_id=_message_id(row),
+        attributes={
+            tracing.MESSAGING_BODY_SIZE: len(row.payload),
+            "chat.outbox.id": row.id,
+            "chat.outbox.attempt": row.retry_count + 1,
+        },
     )
 
 
@@ -125,6 +156,7 @@ class RabbitPublisher:
         self._probe: AbstractChannel | None = None  # passive declares (a 404 closes it)
         self._known: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._traced = False  # tracing configured: read once per round
         self.careful = False
 
     @property
@@ -180,6 +212,7 @@ class RabbitPublisher:
             result.broker_lost = True
             return result
         connection = self._connection
+        self._traced = tracing.enabled()
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -244,6 +277,10 @@ class RabbitPublisher:
     ) -> asyncio.Task[Any]:
         if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika gives one
             raise TypeError(f"expected an aiormq channel, got {type(channel).__name__}")
+        headers = dict(row.headers)
+        # Synchronous, like the rest of this method: the tasks still reach the channel's write
+        # lock in id order.
+        span = _publish_span(row, headers) if self._traced else None
         # wait=False: the frame is queued for the socket without waiting for it to be flushed,
         # so the next publish follows at once; the confirm is still awaited.
         task = asyncio.get_running_loop().create_task(
@@ -251,13 +288,23 @@ class RabbitPublisher:
                 row.payload,
                 exchange=row.exchange,
                 routing_key=row.routing_key,
-                properties=_properties(row),
+                properties=_properties(row, headers),
                 mandatory=False,
                 wait=False,
             )
         )
         stamps = result.confirmed_at
-        task.add_done_callback(lambda _: stamps.__setitem__(row.id, time.monotonic()))
+        if span is None:
+            task.add_done_callback(lambda _: stamps.__setitem__(row.id, time.monotonic()))
+        else:
+
+            def settled(done: asyncio.Task[Any]) -> None:
+                stamps[row.id] = time.monotonic()
+                # The span ends with the confirm (or the nack, the lost channel, the timeout).
+                outcome = _outcome(done)
+                tracing.end(span, None if outcome is CONFIRMED else outcome.error)
+
+            task.add_done_callback(settled)
         return task
 
     async def _until(self, tasks: list[asyncio.Task[Any]], deadline: float) -> bool:

@@ -7,7 +7,9 @@ manual acks and a prefetch window, so a burst waits in RabbitMQ rather than in t
 ``chat.events``, both with publisher confirms. When the connection to RabbitMQ drops, the
 queue and everything routed to it meanwhile is gone: the broker reports the loss (the edge
 then closes its clients so that they reconnect and resume) and, once reconnected, re-binds
-what the edge still needs.
+what the edge still needs. When tracing is configured, each delivered message is processed
+inside a CONSUMER span (``chat.events process``), child of the ``traceparent`` its headers
+carry (the relay's publish), so the edge's fan-out shows in the sender's trace.
 
 :class:`MemoryBroker`: the same interface in memory for unit tests; several of them may share
 one :class:`MemoryExchange`, which routes like RabbitMQ's topic exchange with sender-selected
@@ -32,13 +34,20 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelPreconditionFailed
 
-from chat_common import amqp
+from chat_common import amqp, routing, tracing
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 # (routing key, headers, body); called in delivery order and must not block.
 Handler = Callable[[str, Mapping[str, Any], bytes], None]
 Listener = Callable[[], None]
+
+
+def _text(value: Any, default: str) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return default if value is None else str(value)
 
 
 class Broker(Protocol):
@@ -149,12 +158,32 @@ class RabbitBroker:
             self._on_restored()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            self._handler(message.routing_key or "", message.headers or {}, message.body)
-        except Exception:
-            log.exception("could not fan out an event (routing key %s)", message.routing_key)
+        if tracing.enabled():
+            headers = message.headers or {}
+            with tracing.processing(
+                TRACER,
+                headers,
+                exchange=message.exchange or "",
+                routing_key=message.routing_key or "",
+                message_id=message.message_id,
+                attributes={
+                    tracing.MESSAGING_SUBSCRIPTION: self.queue_name,
+                    tracing.MESSAGING_BODY_SIZE: len(message.body),
+                    "chat.event": _text(headers.get(routing.EVENT_HEADER), "message"),
+                },
+            ):
+                self._handle(message)
+        else:
+            self._handle(message)
         with contextlib.suppress(Exception):  # a lost channel takes its deliveries with it
             await message.ack()
+
+    def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            self._handler(message.routing_key or "", message.headers or {}, message.body)
+        except Exception as exc:
+            tracing.fail_current(exc)
+            log.exception("could not fan out an event (routing key %s)", message.routing_key)
 
     async def bind(self, key: str) -> None:
         assert self._queue is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from chat_common import routing
+from chat_common import routing, tracing
 from chat_common.errors import DependencyUnavailable
 from chat_common.jwt_verify import UserIdentity
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .client import ClientSession
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this edge")
 SUBSCRIPTIONS = Gauge("chat_ws_subscriptions", "Accepted STOMP subscriptions on this edge")
@@ -159,11 +160,23 @@ class Edge:
         if targets:
             encoded = encode_event(event)
             message_id = event.message_id or f"ev-{next(self._events)}"
-            for target in targets:
-                client = self.clients.get(target.connection)
-                if client is not None:
-                    client.deliver(
-                        target.subscription, target.destination, message_id, encoded, event.seq
+            # A "ws push" span under the broker's CONSUMER span, only when that one records:
+            # the MESSAGE frames queued to every local subscription (each connection's writer
+            # task then sends them to its socket).
+            with tracing.child_span(TRACER, "ws push") as push:
+                for target in targets:
+                    client = self.clients.get(target.connection)
+                    if client is not None:
+                        client.deliver(
+                            target.subscription, target.destination, message_id, encoded, event.seq
+                        )
+                if push is not None:
+                    push.set_attributes(
+                        {
+                            "chat.event": event.kind,
+                            "chat.ws.subscriptions": len(targets),
+                            tracing.MESSAGING_MESSAGE_ID: message_id,
+                        }
                     )
             DELIVERED.labels(event.kind).inc(len(targets))
         if event.kind == "ack" and event.receipt and event.connection:
