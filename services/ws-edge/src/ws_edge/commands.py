@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 
@@ -177,3 +177,5 @@ async def _read(client: ClientSession, event: SendReceived) -> None:
 
 
 _HANDLERS = {SEND: _send, TYPING: _typing, READ: _read}
+SEND_DESTINATIONS: Final[tuple[str, ...]] = tuple(_HANDLERS)
+"""Every destination a SEND may name (``ws_edge.destinations`` lists them with SUBSCRIBE's)."""
