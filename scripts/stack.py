@@ -6,6 +6,15 @@
     python scripts/stack.py down     stops what `up` started, by pid
     python scripts/stack.py status   what is running
     python scripts/stack.py keys     create the development key pair if missing
+    python scripts/stack.py start SERVICE [INSTANCE]
+                                     start one service of the `up` stack again (after a crash
+                                     or a kill -9) with the same environment; returns once its
+                                     /healthz answers. INSTANCE 2..6 starts an extra instance
+                                     on port base+3+INSTANCE (pid file SERVICE.INSTANCE.pid)
+    python scripts/stack.py stop SERVICE [INSTANCE]
+                                     stop that one process (SIGTERM, by its recorded pid)
+    python scripts/stack.py restart SERVICE [INSTANCE]
+                                     stop, then start
 
 Environment: RUN_DIR (default .run), CHAT_PORT_BASE (default 8080: gateway 8080,
 session-svc 8081, message-svc 8082, ws-edge 8083, outbox-relay 8084; FlairBit stand-in
@@ -49,10 +58,34 @@ class Service:
     module: str
     port: int
     env: dict[str, str]
+    instance: int = 1
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """The name of its pid and log files: ``ws-edge``, or ``ws-edge.2`` for an extra one."""
+        return self.name if self.instance == 1 else f"{self.name}.{self.instance}"
+
+
+EXTRA_INSTANCES = range(2, 7)  # ports base+5 .. base+9: the free ones of the stack's block
+SINGLE_INSTANCE = ("gateway", "flairbit")  # the public port, and a stand-in with its own keys
+
+
+def service_named(name: str, instance: int = 1) -> Service:
+    """A service of the stack by name; an extra instance (2..6) listens on port base+3+N."""
+    by_name = {s.name: s for s in services()}
+    if name not in by_name:
+        raise KeyError(f"no service {name!r}; the stack has {', '.join(by_name)}")
+    service = by_name[name]
+    if instance == 1:
+        return service
+    if instance not in EXTRA_INSTANCES or name in SINGLE_INSTANCE:
+        raise KeyError(f"no instance {instance} of {name} (extra instances: 2..6, not {name})")
+    port = PORT_BASE + 3 + instance
+    return Service(name, service.module, port, {**service.env, "PORT": str(port)}, instance)
 
 
 def services() -> list[Service]:
@@ -215,7 +248,7 @@ def environment(service: Service) -> dict[str, str]:
 
 
 def pid_file(service: Service) -> Path:
-    return RUN_DIR / "pids" / f"{service.name}.pid"
+    return RUN_DIR / "pids" / f"{service.label}.pid"
 
 
 def running_pid(service: Service) -> int | None:
@@ -231,31 +264,38 @@ def running_pid(service: Service) -> int | None:
     return pid
 
 
+def launch(service: Service) -> bool:
+    """Start ``service`` in the background unless it runs; record its pid; wait for /healthz."""
+    (RUN_DIR / "pids").mkdir(parents=True, exist_ok=True)
+    (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    if running_pid(service) is not None:
+        print(f"{service.label}: already running")
+        return True
+    log = (RUN_DIR / "logs" / f"{service.label}.log").open("ab")
+    process = subprocess.Popen(
+        command(service),
+        cwd=ROOT,
+        env=environment(service),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    pid_file(service).write_text(str(process.pid))
+    print(f"{service.label}: started, pid {process.pid}, {service.url}")
+    if not wait_until(f"{service.url}/healthz", 30):
+        print(f"{service.label}: did not become healthy; its log says:", file=sys.stderr)
+        print(tail(RUN_DIR / "logs" / f"{service.label}.log"), file=sys.stderr)
+        return False
+    return True
+
+
 def up() -> int:
     ensure_keys()
     ensure_vhost()
-    (RUN_DIR / "pids").mkdir(parents=True, exist_ok=True)
-    (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
     for service in services():
-        if running_pid(service) is not None:
-            print(f"{service.name}: already running")
-            continue
-        log = (RUN_DIR / "logs" / f"{service.name}.log").open("ab")
-        process = subprocess.Popen(
-            command(service),
-            cwd=ROOT,
-            env=environment(service),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        pid_file(service).write_text(str(process.pid))
-        print(f"{service.name}: started, pid {process.pid}, {service.url}")
-        if not wait_until(f"{service.url}/healthz", 30):
-            print(f"{service.name}: did not become healthy; its log says:", file=sys.stderr)
-            print(tail(RUN_DIR / "logs" / f"{service.name}.log"), file=sys.stderr)
+        if not launch(service):
             return 1
     gateway = services()[-1]
     if not wait_until(f"{gateway.url}/readyz", 30):
@@ -272,14 +312,26 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def exited(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie: exited, waiting for its parent (init, for the
+    processes of `up`, which may take a while) to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
 def stop(pid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if exited(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
@@ -298,22 +350,73 @@ def stop_child(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         process.wait()
 
 
+def with_extras(service: Service) -> list[Service]:
+    """``service`` and the extra instances of it that have a pid file."""
+    if service.name in SINGLE_INSTANCE:
+        return [service]
+    extras = (service_named(service.name, instance) for instance in EXTRA_INSTANCES)
+    return [service, *(extra for extra in extras if pid_file(extra).exists())]
+
+
+def stop_one(service: Service) -> None:
+    pid = running_pid(service)
+    if pid is not None:
+        stop(pid)
+        print(f"{service.label}: stopped (pid {pid})")
+    pid_file(service).unlink(missing_ok=True)
+
+
 def down() -> int:
     for service in reversed(services()):
-        pid = running_pid(service)
-        if pid is not None:
-            stop(pid)
-            print(f"{service.name}: stopped (pid {pid})")
-        pid_file(service).unlink(missing_ok=True)
+        for one in reversed(with_extras(service)):
+            stop_one(one)
     return 0
 
 
 def status() -> int:
     for service in services():
-        pid = running_pid(service)
-        state = f"running, pid {pid}" if pid else "stopped"
-        print(f"{service.name:12} {state:24} {service.url}")
+        for one in with_extras(service):
+            pid = running_pid(one)
+            state = f"running, pid {pid}" if pid else "stopped"
+            print(f"{one.label:14} {state:24} {one.url}")
     return 0
+
+
+def one_service(argv: list[str]) -> Service | None:
+    """``SERVICE [INSTANCE]`` from the command line, or None (with a message) if unknown."""
+    if len(argv) not in (1, 2) or (len(argv) == 2 and not argv[1].isdigit()):
+        print("usage: stack.py start|stop|restart SERVICE [INSTANCE]", file=sys.stderr)
+        return None
+    try:
+        return service_named(argv[0], int(argv[1]) if len(argv) == 2 else 1)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return None
+
+
+def start_cmd(argv: list[str]) -> int:
+    service = one_service(argv)
+    if service is None:
+        return 2
+    ensure_keys()
+    return 0 if launch(service) else 1
+
+
+def stop_cmd(argv: list[str]) -> int:
+    service = one_service(argv)
+    if service is None:
+        return 2
+    stop_one(service)
+    return 0
+
+
+def restart_cmd(argv: list[str]) -> int:
+    service = one_service(argv)
+    if service is None:
+        return 2
+    stop_one(service)
+    ensure_keys()
+    return 0 if launch(service) else 1
 
 
 # ---- foreground mode -------------------------------------------------------------------
@@ -378,6 +481,9 @@ def keys() -> int:
 
 def main(argv: list[str]) -> int:
     actions = {"dev": dev, "up": up, "down": down, "status": status, "keys": keys}
+    one = {"start": start_cmd, "stop": stop_cmd, "restart": restart_cmd}
+    if argv and argv[0] in one:
+        return one[argv[0]](argv[1:])
     if len(argv) != 1 or argv[0] not in actions:
         print(__doc__, file=sys.stderr)
         return 2

@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +71,58 @@ class Stack:
     def pids(self) -> list[int]:
         return [int(p.read_text()) for p in (self.run_dir / "pids").glob("*.pid")]
 
+    # ---- one service at a time (fault injection) ------------------------------------------
+
+    @property
+    def port_base(self) -> int:
+        return int(self.env["CHAT_PORT_BASE"])
+
+    def pid(self, service: str, instance: int = 1) -> int | None:
+        """The recorded pid of a service (``ws-edge``, ``outbox-relay``, ...), if any."""
+        label = service if instance == 1 else f"{service}.{instance}"
+        try:
+            return int((self.run_dir / "pids" / f"{label}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def signal(self, service: str, signum: signal.Signals, instance: int = 1) -> int:
+        """Send ``signum`` to the process the stack recorded for ``service``; its pid."""
+        pid = self.pid(service, instance)
+        assert pid is not None, f"no pid recorded for {service} (instance {instance})"
+        os.kill(pid, signum)
+        return pid
+
+    def stack_script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``scripts/stack.py ARGS`` with this stack's environment (run dir, ports, vhost)."""
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "stack.py"), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+
+    def start_service(self, service: str, instance: int = 1) -> None:
+        """Start one service again (after a kill) with the stack's environment; returns once
+        its /healthz answers."""
+        started = self.stack_script("start", service, str(instance))
+        assert started.returncode == 0, started.stdout + started.stderr
+
+    def stop_service(self, service: str, instance: int = 1) -> None:
+        stopped = self.stack_script("stop", service, str(instance))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
 
 def _alive(pid: int) -> bool:
+    """Runs (a zombie, exited and waiting to be reaped, does not count)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # ProcessLookupError included
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _drop_database(url: str) -> None:
@@ -94,13 +141,20 @@ def _delete_vhost(vhost: str) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    run_dir: Path, *, database_url: str, vhost: str, first_port: int
+    run_dir: Path,
+    *,
+    database_url: str,
+    vhost: str,
+    first_port: int,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
+    """``extra_env`` reaches every process of the stack (e.g. shorter timeouts)."""
     _drop_database(database_url)
     _delete_vhost(vhost)  # `make up` creates it afresh: no queue left from an earlier run
     base = port_base(first_port)
     env = {
         **os.environ,
+        **(extra_env or {}),
         "RUN_DIR": str(run_dir),
         "CHAT_PORT_BASE": str(base),
         "DATABASE_URL": database_url,
