@@ -248,38 +248,72 @@ async def test_rate_limit_and_duplicate_flood(
     assert await counts(db_pool) == (4, 4)
 
 
-async def test_a_rolled_back_send_leaves_no_outbox_row(
+async def test_a_send_whose_outbox_row_fails_writes_nothing(
     db_pool: asyncpg.Pool, new_session: SessionFactory
 ) -> None:
+    """The seq, the message and its outbox row are one statement: when the outbox row cannot be
+    written, neither is the message, and the seq is not used up."""
+    import dataclasses
+    import datetime as dt
+
+    from chat_common.dto import MessageView
     from message_svc import repository
-    from message_svc.events import message_event
-    from message_svc.service import _view
+    from message_svc.events import message_event_template
 
     session = await new_session()
-
-    async def send_then_fail(conn: asyncpg.Connection) -> None:
+    async with db_pool.acquire() as conn:
         members = await repository.members(conn, session.id)
         sender = next(m for m in members if m.user_email == session.a)
-        async with conn.transaction():
-            seq = await repository.next_seq(conn, session.id)
-            row = await repository.insert_message(
+        now = dt.datetime.now(dt.UTC)
+        draft = MessageView(
+            message_id=uuid.uuid4(),
+            session_id=session.id,
+            seq=0,
+            sender_id=sender.profile_id,
+            sender_display_name=sender.display_name,
+            sender_email=sender.user_email,
+            content="never",
+            client_message_id=uuid.uuid4(),
+            sent_at=now,
+        )
+        template = message_event_template(draft, members)
+        broken = dataclasses.replace(
+            template, entry=dataclasses.replace(template.entry, routing_key=None)
+        )
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await repository.insert_message_and_event(
                 conn,
-                message_id=uuid.uuid4(),
+                message_id=draft.message_id,
                 session_id=session.id,
-                seq=seq,
                 sender=sender,
                 content="never",
-                client_msg_id=uuid.uuid4(),
+                client_msg_id=draft.client_message_id,
+                sent_at=now,
+                event=broken,
             )
-            assert row is not None
-            await repository.add_outbox(conn, [message_event(_view(row, None), members)])
-            raise RuntimeError("abort")
-
-    async with db_pool.acquire() as conn:
-        with pytest.raises(RuntimeError, match="abort"):
-            await send_then_fail(conn)
     assert await counts(db_pool) == (0, 0)
     assert await db_pool.fetchval("SELECT last_seq FROM chat_sessions") == 0
+
+
+async def test_the_outbox_row_carries_the_stored_seq(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, new_session: SessionFactory, as_user: Headers
+) -> None:
+    """The database fills the seq it allocated into the queued event's body and header."""
+    session = await new_session()
+    sent = []
+    for text in ("one", "two", "three"):
+        answer = await client.post(
+            "/api/chat/message", json=body(session, text), headers=as_user(session.a)
+        )
+        assert answer.status_code == 200
+        sent.append(answer.json())
+    rows = await db_pool.fetch(
+        "SELECT headers, payload FROM chat_message_outbox WHERE event_type = 'message' ORDER BY id"
+    )
+    assert [json.loads(r["payload"]) for r in rows] == [
+        {**m, "delivered": False, "seen": False} for m in sent
+    ]
+    assert [json.loads(r["headers"])["x-seq"] for r in rows] == [1, 2, 3]
 
 
 async def test_a_committed_send_wakes_the_relays(

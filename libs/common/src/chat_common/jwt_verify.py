@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from .config import BaseSettings
 from .errors import AuthenticationFailed, DependencyUnavailable, InvalidInput
 from .identity import normalise_email
+from .token_cache import VerifiedTokens
 
 ALGORITHMS = ("RS256",)
 MAX_TOKEN_LENGTH = 8192
@@ -133,13 +134,24 @@ class JwksKeys:
 class TokenVerifier:
     """Verifies RS256 tokens against a key source and a policy."""
 
-    def __init__(self, keys: KeySource, policy: TokenPolicy) -> None:
+    def __init__(
+        self, keys: KeySource, policy: TokenPolicy, cache: VerifiedTokens[Claims] | None = None
+    ) -> None:
         self._keys = keys
         self._policy = policy
+        self._cache: VerifiedTokens[Claims] = VerifiedTokens() if cache is None else cache
 
     def verify(self, token: str) -> Claims:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationFailed("token missing or too long", code="TOKEN_INVALID")
+        known = self._cache.get(token)
+        if known is not None:
+            return known
+        claims = self._check(token)
+        self._cache.put(token, claims, claims.expires_at + self._policy.leeway_seconds)
+        return claims
+
+    def _check(self, token: str) -> Claims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -192,6 +204,7 @@ class TokenVerifier:
                 if not keys.may_refresh():
                     raise
             await keys.refresh()
+            self._cache.clear()  # a key may have been withdrawn
         return self.verify(token)
 
 

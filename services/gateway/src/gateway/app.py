@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import aiohttp
 import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ from chat_common.web import (
 from .apidoc import ApiDocument, render
 from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
-from .proxy import forward
+from .proxy import forward, upstream_client
 from .routing import Caller, Upstream, rule_for
 from .settings import Settings
 from .webclient import routes as web_client_routes
@@ -45,7 +46,8 @@ SERVICE = "gateway"
 
 @dataclass(frozen=True, slots=True)
 class AppState:
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # JWKS, the API document, probes, the dev token page
+    upstream: aiohttp.ClientSession  # forwarding of every API call
     users: UserTokenVerifier
     flairbit_tokens: TokenVerifier
     limiters: Limiters
@@ -75,7 +77,7 @@ async def api(request: Request) -> Response:
         await check(state.limiters.per_user, user.email, "requests")
     body = await read_body(request, state.max_body)
     upstream = rule.upstream
-    return await forward(state.http, state.upstreams[upstream], upstream.value, request, body)
+    return await forward(state.upstream, state.upstreams[upstream], upstream.value, request, body)
 
 
 async def openapi_json(request: Request) -> Response:
@@ -127,7 +129,13 @@ def create_app(settings: Settings) -> Starlette:
             settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
         )
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+        async with (
+            httpx.AsyncClient(timeout=timeout, limits=limits) as http,
+            upstream_client(
+                timeout_seconds=settings.upstream_timeout_seconds,
+                connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+            ) as upstream,
+        ):
             tracing.trace_client(http)
             tokens = verifiers(
                 settings,
@@ -150,6 +158,7 @@ def create_app(settings: Settings) -> Starlette:
                 yield {
                     "app": AppState(
                         http=http,
+                        upstream=upstream,
                         users=tokens.users,
                         flairbit_tokens=tokens.flairbit,
                         limiters=limiters,
@@ -193,7 +202,7 @@ def create_app(settings: Settings) -> Starlette:
             *web_client_routes(settings.dev_token_url, lambda request: _state(request).http),
         ],
         middleware=[
-            tracing.middleware(),
+            *tracing.middleware(),
             Middleware(RequestContextMiddleware, service=SERVICE),
             Middleware(SecurityHeadersMiddleware),
             Middleware(

@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[*routes(), *operational_routes(checks)],
-        middleware=[tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
+        middleware=[*tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

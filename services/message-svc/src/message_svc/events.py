@@ -12,7 +12,11 @@ import msgspec
 from chat_common import routing, tracing
 from chat_common.dto import MessageView, ReceiptEvent
 
-from .repository import Member, OutboxEntry
+from .repository import Member, OutboxEntry, SeqTemplate
+
+# Where the seq sits in an encoded message: the fields before it are two UUIDs, so the first
+# occurrence is the key itself, never text from the content.
+_SEQ_PLACEHOLDER = b',"seq":0,'
 
 
 def _entry(
@@ -41,3 +45,20 @@ def message_event(view: MessageView, members: list[Member]) -> OutboxEntry:
 
 def receipt_event(receipt: ReceiptEvent, members: list[Member]) -> OutboxEntry:
     return _entry("receipt", receipt, members, None)
+
+
+def message_event_template(view: MessageView, members: list[Member]) -> SeqTemplate:
+    """The outbox row of a message not stored yet: the database fills in the seq it allocates
+    (``view.seq`` must be 0)."""
+    if view.seq != 0:
+        raise ValueError("a message event template is made with seq 0")
+    entry = message_event(view, members)
+    before, found, after = entry.payload.partition(_SEQ_PLACEHOLDER)
+    if not found:
+        raise ValueError("the encoded message has no seq field where expected")
+    return SeqTemplate(
+        entry=entry,
+        before_seq=before + b',"seq":',
+        after_seq=b"," + after,
+        seq_header=routing.SEQ_HEADER,
+    )

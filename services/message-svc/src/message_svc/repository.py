@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -65,44 +66,136 @@ async def find_by_client_id(
     )
 
 
-async def next_seq(conn: Conn, session_id: uuid.UUID) -> int:
-    """Allocate the session's next seq; the row lock serialises the session's senders until
-    the transaction ends, so seqs are gapless when every allocation commits or rolls back."""
-    seq = await conn.fetchval(
-        "UPDATE chat_sessions SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+_PRIOR_COLUMNS = (
+    "id",
+    "session_id",
+    "seq",
+    "sender_profile_id",
+    "sender_display_name",
+    "sender_email",
+    "content",
+    "client_msg_id",
+    "sent_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    members: list[Member]
+    prior: Mapping[str, object] | None  # the sender's message with this client id, if any
+
+
+async def send_context(
+    conn: Conn, session_id: uuid.UUID, sender_email: str, client_msg_id: uuid.UUID
+) -> SendContext:
+    """The session's participants and the sender's earlier message with the same client id,
+    in one round trip."""
+    rows = await conn.fetch(
+        f"""
+        WITH prior AS (
+            SELECT {_MESSAGE_COLUMNS} FROM chat_messages m
+            WHERE m.sender_email = $2 AND m.client_msg_id = $3
+        )
+        SELECT p.session_id, s.intent, p.profile_id, p.user_email, p.display_name,
+               p.read_seq, p.delivered_seq,
+               {", ".join(f"prior.{c} AS prior_{c}" for c in _PRIOR_COLUMNS)}
+        FROM chat_participants p JOIN chat_sessions s ON s.id = p.session_id
+        LEFT JOIN prior ON true
+        WHERE p.session_id = $1
+        """,
         session_id,
+        sender_email,
+        client_msg_id,
     )
-    return int(seq)
+    members = [
+        Member(
+            session_id=r["session_id"],
+            intent=r["intent"],
+            profile_id=r["profile_id"],
+            user_email=r["user_email"],
+            display_name=r["display_name"],
+            read_seq=r["read_seq"],
+            delivered_seq=r["delivered_seq"],
+        )
+        for r in rows
+    ]
+    prior = None
+    if rows and rows[0]["prior_id"] is not None:
+        prior = {c: rows[0][f"prior_{c}"] for c in _PRIOR_COLUMNS}
+    return SendContext(members, prior)
 
 
-async def insert_message(
+class ClientIdTaken(Exception):
+    """The sender already used this client message id (a concurrent send won the race)."""
+
+
+async def insert_message_and_event(
     conn: Conn,
     *,
     message_id: uuid.UUID,
     session_id: uuid.UUID,
-    seq: int,
     sender: Member,
     content: str,
     client_msg_id: uuid.UUID,
+    sent_at: dt.datetime,
+    event: SeqTemplate,
 ) -> asyncpg.Record | None:
-    """Insert a message; None when the sender already used ``client_msg_id``."""
-    return await conn.fetchrow(
-        """
-        INSERT INTO chat_messages AS m (id, session_id, seq, sender_profile_id, sender_email,
-                                        sender_display_name, content, client_msg_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (sender_email, client_msg_id) DO NOTHING
-        RETURNING """
-        + _MESSAGE_COLUMNS,
-        message_id,
-        session_id,
-        seq,
-        sender.profile_id,
-        sender.user_email,
-        sender.display_name,
-        content,
-        client_msg_id,
-    )
+    """Allocate the session's next seq, insert the message and its outbox row: one statement,
+    so one implicit transaction and one round trip. The session row's lock serialises the
+    session's senders, so seqs are gapless. The event is the outbox row with its seq left for
+    the database to fill in. None when the session is gone; :class:`ClientIdTaken` when the
+    sender's client id is already stored (nothing is written then, not even the seq)."""
+    try:
+        return await conn.fetchrow(
+            f"""
+            WITH s AS (
+                UPDATE chat_sessions SET last_seq = last_seq + 1 WHERE id = $2
+                RETURNING last_seq
+            ), m AS (
+                INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
+                                           sender_display_name, content, client_msg_id, sent_at)
+                SELECT $1, $2, s.last_seq, $3, $4, $5, $6, $7, $8 FROM s
+                RETURNING *
+            ), o AS (
+                INSERT INTO chat_message_outbox
+                    (session_id, routing_key, event_type, headers, payload)
+                SELECT m.session_id, $9, $10,
+                       jsonb_set($11::jsonb, ARRAY[$12::text], to_jsonb(m.seq)),
+                       $13::bytea || convert_to(m.seq::text, 'UTF8') || $14::bytea
+                FROM m
+            )
+            SELECT {_MESSAGE_COLUMNS} FROM m
+            """,
+            message_id,
+            session_id,
+            sender.profile_id,
+            sender.user_email,
+            sender.display_name,
+            content,
+            client_msg_id,
+            sent_at,
+            event.entry.routing_key,
+            event.entry.event_type,
+            json.dumps(dict(event.entry.headers)),
+            event.seq_header,
+            event.before_seq,
+            event.after_seq,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "chat_messages_client_id_unique":
+            raise ClientIdTaken from None
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class SeqTemplate:
+    """An outbox entry whose seq is not known yet: the payload split around where the seq's
+    digits go, and the header that carries it."""
+
+    entry: OutboxEntry
+    before_seq: bytes
+    after_seq: bytes
+    seq_header: str
 
 
 async def add_outbox(conn: Conn, entries: Sequence[OutboxEntry]) -> None:

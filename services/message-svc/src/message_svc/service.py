@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -24,12 +27,15 @@ from chat_common.errors import Conflict, Forbidden, NotFound
 
 from . import repository
 from .domain import check_content, content_fingerprint
-from .events import message_event, receipt_event
+from .events import message_event_template, receipt_event
 from .notifier import Notifier
 from .ratelimit import SendLimiter
 from .repository import Member
 
 MAX_PAGE = 200
+
+# A stored message as the repository returns it (a record, or a plain mapping).
+Row = asyncpg.Record | Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +44,7 @@ class Sent:
     replayed: bool
 
 
-class _Replay(Exception):
-    """Raised inside the send transaction to roll it back: the client id was already used."""
-
-
-def _view(row: asyncpg.Record, recipient: Member | None) -> MessageView:
+def _view(row: Row, recipient: Member | None) -> MessageView:
     seq = int(row["seq"])
     return MessageView(
         message_id=row["id"],
@@ -89,20 +91,23 @@ class MessageService:
 
     async def send(self, user_email: str, request: SendMessageRequest) -> Sent:
         """Store a message and its outbox row in one transaction; a repeated client id from
-        the same sender returns the stored message and writes nothing."""
+        the same sender returns the stored message and writes nothing.
+
+        Two round trips: the participants with any earlier use of the client id, then one
+        statement that allocates the seq and writes the message and its outbox row."""
         check_content(request.content, self._max_content)
         async with self._pool.acquire() as conn:
-            me, peer = _split(await repository.members(conn, request.session_id), user_email)
-            existing = await repository.find_by_client_id(
-                conn, user_email, request.client_message_id
+            context = await repository.send_context(
+                conn, request.session_id, user_email, request.client_message_id
             )
-            if existing is not None:
-                return self._replay(existing, request, peer)
+            me, peer = _split(context.members, user_email)
+            if context.prior is not None:
+                return self._replay(context.prior, request, peer)
             fingerprint = content_fingerprint(request.content)
             await self._limiter.acquire(user_email, fingerprint)
             try:
                 row = await self._insert(conn, me, peer, request)
-            except _Replay:
+            except repository.ClientIdTaken:  # a concurrent send with the same id won
                 await self._limiter.release(user_email)
                 existing = await repository.find_by_client_id(
                     conn, user_email, request.client_message_id
@@ -118,25 +123,36 @@ class MessageService:
 
     async def _insert(
         self, conn: Conn, me: Member, peer: Member, request: SendMessageRequest
-    ) -> asyncpg.Record:
-        async with conn.transaction():
-            seq = await repository.next_seq(conn, request.session_id)
-            row = await repository.insert_message(
-                conn,
-                message_id=uuid.uuid4(),
-                session_id=request.session_id,
-                seq=seq,
-                sender=me,
-                content=request.content,
-                client_msg_id=request.client_message_id,
-            )
-            if row is None:
-                raise _Replay  # rolls back the seq allocation: no gap
-            await repository.add_outbox(conn, [message_event(_view(row, None), [me, peer])])
-            return row
+    ) -> Row:
+        message_id = uuid.uuid4()
+        sent_at = dt.datetime.now(dt.UTC)
+        draft = MessageView(
+            message_id=message_id,
+            session_id=request.session_id,
+            seq=0,
+            sender_id=me.profile_id,
+            sender_display_name=me.display_name,
+            sender_email=me.user_email,
+            content=request.content,
+            client_message_id=request.client_message_id,
+            sent_at=sent_at,
+        )
+        row = await repository.insert_message_and_event(
+            conn,
+            message_id=message_id,
+            session_id=request.session_id,
+            sender=me,
+            content=request.content,
+            client_msg_id=request.client_message_id,
+            sent_at=sent_at,
+            event=message_event_template(draft, [me, peer]),
+        )
+        if row is None:
+            raise NotFound("session not found", code="SESSION_NOT_FOUND")
+        return row
 
     @staticmethod
-    def _replay(existing: asyncpg.Record, request: SendMessageRequest, peer: Member) -> Sent:
+    def _replay(existing: Row, request: SendMessageRequest, peer: Member) -> Sent:
         if existing["session_id"] != request.session_id:
             raise Conflict(
                 "this clientMessageId was already used for another session",
