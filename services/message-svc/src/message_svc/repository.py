@@ -46,7 +46,14 @@ async def members(conn: Conn, session_id: uuid.UUID) -> list[Member]:
         """,
         session_id,
     )
-    return [Member(**dict(r)) for r in rows]
+    return [_member(r) for r in rows]
+
+
+_MEMBER_FIELDS = tuple(Member.__dataclass_fields__)
+
+
+def _member(row: asyncpg.Record) -> Member:
+    return Member(**{name: row[name] for name in _MEMBER_FIELDS})
 
 
 _MESSAGE_COLUMNS = """
@@ -107,18 +114,7 @@ async def send_context(
         sender_email,
         client_msg_id,
     )
-    members = [
-        Member(
-            session_id=r["session_id"],
-            intent=r["intent"],
-            profile_id=r["profile_id"],
-            user_email=r["user_email"],
-            display_name=r["display_name"],
-            read_seq=r["read_seq"],
-            delivered_seq=r["delivered_seq"],
-        )
-        for r in rows
-    ]
+    members = [_member(r) for r in rows]
     prior = None
     if rows and rows[0]["prior_id"] is not None:
         prior = {c: rows[0][f"prior_{c}"] for c in _PRIOR_COLUMNS}
