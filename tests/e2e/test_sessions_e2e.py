@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 import pytest
 
@@ -16,6 +18,28 @@ def test_make_up_is_idempotent(stack: Stack) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already running" in again.stdout
     assert sorted(stack.pids()) == before
+
+
+def test_make_up_starts_only_the_parts_that_are_down(stack: Stack) -> None:
+    others = {label: pid for label, pid in stack.pid_map().items() if label != "session-svc"}
+    killed = stack.signal("session-svc", signal.SIGKILL)
+    again = stack.make("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    restarted = stack.pid("session-svc")
+    assert restarted is not None
+    assert restarted != killed
+    assert "session-svc: started" in again.stdout
+    assert {label: pid for label, pid in stack.pid_map().items() if label != "session-svc"} == (
+        others
+    )
+    token = stack.token("up.again@example.com")
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        opened = client.post(
+            "/api/chat/init",
+            json={"toEmail": "peer.again@example.com", "intent": "dating"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert opened.status_code == 200, opened.text
 
 
 def test_two_users_open_the_same_session_both_ways(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -183,3 +184,47 @@ async def test_unreachable_jwks_is_a_dependency_error(make_token: Any) -> None:
         verifier = TokenVerifier(JwksKeys("http://keys/jwks.json", client), POLICY)
         with pytest.raises(DependencyUnavailable):
             await verifier.verify_async(make_token())
+
+
+async def test_a_malformed_jwks_entry_is_skipped_not_fatal(
+    issuer_keys: Any, make_token: Any
+) -> None:
+    good = _jwks(issuer_keys)["keys"]
+    broken = [{"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"}, "not-a-key", {"kty": "RSA"}]
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"keys": broken + good}))
+    ) as client:
+        verifier = TokenVerifier(JwksKeys("http://keys/jwks.json", client), POLICY)
+        assert (await verifier.verify_async(make_token())).subject == "alice@example.com"
+        with pytest.raises(UnknownKey):
+            await verifier.verify_async(make_token(headers={"kid": "broken"}))
+
+
+async def test_a_jwks_document_without_a_key_list_is_a_dependency_error(
+    make_token: Any,
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=["no", "keys"]))
+    ) as client:
+        verifier = TokenVerifier(JwksKeys("http://keys/jwks.json", client), POLICY)
+        with pytest.raises(DependencyUnavailable):
+            await verifier.verify_async(make_token())
+
+
+async def test_concurrent_first_verifications_load_the_jwks_once(
+    issuer_keys: Any, make_token: Any
+) -> None:
+    hits = [0]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        hits[0] += 1
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json=_jwks(issuer_keys))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        verifier = TokenVerifier(JwksKeys("http://keys/jwks.json", client), POLICY)
+        tokens = [make_token(f"user{i}@example.com") for i in range(20)]
+        claims = await asyncio.gather(*(verifier.verify_async(t) for t in tokens))
+    assert [c.subject for c in claims] == [f"user{i}@example.com" for i in range(20)]
+    assert hits[0] == 1

@@ -8,6 +8,8 @@ appears, at most once per ``refresh_interval``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from .config import BaseSettings
 from .errors import AuthenticationFailed, DependencyUnavailable, InvalidInput
 from .identity import normalise_email
 from .token_cache import VerifiedTokens
+
+log = logging.getLogger(__name__)
 
 ALGORITHMS = ("RS256",)
 MAX_TOKEN_LENGTH = 8192
@@ -100,6 +104,7 @@ class JwksKeys:
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
         self._loaded_at: float | None = None
+        self._loading = asyncio.Lock()
 
     def key_for(self, kid: str | None) -> RSAPublicKey:
         if kid is None:
@@ -115,20 +120,41 @@ class JwksKeys:
         return self._loaded_at is None or self._clock() - self._loaded_at >= self._refresh_interval
 
     async def refresh(self) -> None:
+        """Load the key set again, unless a concurrent call just did: callers that arrive
+        while a load runs wait for it instead of fetching the document once each."""
+        asked_at = self._loaded_at
+        async with self._loading:
+            if self._loaded_at != asked_at:
+                return
+            try:
+                response = await self._client.get(self._url)
+                response.raise_for_status()
+                document = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise DependencyUnavailable(f"cannot load the JWKS: {exc}") from exc
+            entries = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(entries, list):
+                raise DependencyUnavailable("the JWKS document has no list of keys")
+            self._keys = _rsa_signing_keys(entries)
+            self._loaded_at = self._clock()
+
+
+def _rsa_signing_keys(entries: list[Any]) -> dict[str, RSAPublicKey]:
+    """The RSA signing keys of a JWKS ``keys`` list by ``kid``; an entry that is not a usable
+    RSA key is skipped (and logged), so one bad entry does not hide the good ones."""
+    keys: dict[str, RSAPublicKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            log.warning("JWKS entry skipped: not an object")
+            continue
+        if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+            continue
         try:
-            response = await self._client.get(self._url)
-            response.raise_for_status()
-            document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise DependencyUnavailable(f"cannot load the JWKS: {exc}") from exc
-        self._loaded_at = self._clock()
-        keys: dict[str, RSAPublicKey] = {}
-        for entry in document.get("keys", []):
-            if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
-                continue
             jwk = jwt.PyJWK.from_dict(entry, algorithm="RS256")
             keys[str(entry.get("kid", ""))] = _as_rsa(jwk.key)
-        self._keys = keys
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+            log.warning("JWKS entry %r skipped: %s", entry.get("kid"), exc)
+    return keys
 
 
 class TokenVerifier:

@@ -69,7 +69,11 @@ class Stack:
         )
 
     def pids(self) -> list[int]:
-        return [int(p.read_text()) for p in (self.run_dir / "pids").glob("*.pid")]
+        return list(self.pid_map().values())
+
+    def pid_map(self) -> dict[str, int]:
+        """Every recorded pid by its service label (``ws-edge``, ``ws-edge.2``, ...)."""
+        return {p.stem: int(p.read_text()) for p in (self.run_dir / "pids").glob("*.pid")}
 
     # ---- one service at a time (fault injection) ------------------------------------------
 
