@@ -62,3 +62,12 @@ def test_unknown_field_is_refused() -> None:
 def test_malformed_json_is_400() -> None:
     with pytest.raises(MalformedBody):
         decode_json(b'{"toEmail": ', InitSessionRequest)
+
+
+def test_a_dependency_that_is_down_says_when_to_try_again() -> None:
+    down = error_response(errors.DependencyUnavailable("FlairBit is unavailable"))
+    assert down.status_code == 503
+    assert down.headers["retry-after"] == "1"
+    slow = error_response(errors.DependencyTimeout("FlairBit did not answer in time"))
+    assert slow.status_code == 504
+    assert "retry-after" not in slow.headers

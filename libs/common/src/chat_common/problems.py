@@ -83,6 +83,9 @@ def error_response(exc: errors.ChatError) -> Response:
     status = status_for(exc)
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif status == 503:
+        # A dependency is down or a breaker is open: worth trying again, shortly.
+        headers["Retry-After"] = "1"
     if isinstance(exc, errors.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return problem_response(
