@@ -21,6 +21,7 @@ import baseline_pg
 import baseline_webstomp
 import stack_workload
 import workload
+import ws_idle_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -54,25 +55,69 @@ def make(target: str) -> None:
     subprocess.run(["make", target], cwd=ROOT, env={**os.environ, **STACK_ENV}, check=True)
 
 
-def metric(url: str, name: str) -> float | None:
+LATENCY_METRIC = "chat_outbox_publish_latency_seconds"
+
+
+def histogram(url: str, name: str) -> dict[float, float]:
+    """The cumulative bucket counts of a Prometheus histogram, by upper bound (seconds)."""
+    buckets: dict[float, float] = {}
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
             for line in answer.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
+                if line.startswith(f'{name}_bucket{{le="'):
+                    bound = line.split('le="', 1)[1].split('"', 1)[0]
+                    buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
     except OSError:
+        return {}
+    return buckets
+
+
+def quantile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile ``q`` of what was observed between
+    two readings of a histogram; None if nothing was."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
         return None
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= q * counts[-1]:
+            return bound * 1000
     return None
 
 
+async def with_relay_latency(
+    measure: Any, metrics_url: str, sessions: int, rate: float, seconds: float
+) -> tuple[workload.Outcome, dict[str, float | None]]:
+    """Run ``measure`` and read the outbox relay's commit-to-confirm histogram around it."""
+    before = await asyncio.to_thread(histogram, metrics_url, LATENCY_METRIC)
+    outcome: workload.Outcome = await measure(sessions, rate, seconds)
+    after = await asyncio.to_thread(histogram, metrics_url, LATENCY_METRIC)
+    return outcome, {
+        "outbox_p50_ms": quantile_ms(before, after, 0.50),
+        "outbox_p99_ms": quantile_ms(before, after, 0.99),
+    }
+
+
 def sweep(
-    measure: Any, name: str, sessions: int, rates: list[float], seconds: float
+    measure: Any,
+    name: str,
+    sessions: int,
+    rates: list[float],
+    seconds: float,
+    *,
+    relay_metrics: str | None = None,
 ) -> list[dict[str, Any]]:
     """Fixed rates first, then doubling until delivery falls behind (or loses anything)."""
     rows: list[dict[str, Any]] = []
     for rate in rates:
-        outcome: workload.Outcome = asyncio.run(measure(sessions, rate, seconds))
-        row = {"system": name, **outcome.summary()}
+        relay: dict[str, float | None] = {}
+        if relay_metrics is None:
+            outcome: workload.Outcome = asyncio.run(measure(sessions, rate, seconds))
+        else:
+            outcome, relay = asyncio.run(
+                with_relay_latency(measure, relay_metrics, sessions, rate, seconds)
+            )
+        row = {"system": name, **outcome.summary(), **relay}
         rows.append(row)
         print(
             f"  {name:>10} {rate:>7.0f}/s -> {row['delivered_msgs_per_s']:>8}/s"
@@ -93,6 +138,11 @@ def highest_sustained(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         and r["delivered_msgs_per_s"] >= 0.9 * r["offered_rate"]
     ]
     return max(good, key=lambda r: r["offered_rate"]) if good else None
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: numbers as they are, a missing figure as a dash."""
+    return "-" if value is None else value
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -123,11 +173,21 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="100,1000,2000,4000,8000")
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=5000,
+        help="idle STOMP connections one ws-edge process is asked to hold (0: skip)",
+    )
+    parser.add_argument(
+        "--idle-sources", type=int, default=4, help="client source addresses 127.0.0.1..k"
+    )
     parser.add_argument("--quick", action="store_true", help="a short run to check the harness")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     if args.quick:
         args.sessions, args.seconds, rates = 10, 2.0, [100, 400]
+        args.idle_connections = min(args.idle_connections, 200)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report: dict[str, Any] = {"started": stamp, "sessions": args.sessions, "seconds": args.seconds}
@@ -148,10 +208,15 @@ def main() -> int:
     web = sweep(baseline_webstomp.measure, "web-stomp", args.sessions, rates, args.seconds)
 
     print("== the chat stack")
-    make("up")
+    try:
+        make("up")
+    except subprocess.CalledProcessError:
+        make("down")
+        raise
     stack = stack_workload.Stack(
         f"http://127.0.0.1:{PORT_BASE}", f"http://127.0.0.1:{PORT_BASE + 10}"
     )
+    relay_metrics = f"http://127.0.0.1:{PORT_BASE + 4}/metrics"
     try:
         rest = sweep(
             functools.partial(stack_workload.measure_rest, stack),
@@ -159,6 +224,7 @@ def main() -> int:
             args.sessions,
             rates,
             args.seconds,
+            relay_metrics=relay_metrics,
         )
         stomp = sweep(
             functools.partial(stack_workload.measure_stomp, stack),
@@ -166,12 +232,23 @@ def main() -> int:
             args.sessions,
             rates,
             args.seconds,
-        )
-        report["outbox_lag_seconds"] = metric(
-            f"http://127.0.0.1:{PORT_BASE + 4}/metrics", "chat_outbox_oldest_pending_seconds"
+            relay_metrics=relay_metrics,
         )
     finally:
         make("down")
+
+    idle: dict[str, float] | None = None
+    if args.idle_connections > 0:
+        print(f"== one ws-edge process holding {args.idle_connections:,} idle connections")
+        idle = asyncio.run(
+            ws_idle_memory.measure(args.idle_connections, args.idle_sources, parallel=100, hold=3.0)
+        )
+        print(
+            f"  {idle['connections']:,.0f} held (authenticated, 3 subscriptions each):"
+            f" {idle['per_connection_kib']:.1f} KiB per connection,"
+            f" RSS {idle['rss_after_kib'] / 1024:.0f} MiB, opened in {idle['open_seconds']:.1f} s"
+        )
+    report["idle_connections"] = idle
     rows = web + rest + stomp
     report["runs"] = rows
     best = {
@@ -181,32 +258,45 @@ def main() -> int:
     report["highest_sustained"] = best
 
     print("\n== summary")
-    columns = (
+    columns = (  # key, alignment and width, title
         ("system", "<12", "system"),
-        ("offered_rate", ">8.0f", "rate/s"),
+        ("offered_rate", ">9", "rate/s"),
         ("delivered_msgs_per_s", ">10", "deliv/s"),
-        ("p50_ms", ">9", "p50 ms"),
-        ("p95_ms", ">9", "p95 ms"),
-        ("p99_ms", ">9", "p99 ms"),
+        ("p50_ms", ">10", "p50 ms"),
+        ("p95_ms", ">10", "p95 ms"),
+        ("p99_ms", ">10", "p99 ms"),
         ("lost", ">6", "lost"),
         ("duplicated", ">5", "dup"),
+        ("outbox_p50_ms", ">11", "outbox p50"),
+        ("outbox_p99_ms", ">11", "outbox p99"),
     )
-    print("".join(f"{title:{fmt.rstrip('.0f')}}" for _, fmt, title in columns))
+    print("".join(f"{title:{fmt}}" for _, fmt, title in columns))
     for r in rows:
-        print("".join(f"{r[key]:{fmt}}" for key, fmt, _ in columns))
-    base, ours = best.get("web-stomp"), best.get("stack-rest")
-    if base and ours:
-        print(
-            f"\nhighest sustained: stack (REST) {ours['offered_rate']:.0f}/s"
-            f" vs Web-STOMP {base['offered_rate']:.0f}/s"
-            f" = {ours['offered_rate'] / base['offered_rate']:.2f}x;"
-            f" p99 at that rate {ours['p99_ms']} ms vs {base['p99_ms']} ms"
+        print("".join(f"{_cell(r.get(key)):{fmt}}" for key, fmt, _ in columns))
+    base = best.get("web-stomp")
+    print()
+    for name, label in (("stack-rest", "REST sends"), ("stack-stomp", "STOMP sends")):
+        ours = best.get(name)
+        if ours is None:
+            print(f"highest sustained, stack ({label}): none of the offered rates")
+            continue
+        versus = (
+            f" = {ours['offered_rate'] / base['offered_rate']:.2f}x Web-STOMP's"
+            f" {base['offered_rate']:.0f}/s (p99 {base['p99_ms']} ms)"
+            if base
+            else ""
         )
-    best_rest = ours["offered_rate"] if ours else 0.0
-    print(
-        f"durability limit: {pg.single_row_tps:,.0f} single-row commits/s"
-        f" (stack REST best / that = {best_rest / pg.single_row_tps:.2f})"
-    )
+        print(
+            f"highest sustained, stack ({label}): {ours['offered_rate']:.0f}/s,"
+            f" p99 {ours['p99_ms']} ms{versus};"
+            f" {ours['offered_rate'] / pg.single_row_tps:.2f}x the durability limit"
+        )
+    print(f"durability limit: {pg.single_row_tps:,.0f} single-row commits/s")
+    if idle:
+        print(
+            f"idle connections: {idle['per_connection_kib']:.1f} KiB each at"
+            f" {idle['connections']:,.0f} held by one ws-edge process (target under 30 KB)"
+        )
     print("reference design targets: 5,000 msg/s with p99 under 100 ms")
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
