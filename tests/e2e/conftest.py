@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
 
-__all__ = ["ROOT", "Stack", "port_base"]
+__all__ = ["ROOT", "Stack", "port_base", "second_edge"]
 
 # Per pytest process, so that stacks started side by side never share a database or vhost.
 E2E_DATABASE_URL = os.environ.get(
@@ -27,3 +30,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         first_port=18080,
     ) as started:
         yield started
+
+
+SECOND_EDGE = 2  # the stack's extra ws-edge instance, on port base+3+2
+
+
+@contextlib.contextmanager
+def second_edge(stack: Stack) -> Iterator[int]:
+    """A second ws-edge instance of the stack (same broker, database and services), reached
+    directly on its own port, as a load balancer would spread clients over edges; its port."""
+    stack.start_service("ws-edge", SECOND_EDGE)
+    port = stack.port_base + 3 + SECOND_EDGE
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the second edge did not become ready"
+            time.sleep(0.1)
+        yield port
+    finally:
+        stack.stop_service("ws-edge", SECOND_EDGE)
