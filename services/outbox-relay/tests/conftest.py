@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from outbox_relay.app import open_pool
-from outbox_relay.publisher import RabbitPublisher
+from outbox_relay.publisher import Publisher, RabbitPublisher, Round
 from outbox_relay.relay import Relay
+from outbox_relay.repository import Claimed
 from outbox_relay.settings import Settings
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -176,11 +177,41 @@ def relay_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+class Interposed:
+    """The real RabbitMQ publisher; after each round's last confirm and before the relay
+    writes the round back, ``meanwhile`` runs with the round's rows (what another relay or
+    another transaction does at that moment)."""
+
+    def __init__(
+        self, inner: RabbitPublisher, meanwhile: Callable[[Sequence[Claimed]], Awaitable[None]]
+    ) -> None:
+        self.inner = inner
+        self._meanwhile = meanwhile
+
+    @property
+    def connected(self) -> bool:
+        return self.inner.connected
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def publish(self, rows: Sequence[Claimed]) -> Round:
+        result = await self.inner.publish(rows)
+        await self._meanwhile(rows)
+        return result
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 @contextlib.asynccontextmanager
-async def running_relay(settings: Settings) -> AsyncIterator[Relay]:
+async def running_relay(
+    settings: Settings, wrap: Callable[[RabbitPublisher], Publisher] | None = None
+) -> AsyncIterator[Relay]:
+    """A started relay; stopped (again, if the test stopped it) on the way out."""
     pool = await open_pool(settings)
     publisher = RabbitPublisher(settings.amqp_url, timeout=settings.publish_timeout_seconds)
-    relay = Relay(settings, pool, publisher)
+    relay = Relay(settings, pool, wrap(publisher) if wrap else publisher)
     await relay.start()
     try:
         yield relay

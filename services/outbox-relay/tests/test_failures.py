@@ -6,14 +6,21 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
 from prometheus_client import REGISTRY
 
+from outbox_relay.app import open_pool
+from outbox_relay.publisher import RabbitPublisher
+from outbox_relay.relay import Relay
+from outbox_relay.repository import Claimed
+
 from .conftest import (
     Broker,
     Insert,
+    Interposed,
     Observed,
     eventually,
     outbox_id,
@@ -125,6 +132,64 @@ async def test_a_row_that_closes_the_channel_is_found_and_innocent_rows_count_no
     await internal.delete()
 
 
+async def test_a_failure_refused_by_the_fence_is_not_counted(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, exchange_name: str
+) -> None:
+    """Three rows fail (their exchange is missing); while the round is in flight another relay
+    takes two of them over (their lease ran out). Only the failure actually written counts:
+    the taken-over rows are neither retries nor dead, and keep their new claimer's state."""
+    missing = f"{exchange_name}.missing"
+    kept, taken, taken_last = await insert(
+        [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()], exchange=missing, notify=False
+    )
+    await db_pool.execute(
+        "UPDATE chat_message_outbox SET retry_count = 2 WHERE id = $1", taken_last
+    )  # its failure would make it dead (max_attempts 3)
+    thief = uuid.uuid4()
+
+    async def take_over(rows: Sequence[Claimed]) -> None:
+        await db_pool.execute(
+            "UPDATE chat_message_outbox SET claim_token = $1 WHERE id = ANY($2::bigint[])",
+            thief,
+            [taken, taken_last],
+        )
+
+    settings = relay_settings(database_url, max_attempts=3)
+    pool = await open_pool(settings)
+    publisher = RabbitPublisher(settings.amqp_url, timeout=settings.publish_timeout_seconds)
+    retries_before = counter("chat_outbox_retries_total")
+    dead_before = counter("chat_outbox_dead_total")
+    try:
+        await publisher.connect()
+        relay = Relay(settings, pool, Interposed(publisher, take_over))
+        assert await relay.step()  # one round, every row failed
+    finally:
+        await publisher.close()
+        await pool.close()
+    assert counter("chat_outbox_retries_total") - retries_before == 1
+    assert counter("chat_outbox_dead_total") - dead_before == 0
+    after = {
+        r["id"]: (r["status"], r["retry_count"], r["claim_token"])
+        for r in await db_pool.fetch("SELECT * FROM chat_message_outbox")
+    }
+    assert after == {
+        kept: ("pending", 1, None),
+        taken: ("claimed", 0, thief),
+        taken_last: ("claimed", 2, thief),
+    }
+
+
+def dead_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "outbox_relay", "dead", *args],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 async def test_cli_lists_and_requeues_dead_rows(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed, exchange_name: str
 ) -> None:
@@ -134,17 +199,9 @@ async def test_cli_lists_and_requeues_dead_rows(
         " last_error = 'NOT_FOUND - no exchange' WHERE id = ANY($1::bigint[])",
         [first, second],
     )
-    env = {**os.environ, "DATABASE_URL": database_url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "outbox_relay", "dead", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        return dead_cli(database_url, *args)
 
     listed = cli("list")
     assert listed.returncode == 0, listed.stderr
@@ -164,3 +221,21 @@ async def test_cli_lists_and_requeues_dead_rows(
     assert observed.ids() == [first, second]
     assert "no dead rows" in cli("list").stdout
     assert (await row(db_pool, first))["retry_count"] == 0
+
+
+async def test_cli_list_stops_at_its_limit_and_counts_the_rest(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert
+) -> None:
+    ids = await insert([uuid.uuid4() for _ in range(150)], notify=False)
+    await db_pool.execute("UPDATE chat_message_outbox SET status = 'dead', retry_count = 10")
+    by_default = dead_cli(database_url, "list")
+    assert by_default.returncode == 0, by_default.stderr
+    *rows, rest = by_default.stdout.splitlines()
+    assert [int(line.split("\t")[0]) for line in rows] == ids[:100]
+    assert rest == "50 more dead row(s) not listed (--limit 100; 150 in all)"
+    two = dead_cli(database_url, "list", "--limit", "2").stdout.splitlines()
+    assert [int(line.split("\t")[0]) for line in two[:2]] == ids[:2]
+    assert two[2:] == ["148 more dead row(s) not listed (--limit 2; 150 in all)"]
+    refused = dead_cli(database_url, "list", "--limit", "0")
+    assert refused.returncode == 2
+    assert "must be at least 1" in refused.stderr

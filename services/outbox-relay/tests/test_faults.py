@@ -8,18 +8,22 @@ import os
 import signal
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 
 from chat_testing.tcpproxy import TcpProxy
 from outbox_relay.app import open_pool
+from outbox_relay.repository import Claimed
 
 from .conftest import (
     AMQP_URL,
     Insert,
+    Interposed,
     Observed,
     RelayProcesses,
+    eventually,
     relay_settings,
     running_relay,
     statuses,
@@ -111,12 +115,12 @@ async def test_a_killed_relay_loses_nothing(
         "PUBLISH_TIMEOUT_SECONDS": "0.5",
         "POLL_INTERVAL_SECONDS": "0.2",
     }
-    first = relay_processes.start(**options)
+    first = relay_processes.start(None, **options)
     await observed.wait_for(300, within=30)
     assert await stop_mid_batch(db_pool, first) > 0
     os.kill(first.pid, signal.SIGKILL)  # mid-batch: its claimed rows keep their short lease
     first.wait(10)
-    relay_processes.start(**options)
+    relay_processes.start(None, **options)
     await observed.wait_for_all(ids, within=60)
     assert set(observed.ids()) == set(ids)  # every row at least once
     assert_sessions_in_order(observed)
@@ -214,3 +218,147 @@ async def test_a_transaction_left_open_by_a_relay_ends_with_its_lease(
         assert observed.ids() == ids
     finally:
         stalled.terminate()
+
+
+async def test_sigterm_with_the_broker_stalled_releases_the_rows_within_the_grace(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    insert: Insert,
+    observed: Observed,
+    relay_processes: RelayProcesses,
+    tmp_path: Path,
+) -> None:
+    """The broker accepts but stops answering mid-round; SIGTERM: within the grace the relay
+    gives its claimed rows back (their 60 s lease is not waited for), and another relay sends
+    them."""
+    sessions = [uuid.uuid4() for _ in range(5)]
+    first = await insert([sessions[0]], notify=False)
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        log = tmp_path / "relay.log"
+        process = relay_processes.start(
+            log,
+            AMQP_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            LEASE_SECONDS="60",
+            PUBLISH_TIMEOUT_SECONDS="4",
+            SHUTDOWN_GRACE_SECONDS="7",
+            POLL_INTERVAL_SECONDS="0.2",
+            LOG_LEVEL="INFO",
+        )
+        await observed.wait_for_all(first, within=30)
+        proxy.latency = 120.0  # every byte from now on is held: a stalled broker
+        stalled = await insert([sessions[i % 5] for i in range(50)])
+
+        async def holding() -> bool:
+            return bool(
+                await db_pool.fetchval(
+                    "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
+                )
+            )
+
+        await eventually(holding, within=10)
+        signalled = asyncio.get_running_loop().time()
+        os.kill(process.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) in (0, -signal.SIGTERM)
+        took = asyncio.get_running_loop().time() - signalled
+        leftovers = await db_pool.fetchval(
+            "SELECT count(*) FROM chat_message_outbox"
+            " WHERE status = 'claimed' OR claim_token IS NOT NULL"
+        )
+    assert leftovers == 0, log.read_text()
+    assert took < 7 + 3, log.read_text()  # the grace, and the broker connection's bounded close
+    assert "relay stopped; no row left claimed" in log.read_text()
+    assert (
+        await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0")
+        == 0
+    )  # a stalled broker is nobody's fault
+    async with running_relay(relay_settings(database_url, lease_seconds=60.0)):
+        await observed.wait_for_all(stalled, within=20)
+    assert set(observed.ids()) == set(first + stalled)
+    assert_sessions_in_order(observed)
+
+
+class RowLocker:
+    """Holds row locks in a transaction of its own (as a slow or stuck writer would), from
+    the moment a relay's round has its confirms until :meth:`unlock`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+        self._transaction: asyncpg.transaction.Transaction | None = None
+        self.locked = asyncio.Event()
+
+    async def lock(self, rows: Sequence[Claimed]) -> None:
+        if self.locked.is_set():
+            return
+        self._conn = await self._pool.acquire()
+        self._transaction = self._conn.transaction()
+        await self._transaction.start()
+        await self._conn.execute(
+            "SELECT 1 FROM chat_message_outbox WHERE id = ANY($1::bigint[]) FOR UPDATE",
+            [r.id for r in rows],
+        )
+        self.locked.set()
+
+    async def unlock(self) -> None:
+        if self._transaction is not None and self._conn is not None:
+            await self._transaction.rollback()
+            await self._pool.release(self._conn)
+            self._transaction = self._conn = None
+
+
+async def stop_during_a_stuck_write_back(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, unlock_after: float
+) -> tuple[list[int], float]:
+    """A relay whose write-back is blocked on row locks is stopped; the locks go after
+    ``unlock_after`` seconds. The rows' ids, and how long the stop took."""
+    ids = await insert([uuid.uuid4() for _ in range(5)])
+    locker = RowLocker(db_pool)
+    settings = relay_settings(
+        database_url, lease_seconds=60.0, publish_timeout_seconds=0.5, shutdown_grace_seconds=3.0
+    )
+    try:
+        async with running_relay(settings, lambda p: Interposed(p, locker.lock)) as relay:
+            async with asyncio.timeout(10):
+                await locker.locked.wait()
+            await asyncio.sleep(0.1)  # the write-back is waiting for the locks now
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stopping = asyncio.create_task(relay.stop())
+            await asyncio.sleep(unlock_after)
+            await locker.unlock()
+            await stopping
+            took = loop.time() - started
+    finally:
+        await locker.unlock()
+    return ids, took
+
+
+async def test_a_write_back_under_way_at_the_end_of_the_grace_is_finished(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
+) -> None:
+    """Grace 3 s: the loop is cut short after 1 s (3 s less the 2 s margin) while its
+    write-back waits for locks; the write-back is not cancelled with it (that would roll it
+    back and leave the rows claimed for the lease) and commits when the locks go at 1.5 s."""
+    ids, took = await stop_during_a_stuck_write_back(
+        database_url, db_pool, insert, unlock_after=1.5
+    )
+    assert took < 3.5
+    await observed.wait_for_all(ids, within=5)
+    assert await statuses(db_pool) == {"published": 5}
+
+
+async def test_a_write_back_stuck_past_the_grace_is_released_at_stop(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
+) -> None:
+    """The write-back is still stuck when its extra second is over (at 2 s): it is given up
+    (rolled back), and the stop releases every row still claimed under the relay's tokens, as
+    soon as the locks go (2.4 s), within the grace. Another relay sends them at once."""
+    ids, took = await stop_during_a_stuck_write_back(
+        database_url, db_pool, insert, unlock_after=2.4
+    )
+    assert took < 3.5
+    assert await statuses(db_pool) == {"pending": 5}
+    rows = await db_pool.fetch("SELECT claim_token, retry_count FROM chat_message_outbox")
+    assert {(r["claim_token"], r["retry_count"]) for r in rows} == {(None, 0)}
+    async with running_relay(relay_settings(database_url)):
+        await observed.wait_for_all(ids, within=5)

@@ -137,7 +137,7 @@ async def test_commit_to_confirm_latency_on_a_light_load(
     to the message's arrival at a consumer, which comes with the broker's confirm (run with
     -s)."""
     settings = relay_settings(database_url, poll_interval_seconds=5.0)
-    before = metrics.LATENCY.collect()[0].samples
+    before = next(iter(metrics.LATENCY.collect())).samples
     count_before = next(s.value for s in before if s.name.endswith("_count"))
     samples: list[float] = []
     async with running_relay(settings) as relay:
@@ -152,7 +152,7 @@ async def test_commit_to_confirm_latency_on_a_light_load(
             await asyncio.sleep(0.005)
     cuts = statistics.quantiles(samples, n=100)
     p50, p99 = statistics.median(samples), cuts[98]
-    after = metrics.LATENCY.collect()[0].samples
+    after = next(iter(metrics.LATENCY.collect())).samples
     count_after = next(s.value for s in after if s.name.endswith("_count"))
     print(
         f"\noutbox commit -> delivered to a consumer, {len(samples)} rows one at a time:"
@@ -179,7 +179,7 @@ async def test_the_relay_purges_published_rows_past_retention(
 
         async def only_fresh_left() -> bool:
             left = await db_pool.fetch("SELECT id FROM chat_message_outbox")
-            return [r["id"] for r in left] == fresh
+            return bool([r["id"] for r in left] == fresh)
 
         await eventually(only_fresh_left, within=5)
 

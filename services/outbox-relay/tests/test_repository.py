@@ -6,8 +6,11 @@ import asyncio
 import uuid
 
 import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from outbox_relay import repository
+from outbox_relay.domain import OutboxRow, RowState, publishable_in_order
 
 from .conftest import Insert
 
@@ -178,6 +181,128 @@ async def test_requeue_moves_only_dead_rows_and_wakes_the_relays(
     finally:
         await listener.close()
     row = await db_pool.fetchrow("SELECT * FROM chat_message_outbox WHERE id = $1", dead)
+    assert row is not None
     assert row["status"] == "pending"
     assert row["retry_count"] == 0
     assert row["last_error"] == "boom"  # kept as history
+
+
+async def test_release_claims_gives_back_only_rows_under_the_given_tokens(
+    db_pool: asyncpg.Pool, insert: Insert
+) -> None:
+    rows = await insert([uuid.uuid4() for _ in range(3)], notify=False)
+    mine, also_mine, theirs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with db_pool.acquire() as conn:
+        for token, row_id in zip((mine, also_mine, theirs), rows, strict=True):
+            await conn.execute(
+                "UPDATE chat_message_outbox SET status = 'claimed', claim_token = $1,"
+                " lease_until = now() + interval '1 min' WHERE id = $2",
+                token,
+                row_id,
+            )
+        assert await repository.release_claims(conn, []) == 0
+        assert await repository.release_claims(conn, [mine, also_mine, uuid.uuid4()]) == 2
+        assert await repository.release_claims(conn, [mine]) == 0  # fenced: nothing left
+    after = await db_pool.fetch("SELECT id, status, claim_token FROM chat_message_outbox")
+    assert {(r["id"], r["status"], r["claim_token"]) for r in after} == {
+        (rows[0], "pending", None),
+        (rows[1], "pending", None),
+        (rows[2], "claimed", theirs),
+    }
+
+
+async def test_dead_rows_are_listed_in_id_order_up_to_a_limit_and_counted(
+    db_pool: asyncpg.Pool, insert: Insert
+) -> None:
+    rows = await insert([uuid.uuid4() for _ in range(4)], notify=False)
+    await db_pool.execute(
+        "UPDATE chat_message_outbox SET status = 'dead' WHERE id = ANY($1::bigint[])", rows[1:]
+    )
+    async with db_pool.acquire() as conn:
+        assert [r["id"] for r in await repository.dead_rows(conn, 2)] == rows[1:3]
+        assert await repository.count_dead(conn) == 3
+
+
+# -- the claim statement against the pure order rule -------------------------------------------
+
+# How a generated row stands at the claim, with its times as offsets from the claim's now()
+# (far from zero, so the milliseconds between setting up and claiming never matter).
+KINDS = {
+    "due": ("pending", -60.0, None),  # (status, next_retry_at, lease_until)
+    "backoff": ("pending", 60.0, None),
+    "held": ("claimed", -60.0, 60.0),  # another relay's live lease
+    "expired": ("claimed", -60.0, -60.0),  # its claimer's lease ran out
+    "published": ("published", -60.0, None),
+    "dead": ("dead", -60.0, None),
+}
+SESSIONS = [uuid.UUID(int=n + 1) for n in range(3)]
+
+tables = st.lists(
+    st.tuples(st.sampled_from([*SESSIONS, None]), st.sampled_from(sorted(KINDS))),
+    min_size=1,
+    max_size=14,
+)
+
+
+def model_row(row_id: int, session: uuid.UUID | None, kind: str) -> OutboxRow:
+    status, next_retry_at, lease_until = KINDS[kind]
+    return OutboxRow(
+        id=row_id,
+        session_id=session,
+        status=RowState(status),
+        retry_count=0,
+        next_retry_at=next_retry_at,
+        claim_token="other" if status == "claimed" else None,
+        lease_until=lease_until,
+        sent_at=-60.0 if status == "published" else None,
+    )
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(table=tables, limit=st.integers(min_value=1, max_value=15))
+async def test_the_claim_takes_what_the_order_rule_allows(
+    db_pool: asyncpg.Pool, table: list[tuple[uuid.UUID | None, str]], limit: int
+) -> None:
+    """Any small table (sessions, rows due, in backoff, under a live or an expired lease,
+    published, dead): one claim, alone, takes exactly the first ``limit`` rows (in id order) of
+    what :func:`publishable_in_order` allows at that moment. (Rows another transaction holds
+    locked are the one case the model leaves to its ``blocked`` argument: see
+    ``test_a_row_locked_by_another_claimer_holds_back_its_session``.)"""
+    kinds = [KINDS[kind] for _, kind in table]
+    async with db_pool.acquire() as conn:
+        await conn.execute("DELETE FROM chat_message_outbox")
+        inserted = await conn.fetch(
+            "INSERT INTO chat_message_outbox"
+            " (session_id, routing_key, event_type, payload, status, next_retry_at,"
+            "  claim_token, lease_until, sent_at)"
+            " SELECT t.session_id, t.n::text, 'message', '\\x7b7d', t.status,"
+            "  now() + make_interval(secs => t.due),"
+            "  CASE WHEN t.status = 'claimed' THEN gen_random_uuid() END,"
+            "  now() + make_interval(secs => t.lease),"
+            "  CASE WHEN t.status = 'published' THEN now() - interval '1 min' END"
+            " FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::float8[])"
+            "  WITH ORDINALITY AS t(session_id, status, due, lease, n)"
+            " ORDER BY t.n"
+            " RETURNING id, routing_key",
+            [session for session, _ in table],
+            [status for status, _, _ in kinds],
+            [due for _, due, _ in kinds],
+            [lease for _, _, lease in kinds],
+        )
+        row_ids = {int(r["routing_key"]): r["id"] for r in inserted}
+        model = [
+            model_row(row_ids[n], session, kind) for n, (session, kind) in enumerate(table, start=1)
+        ]
+        assert [r.id for r in model] == sorted(r.id for r in model)  # ids follow the table
+        expected = [r.id for r in publishable_in_order(model, (), now=0.0)][:limit]
+        token = uuid.uuid4()
+        claimed = await repository.claim(conn, token, limit, 30)
+        assert ids(claimed) == expected
+        held = await conn.fetch(
+            "SELECT id FROM chat_message_outbox WHERE claim_token = $1 ORDER BY id", token
+        )
+        assert [r["id"] for r in held] == expected

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -53,12 +54,19 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, within: float = 5.0) -> None:
+    """Close gracefully; past ``within`` (a statement stuck on an unresponsive server) the
+    remaining connections are cut (asyncpg terminates the pool when its close is cancelled)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pool.close(), within)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         async with contextlib.AsyncExitStack() as stack:
             pool = await open_pool(settings)
-            stack.push_async_callback(pool.close)
+            stack.push_async_callback(close_pool, pool)
             publisher = RabbitPublisher(
                 settings.amqp_url,
                 timeout=settings.publish_timeout_seconds,

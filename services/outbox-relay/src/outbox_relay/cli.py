@@ -1,8 +1,11 @@
 """Operator commands for dead outbox rows.
 
-python -m outbox_relay dead list
+python -m outbox_relay dead list [--limit N]
 python -m outbox_relay dead requeue ID [ID ...]
 python -m outbox_relay dead requeue --all
+
+A requeued row goes out when its turn comes, after the later rows of its session that were
+already published while it was dead: clients that track ``seq`` had it from history already.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import asyncpg
 from . import repository
 from .settings import from_env
 
+DEFAULT_LIMIT = 100
 
-async def _list(dsn: str) -> int:
+
+async def _list(dsn: str, limit: int) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await repository.dead_rows(conn)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await repository.dead_rows(conn, limit)
+            total = await repository.count_dead(conn)
     finally:
         await conn.close()
     if not rows:
@@ -30,7 +37,16 @@ async def _list(dsn: str) -> int:
             f"{r['id']}\t{r['session_id']}\t{r['event_type']}\t{r['routing_key']}"
             f"\tretries={r['retry_count']}\t{error}"
         )
+    if total > len(rows):
+        print(f"{total - len(rows)} more dead row(s) not listed (--limit {limit}; {total} in all)")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 async def _requeue(dsn: str, ids: list[int] | None) -> int:
@@ -51,7 +67,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m outbox_relay", description=__doc__)
     sub = parser.add_subparsers(dest="group", required=True)
     dead = sub.add_parser("dead", help="dead rows").add_subparsers(dest="action", required=True)
-    dead.add_parser("list", help="list dead rows")
+    listing = dead.add_parser("list", help="list dead rows, oldest first")
+    listing.add_argument(
+        "--limit",
+        type=_positive,
+        default=DEFAULT_LIMIT,
+        help=f"list at most this many (default {DEFAULT_LIMIT}); a last line counts the rest",
+    )
     requeue = dead.add_parser("requeue", help="send dead rows round again")
     target = requeue.add_mutually_exclusive_group(required=True)
     target.add_argument("ids", nargs="*", type=int, default=[])
@@ -59,5 +81,5 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     dsn = from_env().database_url
     if args.action == "list":
-        return asyncio.run(_list(dsn))
+        return asyncio.run(_list(dsn, args.limit))
     return asyncio.run(_requeue(dsn, None if args.all else args.ids))

@@ -13,6 +13,10 @@ now()``). Per-session order is kept by two rules, both in SQL:
    back the later rows of its session: two relays never hold rows of one session at once, with
    no global lock.
 
+Alone (no other transaction holding rows locked), a claim takes exactly the first ``limit``
+rows, in id order, of what :func:`outbox_relay.domain.publishable_in_order` allows at that
+moment; rule 2 covers the rows other claims hold, and rule 1 keeps the batch full.
+
 Dead rows block nothing (:data:`outbox_relay.domain.DEAD_BLOCKS_SESSION`). The claim token is
 the fencing token: every later write checks it, so a relay that lost its lease (paused, cut
 off) changes nothing.
@@ -176,6 +180,22 @@ async def release(conn: Conn, token: uuid.UUID, ids: list[int]) -> int:
     return _count(status)
 
 
+async def release_claims(conn: Conn, tokens: list[uuid.UUID]) -> int:
+    """Fenced: give back every row still claimed under one of ``tokens``, whichever rows they
+    are (a claim whose answer never arrived included). Returns how many moved."""
+    if not tokens:
+        return 0
+    status = await conn.execute(
+        """
+        UPDATE chat_message_outbox
+        SET status = 'pending', claim_token = NULL, lease_until = NULL
+        WHERE status = 'claimed' AND claim_token = ANY($1::uuid[])
+        """,
+        tokens,
+    )
+    return _count(status)
+
+
 async def purge(conn: Conn, older_than_seconds: float, limit: int = 5000) -> int:
     """Delete at most ``limit`` rows published more than ``older_than_seconds`` ago."""
     status = await conn.execute(
@@ -203,7 +223,8 @@ async def backlog(conn: Conn) -> tuple[int, float]:
     return int(row["n"]), float(row["age"])
 
 
-async def dead_rows(conn: Conn, limit: int = 1000) -> list[asyncpg.Record]:
+async def dead_rows(conn: Conn, limit: int = 100) -> list[asyncpg.Record]:
+    """The first ``limit`` dead rows, in id order."""
     return list(
         await conn.fetch(
             """
@@ -213,6 +234,11 @@ async def dead_rows(conn: Conn, limit: int = 1000) -> list[asyncpg.Record]:
             limit,
         )
     )
+
+
+async def count_dead(conn: Conn) -> int:
+    count = await conn.fetchval("SELECT count(*) FROM chat_message_outbox WHERE status = 'dead'")
+    return int(count)
 
 
 async def requeue(conn: Conn, ids: list[int] | None) -> list[int]:

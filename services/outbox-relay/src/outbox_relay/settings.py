@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Final
 
 import msgspec
 
 from chat_common import settings
 from chat_common.config import BaseSettings
+
+SHUTDOWN_MARGIN_SECONDS: Final = 2.0
+"""On stop, the part of the shutdown grace kept after the round in hand: to write that round
+back (or release it) and then release every row this relay still holds."""
 
 
 def _instance() -> str:
@@ -26,8 +31,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # NOTIFY wakes the relay right after a commit; this poll is only the fallback.
     poll_interval_seconds: float = 1.0
     # A publish round (every frame written, every confirm back) must end within this, or the
-    # rows are released and the broker connection is dropped. Shorter than the lease.
-    publish_timeout_seconds: float = 10.0
+    # rows are released and the broker connection is dropped. Shorter than the lease, and
+    # shorter than the shutdown grace by at least SHUTDOWN_MARGIN_SECONDS.
+    publish_timeout_seconds: float = 5.0
     max_attempts: int = 10
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
@@ -35,6 +41,7 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     purge_interval_seconds: float = 60.0
     purge_batch_size: int = 5000
     stats_interval_seconds: float = 5.0
+    # On SIGTERM: time to finish the round in hand, write it back and release what is held.
     shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -55,6 +62,15 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             raise ValueError(
                 "publish_timeout_seconds must be shorter than lease_seconds, or a slow round"
                 " could outlive its lease and be published twice"
+            )
+        needed = self.publish_timeout_seconds + SHUTDOWN_MARGIN_SECONDS
+        if self.shutdown_grace_seconds <= needed:
+            raise ValueError(
+                f"shutdown_grace_seconds ({self.shutdown_grace_seconds:g}) must be more than"
+                f" publish_timeout_seconds ({self.publish_timeout_seconds:g}) plus"
+                f" {SHUTDOWN_MARGIN_SECONDS:g} s, so that a round in hand at SIGTERM can finish"
+                " and be written back; raise SHUTDOWN_GRACE_SECONDS or lower"
+                " PUBLISH_TIMEOUT_SECONDS"
             )
         if not 0 <= self.retry_base_seconds <= self.retry_max_seconds:
             raise ValueError("need 0 <= retry_base_seconds <= retry_max_seconds")
