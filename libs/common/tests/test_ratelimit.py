@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import socket
+import time
 import uuid
 
 import pytest
 from redis.asyncio import Redis
 
+from chat_common.errors import DependencyUnavailable
 from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
 
 
@@ -73,3 +76,45 @@ async def test_redis_buckets_are_shared() -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+async def test_redis_buckets_report_an_unreachable_redis_as_dependency_unavailable() -> None:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        redis = Redis.from_url(
+            f"redis://127.0.0.1:{port}/0", socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        try:
+            buckets = RedisBuckets(redis, BucketPolicy(2, 1.0), prefix="test:down:")
+            started = time.monotonic()
+            with pytest.raises(DependencyUnavailable) as taking:
+                await buckets.take("u")
+            with pytest.raises(DependencyUnavailable) as refunding:
+                await buckets.refund("u")
+            assert time.monotonic() - started < 2
+        finally:
+            await redis.aclose()
+    assert type(taking.value) is DependencyUnavailable
+    assert type(refunding.value) is DependencyUnavailable
+    assert taking.value.code == "DEPENDENCY_UNAVAILABLE"
+    assert str(port) not in taking.value.detail
+
+
+async def test_redis_buckets_report_a_silent_redis_as_dependency_unavailable() -> None:
+    """A Redis that accepts connections and never answers: the client's timeout, not a hang."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()  # the kernel completes the handshake; nothing ever reads or answers
+        port = sock.getsockname()[1]
+        redis = Redis.from_url(
+            f"redis://127.0.0.1:{port}/0", socket_timeout=0.3, socket_connect_timeout=0.3
+        )
+        try:
+            buckets = RedisBuckets(redis, BucketPolicy(2, 1.0), prefix="test:silent:")
+            started = time.monotonic()
+            with pytest.raises(DependencyUnavailable):
+                await buckets.take("u")
+            assert time.monotonic() - started < 3
+        finally:
+            await redis.aclose()

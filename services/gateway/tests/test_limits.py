@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
+from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.settings import Settings
 
 from .test_gateway_proxy import free_port, upstream_server
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @contextlib.asynccontextmanager
@@ -81,6 +87,16 @@ async def test_security_headers_and_cors(issuer_keys: Any, tmp_path: Any, make_t
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["content-security-policy"] == (
+            "default-src 'none'; frame-ancestors 'none'"
+        )
+        refused = await gw.get("/api/chat/sessions")  # problems carry them too
+        assert refused.status_code == 401
+        assert refused.headers["content-security-policy"] == (
+            "default-src 'none'; frame-ancestors 'none'"
+        )
+        assert refused.headers["referrer-policy"] == "no-referrer"
         assert answer.headers["access-control-allow-origin"] == "http://app.example"
         assert "Link" in answer.headers["access-control-expose-headers"]
         preflight = await gw.options(
@@ -98,3 +114,53 @@ async def test_security_headers_and_cors(issuer_keys: Any, tmp_path: Any, make_t
             headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in foreign.headers
+
+
+async def test_redis_unreachable_is_503_with_retry_after_not_500(
+    issuer_keys: Any, tmp_path: Any, make_token: Any
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        redis_url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+        async with gateway(issuer_keys, tmp_path, redis_url=redis_url) as gw:
+            started = time.monotonic()
+            answer = await gw.get(
+                "/api/chat/sessions", headers={"Authorization": f"Bearer {make_token()}"}
+            )
+            waited = time.monotonic() - started
+            probe = await gw.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.json()["code"] == "DEPENDENCY_UNAVAILABLE"
+    assert waited < 2
+    assert probe.status_code == 200
+
+
+async def test_two_gateways_share_a_users_bucket_through_redis(
+    issuer_keys: Any, tmp_path: Any, make_token: Any
+) -> None:
+    email = f"flood-{uuid.uuid4().hex[:12]}@example.com"
+    shared = {
+        "redis_url": REDIS_URL,
+        "user_burst": 4,
+        "user_rate_per_second": 0.01,
+        "ip_burst": 10_000,
+        "ip_rate_per_second": 100.0,
+    }
+    headers = {"Authorization": f"Bearer {make_token(email)}"}
+    try:
+        async with (
+            gateway(issuer_keys, tmp_path, **shared) as one,
+            gateway(issuer_keys, tmp_path, **shared) as two,
+        ):
+            answers = [
+                await client.get("/api/chat/sessions", headers=headers)
+                for client in (one, two, one, two, one, two)
+            ]
+    finally:
+        redis = Redis.from_url(REDIS_URL)
+        await redis.delete(f"chat:gateway:user:{email}", "chat:gateway:ip:203.0.113.7")
+        await redis.aclose()
+    assert [a.status_code for a in answers] == [200] * 4 + [429] * 2
+    assert int(answers[-1].headers["Retry-After"]) >= 1

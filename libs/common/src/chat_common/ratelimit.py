@@ -2,7 +2,10 @@
 
 :class:`MemoryBuckets` keeps them in the process (bounded: the least recently used keys are
 dropped past ``max_keys``); :class:`RedisBuckets` keeps them in Redis, updated by one atomic Lua
-script using Redis's clock, so every instance of a service shares them.
+script using Redis's clock, so every instance of a service shares them. When Redis cannot be
+reached (refused, reset, timed out), :class:`RedisBuckets` raises
+:class:`~chat_common.errors.DependencyUnavailable`, which callers answer as 503 rather than
+letting a request through unmetered.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .errors import DependencyUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +147,28 @@ class RedisBuckets:
         self._refund = redis.register_script(_REFUND)
 
     async def take(self, key: str) -> tuple[bool, float]:
-        allowed, wait = await self._take(
-            keys=[self._prefix + key], args=[self.policy.burst, self.policy.rate_per_second]
-        )
+        try:
+            allowed, wait = await self._take(
+                keys=[self._prefix + key], args=[self.policy.burst, self.policy.rate_per_second]
+            )
+        except _UNREACHABLE as exc:
+            raise _unavailable(exc) from None
         return int(allowed) == 1, float(wait)
 
     async def refund(self, key: str) -> None:
-        await self._refund(keys=[self._prefix + key], args=[self.policy.burst])
+        try:
+            await self._refund(keys=[self._prefix + key], args=[self.policy.burst])
+        except _UNREACHABLE as exc:
+            raise _unavailable(exc) from None
+
+
+# Any failure of the store: the client's errors (refused, reset, its timeouts, a server
+# loading or read-only, an error answer) and the socket's.
+_UNREACHABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+
+
+def _unavailable(exc: Exception) -> DependencyUnavailable:
+    # The detail names the error class only: Redis's messages may carry its address.
+    return DependencyUnavailable(
+        f"the rate-limit store (Redis) is unavailable: {type(exc).__name__}"
+    )

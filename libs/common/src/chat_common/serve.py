@@ -5,9 +5,24 @@ from __future__ import annotations
 import uvicorn
 from starlette.types import ASGIApp
 
+# uvicorn's own default: a service that takes WebSockets passes the bound its protocol needs.
+DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
 
-def serve(app: ASGIApp, *, host: str, port: int, graceful_seconds: float = 10.0) -> None:
-    config = uvicorn.Config(
+
+def server_config(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    graceful_seconds: float = 10.0,
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+) -> uvicorn.Config:
+    """The server settings every service runs with. ``ws_max_size`` caps one incoming
+    WebSocket message in bytes; a larger one closes the connection with 1009. The client
+    address is the TCP peer's: uvicorn does not rewrite it from ``X-Forwarded-For`` (a service
+    that trusts that header says so in its own settings, as the gateway's
+    ``TRUST_FORWARDED_FOR``)."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -17,8 +32,23 @@ def serve(app: ASGIApp, *, host: str, port: int, graceful_seconds: float = 10.0)
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=int(graceful_seconds),
         limit_concurrency=10_000,
         h11_max_incomplete_event_size=16 * 1024,
+        ws_max_size=ws_max_size,
+    )
+
+
+def serve(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    graceful_seconds: float = 10.0,
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+) -> None:
+    config = server_config(
+        app, host=host, port=port, graceful_seconds=graceful_seconds, ws_max_size=ws_max_size
     )
     uvicorn.Server(config).run()

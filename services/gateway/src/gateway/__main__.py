@@ -14,7 +14,12 @@ def main() -> None:
     settings = from_env()
     setup_logging(SERVICE, settings.log_level)
     setup_tracing(SERVICE)
-    serve(create_app(settings), host=settings.host, port=settings.port)
+    serve(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.ws_max_message_bytes,
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import cast
 import aiohttp
 import httpx
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -19,10 +21,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from chat_common import tracing
-from chat_common.errors import AuthenticationFailed, ChatError, NotFound
+from chat_common.errors import AuthenticationFailed, ChatError, DependencyUnavailable, NotFound
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
 from chat_common.observability import RequestContextMiddleware
-from chat_common.problems import error_response
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 from chat_common.web import (
     EXCEPTION_HANDLERS,
@@ -32,6 +33,8 @@ from chat_common.web import (
     read_body,
 )
 
+from .address import client_ip
+from .answers import problem_for, unavailable_handler
 from .apidoc import ApiDocument, render
 from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
@@ -39,7 +42,7 @@ from .proxy import forward, upstream_client
 from .routing import Caller, Upstream, rule_for
 from .settings import Settings
 from .webclient import routes as web_client_routes
-from .wsproxy import relay
+from .wsproxy import deny, relay
 
 SERVICE = "gateway"
 
@@ -47,7 +50,7 @@ SERVICE = "gateway"
 @dataclass(frozen=True, slots=True)
 class AppState:
     http: httpx.AsyncClient  # JWKS, the API document, probes, the dev token page
-    upstream: aiohttp.ClientSession  # forwarding of every API call
+    pools: dict[Upstream, aiohttp.ClientSession]  # forwarding of every API call, one pool each
     users: UserTokenVerifier
     flairbit_tokens: TokenVerifier
     limiters: Limiters
@@ -55,6 +58,7 @@ class AppState:
     max_body: int
     ws_edge_url: str
     allowed_origins: tuple[str, ...]
+    trust_forwarded_for: bool
     api_document: ApiDocument
 
 
@@ -77,7 +81,14 @@ async def api(request: Request) -> Response:
         await check(state.limiters.per_user, user.email, "requests")
     body = await read_body(request, state.max_body)
     upstream = rule.upstream
-    return await forward(state.upstream, state.upstreams[upstream], upstream.value, request, body)
+    return await forward(
+        state.pools[upstream],
+        state.upstreams[upstream],
+        upstream.value,
+        request,
+        body,
+        forwarded_for=client_ip(request.scope, state.trust_forwarded_for),
+    )
 
 
 async def openapi_json(request: Request) -> Response:
@@ -108,9 +119,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             user = await state.users.identify(token)
             await check(state.limiters.ws_per_user, user.email, "connection attempts")
         except ChatError as exc:
-            await websocket.send_denial_response(error_response(exc))
+            await deny(websocket, problem_for(exc), 1008)
             return
-    await relay(websocket, state.ws_edge_url, state.allowed_origins)
+    await relay(
+        websocket,
+        state.ws_edge_url,
+        state.allowed_origins,
+        forwarded_for=client_ip(websocket.scope, state.trust_forwarded_for),
+    )
 
 
 def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
@@ -119,8 +135,22 @@ def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
     return RedisBuckets(redis, policy, prefix=f"chat:gateway:{name}:")
 
 
+def redis_client(settings: Settings) -> Redis | None:
+    """The rate-limit store, when configured: short socket and connect timeouts and one
+    immediate retry (a pooled connection Redis dropped), so an outage is a prompt 503."""
+    if not settings.redis_url:
+        return None
+    timeout = settings.redis_timeout_seconds
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings)
     per_ip = _buckets(redis, BucketPolicy(settings.ip_burst, settings.ip_rate_per_second), "ip")
 
     @contextlib.asynccontextmanager
@@ -131,11 +161,18 @@ def create_app(settings: Settings) -> Starlette:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         async with (
             httpx.AsyncClient(timeout=timeout, limits=limits) as http,
-            upstream_client(
-                timeout_seconds=settings.upstream_timeout_seconds,
-                connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
-            ) as upstream,
+            contextlib.AsyncExitStack() as pools_open,
         ):
+            pools = {
+                upstream: await pools_open.enter_async_context(
+                    upstream_client(
+                        timeout_seconds=settings.upstream_timeout_seconds,
+                        connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+                        max_connections=settings.upstream_max_connections,
+                    )
+                )
+                for upstream in Upstream
+            }
             tracing.trace_client(http)
             tokens = verifiers(
                 settings,
@@ -158,7 +195,7 @@ def create_app(settings: Settings) -> Starlette:
                 yield {
                     "app": AppState(
                         http=http,
-                        upstream=upstream,
+                        pools=pools,
                         users=tokens.users,
                         flairbit_tokens=tokens.flairbit,
                         limiters=limiters,
@@ -169,6 +206,7 @@ def create_app(settings: Settings) -> Starlette:
                         max_body=settings.max_body_bytes,
                         ws_edge_url=settings.ws_edge_url,
                         allowed_origins=settings.allowed_origins,
+                        trust_forwarded_for=settings.trust_forwarded_for,
                         api_document=ApiDocument(
                             http, (settings.session_svc_url, settings.message_svc_url)
                         ),
@@ -220,6 +258,6 @@ def create_app(settings: Settings) -> Starlette:
                 trust_forwarded_for=settings.trust_forwarded_for,
             ),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, DependencyUnavailable: unavailable_handler},
         lifespan=lifespan,
     )

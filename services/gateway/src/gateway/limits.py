@@ -1,18 +1,23 @@
 """What the gateway refuses before any upstream sees it: oversize headers, floods per IP and
-per user, and too many WebSocket attempts."""
+per user, and too many WebSocket attempts. The buckets' store failing (Redis down) refuses
+too, with 503 and ``Retry-After``: requests are never let through unmetered."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat_common.errors import RateLimited
-from chat_common.problems import error_response, problem_response
+from chat_common.errors import DependencyUnavailable, RateLimited
+from chat_common.problems import problem_response
 from chat_common.ratelimit import Buckets
+
+from .address import client_ip
+from .answers import problem_for
+
+__all__ = ["EdgeLimitsMiddleware", "Limiters", "check", "client_ip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +28,11 @@ class Limiters:
 
 
 async def check(buckets: Buckets, key: str, what: str) -> None:
+    """Raise :class:`RateLimited` when ``key`` has no token left (and
+    :class:`DependencyUnavailable` when the store cannot be asked)."""
     allowed, wait = await buckets.take(key)
     if not allowed:
         raise RateLimited(f"too many {what}; slow down", retry_after=wait, code="RATE_LIMITED")
-
-
-def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = Headers(scope=scope).get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 class EdgeLimitsMiddleware:
@@ -62,7 +60,7 @@ class EdgeLimitsMiddleware:
             return
         size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
         if size > self.max_header_bytes:
-            await self._refuse(
+            await refuse(
                 scope,
                 receive,
                 send,
@@ -74,22 +72,26 @@ class EdgeLimitsMiddleware:
                 ),
             )
             return
-        allowed, wait = await self.per_ip.take(client_ip(scope, self.trust_forwarded_for))
-        if not allowed:
-            limited = RateLimited(
-                "too many requests from your address", retry_after=wait, code="RATE_LIMITED"
+        try:
+            await check(
+                self.per_ip,
+                client_ip(scope, self.trust_forwarded_for),
+                "requests from your address",
             )
-            await self._refuse(scope, receive, send, error_response(limited))
+        except (RateLimited, DependencyUnavailable) as exc:
+            await refuse(scope, receive, send, problem_for(exc))
             return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
-        if scope["type"] == "websocket":
-            websocket = WebSocket(scope, receive, send)
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await websocket.send_denial_response(response)
-            else:
-                await websocket.close(code=1008)
-            return
-        await response(scope, receive, send)
+
+async def refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """Answer ``response`` to an HTTP request, or as the refusal of a WebSocket handshake
+    (a plain close, 403, where the server cannot send a denial response)."""
+    if scope["type"] == "websocket":
+        websocket = WebSocket(scope, receive, send)
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await websocket.send_denial_response(response)
+        else:
+            await websocket.close(code=1008)
+        return
+    await response(scope, receive, send)

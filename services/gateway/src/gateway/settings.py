@@ -15,10 +15,18 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     upstream_connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
+    # Connections to each upstream (session-svc, message-svc): every upstream has its own pool,
+    # so one that hangs holds at most this many and the others are served as usual.
+    upstream_max_connections: int = 256
+    # One incoming WebSocket message, in bytes: ws-edge's MAX_FRAME_BYTES (64 KiB) with slack,
+    # so the edge's own limit is what clients meet (a larger message closes with 1009).
+    ws_max_message_bytes: int = 80 * 1024
     max_body_bytes: int = 64 * 1024
     max_header_bytes: int = 16 * 1024
     # Rate limits (token buckets); shared by every instance through Redis when REDIS_URL is set.
     redis_url: str | None = None
+    # A Redis that does not answer within this (connect or command) refuses requests with 503.
+    redis_timeout_seconds: float = 0.5
     ip_burst: int = 200
     ip_rate_per_second: float = 100.0
     user_burst: int = 100

@@ -1,8 +1,16 @@
 """``/ws`` relayed to ws-edge: frames both ways, the subprotocol and close codes kept.
 
 Each direction awaits the other side's send before reading more, so a slow reader slows its
-sender instead of growing a buffer. The edge does the authentication (it sees the same
-``Authorization`` header, query string and ``Origin``) and the gateway checks the Origin first.
+sender instead of growing a buffer. The gateway checks the browser's ``Origin`` against
+``ALLOWED_ORIGINS`` itself and opens its connection to the edge without one, so the edge's own
+Origin check (which matters when an Ingress routes ``/ws`` straight to it) never sees the
+browser's. The edge authenticates: it sees the client's ``Authorization`` header, query string
+(``access_token``) and ``User-Agent``, plus the request id and ``X-Forwarded-For`` (the client's
+address, by the gateway's ``TRUST_FORWARDED_FOR`` rule).
+
+A handshake the edge refuses is refused with the edge's own status, headers that matter to the
+client (``Retry-After``, ``WWW-Authenticate``, ``Content-Type``) and body; an edge that cannot
+be reached gives 503 (504 when it is too slow to answer), as the HTTP routes do.
 """
 
 from __future__ import annotations
@@ -11,15 +19,29 @@ import asyncio
 import contextlib
 import logging
 
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-log = logging.getLogger(__name__)
+from chat_common.errors import ChatError, DependencyError, DependencyTimeout, DependencyUnavailable
+from chat_common.observability import request_id_var
+from chat_common.problems import problem_response
 
-_FORWARDED = ("authorization", "x-request-id", "user-agent")
+from .answers import problem_for
+
+log = logging.getLogger(__name__)
+# The websockets library logs request lines at DEBUG, and the edge's has the client's query
+# string (an access_token): its logger stays at WARNING whatever LOG_LEVEL says.
+_socket_log = logging.getLogger("gateway.websockets")
+_socket_log.setLevel(logging.WARNING)
+
+_FORWARDED = ("authorization", "user-agent")
+_PASSED_BACK = ("content-type", "retry-after", "www-authenticate")
+# Messages from the edge to the client (the edge caps what it sends well below this).
 MAX_MESSAGE = 1 << 20
+OPEN_TIMEOUT_SECONDS = 5.0
 
 
 def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
@@ -27,16 +49,46 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     return origin is None or "*" in allowed or origin in allowed
 
 
-async def relay(websocket: WebSocket, edge_url: str, allowed_origins: tuple[str, ...]) -> None:
+def edge_refusal(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+    """The edge's refusal of a handshake as the client gets it: a refusal status (4xx, 5xx)
+    passes through; anything else the edge answered instead of switching protocols is a 502."""
+    if not 400 <= status <= 599:
+        return problem_for(
+            DependencyError(f"ws-edge answered {status} to the handshake", code="EDGE_FAILED")
+        )
+    kept = {k.lower(): v for k, v in headers if k.lower() in _PASSED_BACK}
+    return Response(body, status_code=status, headers=kept)
+
+
+async def deny(websocket: WebSocket, response: Response, close_code: int) -> None:
+    """Refuse the handshake with ``response``, or close with ``close_code`` where the server
+    cannot send a denial response."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=close_code)
+
+
+async def relay(
+    websocket: WebSocket, edge_url: str, allowed_origins: tuple[str, ...], *, forwarded_for: str
+) -> None:
     origin = websocket.headers.get("origin")
     if not origin_allowed(origin, allowed_origins):
-        await websocket.close(code=1008, reason="origin not allowed")
+        refused = problem_response(
+            403,
+            title="Forbidden",
+            detail="this Origin may not open a WebSocket here",
+            code="ORIGIN_NOT_ALLOWED",
+        )
+        await deny(websocket, refused, 1008)
         return
     query = websocket.url.query
     target = edge_url.rstrip("/") + "/ws" + (f"?{query}" if query else "")
     headers = [(name, websocket.headers[name]) for name in _FORWARDED if name in websocket.headers]
-    if websocket.client is not None:
-        headers.append(("x-forwarded-for", websocket.client.host))
+    request_id = request_id_var.get()
+    if request_id:
+        headers.append(("x-request-id", request_id))
+    headers.append(("x-forwarded-for", forwarded_for))
     requested = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
     try:
         upstream = await connect(
@@ -44,19 +96,28 @@ async def relay(websocket: WebSocket, edge_url: str, allowed_origins: tuple[str,
             subprotocols=requested or None,
             additional_headers=headers,
             origin=None,
-            open_timeout=5,
+            open_timeout=OPEN_TIMEOUT_SECONDS,
             max_size=MAX_MESSAGE,
             max_queue=4,
             ping_interval=None,
             compression=None,
+            logger=_socket_log,
         )
     except InvalidStatus as exc:
-        status = exc.response.status_code
-        await websocket.close(code=1008 if status in (401, 403) else 1011, reason=f"edge {status}")
+        answer = exc.response
+        refusal = edge_refusal(
+            answer.status_code, list(answer.headers.raw_items()), bytes(answer.body)
+        )
+        await deny(websocket, refusal, 1008 if answer.status_code in (401, 403) else 1011)
         return
-    except (OSError, TimeoutError, InvalidHandshake):
-        log.warning("ws-edge is unreachable at %s", edge_url)
-        await websocket.close(code=1013, reason="edge unavailable")
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        log.warning("ws-edge is unreachable: %s", type(exc).__name__, extra={"upstream": "ws-edge"})
+        error: ChatError = (
+            DependencyTimeout("ws-edge did not answer in time", code="UPSTREAM_TIMEOUT")
+            if isinstance(exc, TimeoutError)
+            else DependencyUnavailable("ws-edge is unavailable", code="UPSTREAM_UNAVAILABLE")
+        )
+        await deny(websocket, problem_for(error), 1013)
         return
     async with upstream:
         await websocket.accept(subprotocol=upstream.subprotocol)
@@ -80,8 +141,11 @@ async def _client_to_edge(websocket: WebSocket, upstream: ClientConnection) -> N
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                code = message.get("code", 1000)
+                # 1005/1006 (no code, connection lost) name local events, never sent in a frame.
                 await upstream.close(
-                    code=message.get("code", 1000), reason=message.get("reason") or ""
+                    code=1001 if code in (1005, 1006) else code,
+                    reason=message.get("reason") or "",
                 )
                 return
             if message.get("bytes") is not None:
