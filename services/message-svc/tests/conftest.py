@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -12,9 +13,11 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.types import Receive, Scope, Send
 
 from message_svc.app import create_app
 from message_svc.settings import Settings
+from message_svc.state import AppState
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,26 @@ def as_user(make_token: Any) -> Callable[[str], dict[str, str]]:
         return {"Authorization": f"Bearer {make_token(email)}"}
 
     return headers
+
+
+@dataclass(frozen=True)
+class Served:
+    client: httpx.AsyncClient
+    state: AppState
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Served]:
+    """The app in-process, with the state its lifespan opened (its pool, its service)."""
+    app = create_app(settings)
+    opened: dict[str, Any] = {}
+
+    async def capturing(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            opened.update(state=scope["state"])
+        await app(scope, receive, send)
+
+    async with LifespanManager(capturing) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://message-svc") as c:
+            yield Served(c, opened["state"]["app"])

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
 import pytest
 
-from .conftest import ChatSession, SessionFactory
+from chat_common import routing
+from message_svc import repository
+from message_svc.settings import Settings
+
+from .conftest import ChatSession, SessionFactory, serving
 
 Headers = Callable[[str], dict[str, str]]
 
@@ -36,7 +41,7 @@ async def send(
 
 
 def next_link(answer: httpx.Response) -> str | None:
-    link = answer.headers.get("link")
+    link: str | None = answer.headers.get("link")
     if not link:
         return None
     assert link.endswith('rel="next"')
@@ -103,16 +108,66 @@ async def test_bad_history_queries_are_422(
     assert answer.json()["field"] == query.split("=")[0]
 
 
-async def test_history_is_served_by_an_index(db_pool: asyncpg.Pool, busy: ChatSession) -> None:
+def plan_nodes(plan: Any) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += plan_nodes(child)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "bounds"),
+    [
+        (None, None, ()),
+        (900, None, ("seq < ",)),
+        (None, 100, ("seq > ",)),
+        (900, 100, ("seq > ", "seq < ")),
+    ],
+)
+async def test_history_is_served_by_an_index_under_a_generic_plan(
+    db_pool: asyncpg.Pool,
+    new_session: SessionFactory,
+    before: int | None,
+    after: int | None,
+    bounds: tuple[str, ...],
+) -> None:
+    """The repository's own page statements, planned once for any parameters (as a cached
+    prepared statement is after a few runs): the seq bounds are index conditions, and the
+    index gives the order (no sort)."""
+    sessions = [await new_session() for _ in range(8)]
     async with db_pool.acquire() as conn:
-        await conn.execute("SET enable_seqscan = off")
-        plan = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) SELECT * FROM chat_messages m"
-            " WHERE m.session_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT 50",
-            busy.id,
-            100,
+        await conn.execute(
+            """
+            INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
+                                       sender_display_name, content, client_msg_id)
+            SELECT gen_random_uuid(), s, n, gen_random_uuid(), 'alice@example.com', 'Alice',
+                   'message ' || n, gen_random_uuid()
+            FROM unnest($1::uuid[]) s, generate_series(1, 2500) n
+            """,
+            [s.id for s in sessions],
         )
-    assert "chat_messages_seq_unique" in json.dumps(plan)
+        await conn.execute("ANALYZE chat_messages")
+        statement = repository.history_statement(before=before is not None, after=after is not None)
+        args = [f"'{sessions[3].id}'", *(str(b) for b in (after, before) if b is not None), "50"]
+        await conn.execute(f"PREPARE page AS {statement}")
+        try:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE page({', '.join(args)})")
+        finally:
+            await conn.execute("DEALLOCATE page")
+            await conn.execute("RESET plan_cache_mode")
+    nodes = plan_nodes(json.loads(plan)[0]["Plan"])
+    scans = [n for n in nodes if n.get("Relation Name") == "chat_messages"]
+    assert len(scans) == 1, nodes
+    scan = scans[0]
+    assert scan["Node Type"] == "Index Scan", scan
+    assert scan["Index Name"] == "chat_messages_seq_unique"
+    assert "session_id = $1" in scan["Index Cond"]
+    for bound in bounds:
+        assert bound in scan["Index Cond"], scan["Index Cond"]
+    assert "Filter" not in scan, scan
+    assert not [n for n in nodes if n["Node Type"] == "Sort"]
 
 
 async def test_unread_then_read_mark(
@@ -148,6 +203,108 @@ async def test_unread_then_read_mark(
     assert far.json()["readSeq"] == 7
 
 
+async def test_unread_count_and_page_come_from_one_statement(
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    as_user: Headers,
+    db_pool: asyncpg.Pool,
+) -> None:
+    session = await new_session()
+    await db_pool.execute(
+        """
+        INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
+                                   sender_display_name, content, client_msg_id)
+        SELECT gen_random_uuid(), $1, n, $2, $3, 'Bob', 'm' || n, gen_random_uuid()
+        FROM generate_series(1, 230) n
+        """,
+        session.id,
+        session.b_profile,
+        session.b,
+    )
+    await db_pool.execute("UPDATE chat_sessions SET last_seq = 230 WHERE id = $1", session.id)
+    async with serving(settings_factory(db_pool_max=1)) as served:
+        statements: list[str] = []
+        async with served.state.pool.acquire() as conn:
+            conn.add_query_logger(lambda logged: statements.append(logged.query))
+        answer = await served.client.get(
+            f"/api/chat/{session.id}/unread", headers=as_user(session.a)
+        )
+        assert answer.status_code == 200
+        unread = answer.json()
+        assert unread["count"] == 230
+        assert [m["seq"] for m in unread["messages"]] == list(range(1, 201))
+        reading = [q for q in statements if "FROM chat_messages" in q]
+        assert len(reading) == 1, statements
+        nothing = await served.client.get(
+            f"/api/chat/{session.id}/unread", headers=as_user(session.b)
+        )
+        assert nothing.json() == {"sessionId": str(session.id), "count": 0, "messages": []}
+
+
+async def test_delivered_mark_sends_a_receipt_to_the_peer(
+    client: httpx.AsyncClient, busy: ChatSession, as_user: Headers, db_pool: asyncpg.Pool
+) -> None:
+    before = await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox")
+    marked = await client.post(
+        f"/api/chat/{busy.id}/delivered", json={"upToSeq": 3}, headers=as_user(busy.b)
+    )
+    assert marked.json() == {"sessionId": str(busy.id), "readSeq": 0, "deliveredSeq": 3}
+    receipts = await db_pool.fetch("SELECT * FROM chat_message_outbox WHERE event_type = 'receipt'")
+    assert len(receipts) == 1
+    receipt = receipts[0]
+    assert receipt["routing_key"] == routing.session_key(busy.id)
+    headers = json.loads(receipt["headers"])
+    assert headers[routing.EVENT_HEADER] == "receipt"
+    assert routing.user_key(busy.a) in headers["CC"]  # the peer hears of it
+    assert json.loads(receipt["payload"]) == {
+        "sessionId": str(busy.id),
+        "kind": "delivered",
+        "profileId": str(busy.b_profile),
+        "email": busy.b,
+        "upToSeq": 3,
+    }
+    # not moved: no second receipt
+    again = await client.post(
+        f"/api/chat/{busy.id}/delivered", json={"upToSeq": 2}, headers=as_user(busy.b)
+    )
+    assert again.json()["deliveredSeq"] == 3
+    assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == before + 1
+
+
+async def test_a_mark_whose_receipt_cannot_be_queued_does_not_move(
+    settings_factory: Callable[..., Settings], busy: ChatSession, db_pool: asyncpg.Pool
+) -> None:
+    """The mark and its receipt are one transaction: when the outbox refuses the receipt,
+    the mark stays where it was."""
+    await db_pool.execute(
+        """
+        CREATE FUNCTION refuse_receipts() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'receipts refused'; END $$;
+        CREATE TRIGGER refuse_receipts BEFORE INSERT ON chat_message_outbox
+        FOR EACH ROW WHEN (NEW.event_type = 'receipt') EXECUTE FUNCTION refuse_receipts();
+        """
+    )
+    try:
+        before = await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox")
+        async with serving(settings_factory()) as served:
+            for kind in ("read", "delivered"):
+                with pytest.raises(asyncpg.RaiseError, match="receipts refused"):
+                    await served.state.messages.mark(busy.a, busy.id, kind, 6)
+    finally:
+        await db_pool.execute(
+            "DROP TRIGGER refuse_receipts ON chat_message_outbox; DROP FUNCTION refuse_receipts()"
+        )
+    marks = await db_pool.fetchrow(
+        "SELECT read_seq, delivered_seq FROM chat_participants WHERE session_id = $1"
+        " AND user_email = $2",
+        busy.id,
+        busy.a,
+    )
+    assert marks is not None
+    assert (marks["read_seq"], marks["delivered_seq"]) == (0, 0)
+    assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == before
+
+
 async def test_delivered_and_seen_come_from_the_recipients_marks(
     client: httpx.AsyncClient, busy: ChatSession, as_user: Headers
 ) -> None:
@@ -164,22 +321,49 @@ async def test_delivered_and_seen_come_from_the_recipients_marks(
     assert flags[5] == (False, False)
 
 
-@pytest.mark.parametrize("body", [{}, {"upToSeq": -1}, {"upToSeq": "5"}, {"upToSeq": 1, "x": 1}])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "upToSeq"),
+        ({"upToSeq": -1}, "upToSeq"),
+        ({"upToSeq": "5"}, "upToSeq"),
+        ({"upToSeq": 1, "x": 1}, "x"),
+    ],
+)
 async def test_bad_mark_bodies_are_422(
-    client: httpx.AsyncClient, busy: ChatSession, as_user: Headers, body: dict[str, object]
+    client: httpx.AsyncClient,
+    busy: ChatSession,
+    as_user: Headers,
+    body: dict[str, object],
+    field: str,
 ) -> None:
     answer = await client.post(f"/api/chat/{busy.id}/read", json=body, headers=as_user(busy.a))
     assert answer.status_code == 422
+    assert answer.json()["field"] == field
 
 
 async def test_session_list_in_one_query(
-    client: httpx.AsyncClient, new_session: SessionFactory, as_user: Headers
+    client: httpx.AsyncClient,
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    as_user: Headers,
 ) -> None:
     quiet = await new_session(b="carol@example.com")
     busy = await new_session()
     await send(client, busy, busy.b, as_user, 2)
     await send(client, busy, busy.a, as_user, 1)
-    answer = await client.get("/api/chat/sessions", headers=as_user("alice@example.com"))
+    # another instance with one pooled connection: every statement it runs is logged
+    async with serving(settings_factory(db_pool_max=1)) as served:
+        client = served.client
+        statements: list[str] = []
+        async with served.state.pool.acquire() as conn:
+            conn.add_query_logger(lambda logged: statements.append(logged.query))
+        answer = await client.get("/api/chat/sessions", headers=as_user("alice@example.com"))
+        assert len(statements) == 1, statements
+        assert "FROM chat_participants me" in statements[0]
+        nobody = await client.get("/api/chat/sessions", headers=as_user("zed@example.com"))
+        assert nobody.json() == {"sessions": []}
+        assert len(statements) == 2
     sessions = answer.json()["sessions"]
     assert [s["sessionId"] for s in sessions] == [str(busy.id), str(quiet.id)]
     first, second = sessions
@@ -190,8 +374,6 @@ async def test_session_list_in_one_query(
     assert first["unreadCount"] == 2
     assert second["lastMessage"] is None
     assert second["unreadCount"] == 0
-    nobody = await client.get("/api/chat/sessions", headers=as_user("zed@example.com"))
-    assert nobody.json() == {"sessions": []}
 
 
 @pytest.mark.parametrize(
@@ -225,5 +407,7 @@ async def test_only_participants_read_or_mark(
     garbage = await client.request(
         method, path.format(id="not-a-uuid"), json=body, headers=as_user(busy.a)
     )
-    assert garbage.status_code == 404
+    assert garbage.status_code == 422, garbage.text
+    assert garbage.headers["content-type"] == "application/problem+json"
+    assert garbage.json()["field"] == "sessionId"
     assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == before

@@ -15,6 +15,8 @@ import msgspec
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from asgi_lifespan import LifespanManager
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from chat_common import amqp, routing
 from chat_common.dto import SendCommand
@@ -203,4 +205,51 @@ async def test_database_down_mid_way_loses_nothing(
     stored = await db_pool.fetch("SELECT content, seq FROM chat_messages ORDER BY seq")
     assert [r["content"] for r in stored] == [f"m{i}" for i in range(10)]
     assert [r["seq"] for r in stored] == list(range(1, 11))
-    assert sorted(int(a.headers[routing.SEQ_HEADER]) for a in acked) == list(range(1, 11))
+    assert sorted(int(str(a.headers[routing.SEQ_HEADER])) for a in acked) == list(range(1, 11))
+
+
+def retried() -> float:
+    return REGISTRY.get_sample_value("chat_ws_sends_total", {"outcome": "retried"}) or 0.0
+
+
+async def test_redis_down_is_retried_not_dead_lettered(
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    channel: AbstractChannel,
+    send_queue: AbstractQueue,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    session = await new_session(a=f"a-{tag}@example.com", b=f"b-{tag}@example.com")
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        settings = settings_factory(
+            consume_ws_sends=True,
+            send_queue=queue_name,
+            redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        )
+        async with running(settings), listener(channel, session.a) as events:
+            first = command(session, session.a, content="before")
+            await publish(channel, queue_name, first)
+            acked = [await next_message(events)]
+            proxy.cut()
+            before = retried()
+            commands = [command(session, session.a, content=f"m{i}") for i in range(3)]
+            for sent in commands:
+                await publish(channel, queue_name, sent)
+            await asyncio.sleep(1.0)  # the consumer retries against a dead Redis
+            assert retried() > before
+            assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 1
+            proxy.restore()
+            acked += [await next_message(events, within=20) for _ in range(3)]
+    assert [a.headers[routing.EVENT_HEADER] for a in acked] == ["ack"] * 4
+    stored = await db_pool.fetch("SELECT content, seq FROM chat_messages ORDER BY seq")
+    assert [r["content"] for r in stored] == ["before", "m0", "m1", "m2"]
+    assert (await send_queue.declare()).message_count == 0
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = [k async for k in redis.scan_iter(f"chat:limits:*{tag}*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()

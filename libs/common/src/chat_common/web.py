@@ -26,7 +26,8 @@ T = TypeVar("T")
 ReadinessCheck = tuple[str, Callable[[], Awaitable[object]]]
 
 DEFAULT_MAX_BODY = 64 * 1024
-_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+_PATH_RE = re.compile(r" - at `\$\.?([^`]*)`$")
+_NAMED_FIELD_RE = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`")
 
 
 def json_response(
@@ -46,11 +47,23 @@ def decode_json(body: bytes, type_: type[T]) -> T:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        match = _PATH_RE.search(message)
-        field = match.group(1) if match and match.group(1) else None
-        raise errors.InvalidInput(message, field=field) from None
+        raise errors.InvalidInput(message, field=invalid_field(message)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"body is not valid UTF-8 JSON: {exc}") from None
+
+
+def invalid_field(message: str) -> str | None:
+    """The field a msgspec validation message is about, as a path from the body's root
+    (``content``, ``inner.upToSeq``, ``items[1].zz``); None when it is the whole body.
+
+    msgspec gives the path of the offending value after `` - at `$...` ``; an unknown or a
+    missing field is reported at its parent object, with the field's own name in the text."""
+    at = _PATH_RE.search(message)
+    path = at.group(1) if at else ""
+    named = _NAMED_FIELD_RE.match(message)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or None
 
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> bytes:

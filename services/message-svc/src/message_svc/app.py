@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import httpx
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,6 +30,17 @@ from .state import AppState
 SERVICE = "message-svc"
 
 
+def redis_client(url: str, timeout: float) -> Redis:
+    """A client that fails fast when Redis is down: short connect and command timeouts and
+    one immediate retry (a dropped pooled connection is reopened once)."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -41,8 +54,9 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(connection.close)
             policy = BucketPolicy(settings.send_burst, settings.send_rate_per_second)
             limiter: SendLimiter
+            redis: Redis | None = None
             if settings.redis_url:
-                redis = Redis.from_url(settings.redis_url)
+                redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
                 stack.push_async_callback(redis.aclose)
                 limiter = RedisLimiter(
                     redis,
@@ -76,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
                     users=verifiers(settings, http).users,
                     messages=messages,
                     history_default_limit=settings.history_default_limit,
+                    redis=redis,
                 )
             }
 
@@ -86,7 +101,14 @@ def create_app(settings: Settings) -> Starlette:
             if app_state.amqp.is_closed:
                 raise ConnectionError("RabbitMQ connection is closed")
 
-        return [("postgres", lambda: ping(app_state.pool)), ("rabbitmq", broker)]
+        found: list[ReadinessCheck] = [
+            ("postgres", lambda: ping(app_state.pool)),
+            ("rabbitmq", broker),
+        ]
+        redis = app_state.redis
+        if redis is not None:
+            found.append(("redis", redis.ping))
+        return found
 
     return Starlette(
         routes=[*routes(), *operational_routes(checks)],

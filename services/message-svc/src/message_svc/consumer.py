@@ -5,8 +5,9 @@ Same rules and code path as the REST send. Manual acks, only after the outcome i
   (the edge answers the client's RECEIPT and ``/user/queue/ack``), then the delivery is acked;
 - refused for good (invalid, not a participant, rate limited...): an ``error`` event for
   ``/user/queue/error``, then acked;
-- failed in a way that may pass (database or broker down): retried in place with backoff,
-  unacked, until it goes through or the process stops (then RabbitMQ redelivers it);
+- failed in a way that may pass (database, broker or the rate-limit store down: any
+  :class:`DependencyError` among them): retried in place with backoff, unacked, until it goes
+  through or the process stops (then RabbitMQ redelivers it);
 - anything else (a bug, undecodable bytes): rejected; the quorum queue's delivery limit moves
   a message that keeps failing to the dead-letter queue.
 Messages of one user are processed in order (one worker per user hash).

@@ -214,6 +214,32 @@ async def notify(conn: Conn) -> None:
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 
+def history_statement(*, before: bool, after: bool) -> str:
+    """The page query for one combination of cursors. Each combination is its own statement,
+    so every seq bound is an index condition on (session_id, seq) even under a generic plan
+    (a ``$n IS NULL OR ...`` bound would become a filter over the whole session).
+
+    Parameters: $1 the session, then ``after``, then ``before`` (those given), then the limit.
+    With ``after`` the page is the oldest rows above it; otherwise the newest below ``before``."""
+    bounds = ["m.session_id = $1"]
+    if after:
+        bounds.append(f"m.seq > ${len(bounds) + 1}")
+    if before:
+        bounds.append(f"m.seq < ${len(bounds) + 1}")
+    order = "ASC" if after else "DESC"
+    return (
+        f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m WHERE {' AND '.join(bounds)}"
+        f" ORDER BY m.seq {order} LIMIT ${len(bounds) + 1}"
+    )
+
+
+_HISTORY = {
+    (before, after): history_statement(before=before, after=after)
+    for before in (False, True)
+    for after in (False, True)
+}
+
+
 async def history(
     conn: Conn,
     session_id: uuid.UUID,
@@ -226,51 +252,37 @@ async def history(
 
     With ``after`` the page holds the oldest messages above it (to catch up); otherwise the
     newest below ``before`` (to scroll back)."""
-    if after is not None:
-        rows = await conn.fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
-            " WHERE m.session_id = $1 AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3)"
-            " ORDER BY m.seq ASC LIMIT $4",
-            session_id,
-            after,
-            before,
-            limit,
-        )
-        return list(reversed(rows))
-    return list(
-        await conn.fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
-            " WHERE m.session_id = $1 AND ($2::bigint IS NULL OR m.seq < $2)"
-            " ORDER BY m.seq DESC LIMIT $3",
-            session_id,
-            before,
-            limit,
-        )
-    )
+    args = [session_id, *(b for b in (after, before) if b is not None), limit]
+    rows = await conn.fetch(_HISTORY[(before is not None, after is not None)], *args)
+    return list(reversed(rows)) if after is not None else list(rows)
 
 
 async def unread(
     conn: Conn, session_id: uuid.UUID, reader: Member, limit: int
 ) -> tuple[int, list[asyncpg.Record]]:
     """The reader's unread messages (from the peer, above the reader's read mark), oldest
-    first, and how many there are."""
-    count = await conn.fetchval(
-        "SELECT count(*) FROM chat_messages"
-        " WHERE session_id = $1 AND seq > $2 AND sender_email <> $3",
-        session_id,
-        reader.read_seq,
-        reader.user_email,
-    )
+    first, and how many there are: one statement, so the count and the page come from the
+    same snapshot (a message committed in between is in both or in neither)."""
     rows = await conn.fetch(
-        f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m"
-        " WHERE m.session_id = $1 AND m.seq > $2 AND m.sender_email <> $3"
-        " ORDER BY m.seq ASC LIMIT $4",
+        f"""
+        WITH page AS (
+            SELECT {_MESSAGE_COLUMNS} FROM chat_messages m
+            WHERE m.session_id = $1 AND m.seq > $2 AND m.sender_email <> $3
+            ORDER BY m.seq ASC LIMIT $4
+        ), total AS (
+            SELECT count(*) AS unread_count FROM chat_messages u
+            WHERE u.session_id = $1 AND u.seq > $2 AND u.sender_email <> $3
+        )
+        SELECT total.unread_count, page.* FROM total LEFT JOIN page ON true
+        ORDER BY page.seq ASC
+        """,
         session_id,
         reader.read_seq,
         reader.user_email,
         limit,
     )
-    return int(count), list(rows)
+    count = int(rows[0]["unread_count"])
+    return count, [r for r in rows if r["id"] is not None]
 
 
 async def sessions_of(conn: Conn, user_email: str) -> list[asyncpg.Record]:

@@ -21,7 +21,7 @@ from chat_common.dto import (
     SessionList,
     UnreadView,
 )
-from chat_common.errors import InvalidInput, NotFound
+from chat_common.errors import InvalidInput
 from chat_common.openapi import Endpoint, Operation, Param
 from chat_common.web import bearer_token, json_response, parse_body
 
@@ -38,10 +38,11 @@ async def _user(request: Request) -> str:
 
 
 def _session_id(request: Request) -> uuid.UUID:
+    """The path's session id: a malformed one is bad input (422), not an unknown session."""
     try:
         return uuid.UUID(request.path_params["sessionId"])
     except ValueError:
-        raise NotFound("no such session", code="SESSION_NOT_FOUND") from None
+        raise InvalidInput("sessionId must be a UUID", field="sessionId") from None
 
 
 def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
@@ -156,7 +157,7 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
             "The caller's unread messages in the session, oldest first, and their count",
             answer=UnreadView,
             params=(SESSION_ID,),
-            errors=(401, 403, 404, 429),
+            errors=(401, 403, 404, 422, 429),
             tags=("messages",),
         ),
         unread,

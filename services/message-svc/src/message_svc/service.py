@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from chat_common.dto import (
     SessionSummary,
     UnreadView,
 )
-from chat_common.errors import Conflict, Forbidden, NotFound
+from chat_common.errors import Conflict, DependencyError, Forbidden, NotFound
 
 from . import repository
 from .domain import check_content, content_fingerprint
@@ -31,6 +32,8 @@ from .events import message_event_template, receipt_event
 from .notifier import Notifier
 from .ratelimit import SendLimiter
 from .repository import Member
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 200
 
@@ -91,7 +94,9 @@ class MessageService:
 
     async def send(self, user_email: str, request: SendMessageRequest) -> Sent:
         """Store a message and its outbox row in one transaction; a repeated client id from
-        the same sender returns the stored message and writes nothing.
+        the same sender returns the stored message and writes nothing. The send limits are
+        reserved before the insert and given back when nothing was stored; nothing but the
+        wake-up of the relays happens after the commit.
 
         Two round trips: the participants with any earlier use of the client id, then one
         statement that allocates the seq and writes the message and its outbox row."""
@@ -104,22 +109,35 @@ class MessageService:
             if context.prior is not None:
                 return self._replay(context.prior, request, peer)
             fingerprint = content_fingerprint(request.content)
-            await self._limiter.acquire(user_email, fingerprint)
+            client_id = str(request.client_message_id)
+            await self._limiter.acquire(user_email, fingerprint, client_id)
             try:
                 row = await self._insert(conn, me, peer, request)
             except repository.ClientIdTaken:  # a concurrent send with the same id won
-                await self._limiter.release(user_email)
                 existing = await repository.find_by_client_id(
                     conn, user_email, request.client_message_id
                 )
                 assert existing is not None
+                same_content = content_fingerprint(existing["content"]) == fingerprint
+                await self._give_back(user_email, fingerprint, client_id, content=not same_content)
                 return self._replay(existing, request, peer)
             except BaseException:
-                await self._limiter.release(user_email)
+                await self._give_back(user_email, fingerprint, client_id, content=True)
                 raise
         self._notifier.poke()
-        await self._limiter.accepted(user_email, fingerprint)
         return Sent(_view(row, peer), replayed=False)
+
+    async def _give_back(
+        self, user_email: str, fingerprint: str, client_id: str, *, content: bool
+    ) -> None:
+        """Give back the token of a send that stored nothing new and, with ``content``, its
+        use of the content. A limiter store that is down only costs the sender these."""
+        try:
+            await self._limiter.refund(user_email)
+            if content:
+                await self._limiter.forget(user_email, fingerprint, client_id)
+        except DependencyError as exc:
+            log.warning("send limits not given back: %s", exc)
 
     async def _insert(
         self, conn: Conn, me: Member, peer: Member, request: SendMessageRequest

@@ -13,6 +13,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # When set, rate limits are shared by every instance through Redis.
     redis_url: str | None = None
+    # Each Redis connect and command gives up after this long (the send then answers 503).
+    redis_timeout_seconds: float = 0.5
     max_content_bytes: int = 4096
     send_burst: int = 20
     send_rate_per_second: float = 10.0

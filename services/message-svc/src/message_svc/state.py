@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
+from redis.asyncio import Redis
 
 from chat_common.jwt_verify import UserTokenVerifier
 
@@ -19,3 +20,4 @@ class AppState:
     users: UserTokenVerifier
     messages: MessageService
     history_default_limit: int
+    redis: Redis | None = None  # the shared rate-limit store, when configured
