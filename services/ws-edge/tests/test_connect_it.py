@@ -1,9 +1,11 @@
 """Connecting: every token source, bad and expired tokens, a token that expires while
-connected, the Origin allow-list, the plain HTTP endpoints on the same port."""
+connected, heart-beats (a silent peer dropped on the connection's timer), the Origin
+allow-list, the plain HTTP endpoints on the same port."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -13,6 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_testing.stomp import StompClient
+from ws_edge.disconnect import Disconnect
+from ws_edge.stomp.frames import Frame
 
 
 async def test_every_token_source_connects_with_stomp_py(world: Any) -> None:
@@ -56,6 +60,56 @@ async def test_a_connection_is_closed_when_its_token_expires(world: Any) -> None
     assert frame.header("message") == "token expired"
     with pytest.raises((ConnectionError, ConnectionClosed)):
         await client.next_frame(within=5)
+
+
+async def heartbeating(url: str, token: str, heart_beat: str) -> tuple[StompClient, Frame]:
+    """A client that CONNECTs with its own ``heart-beat`` header; and the CONNECTED."""
+    socket = await connect(url, subprotocols=["v12.stomp"], ping_interval=None)  # type: ignore[list-item]
+    client = StompClient(socket)
+    headers = (("accept-version", "1.2"), ("host", "/"), ("heart-beat", heart_beat))
+    await client.write(Frame("CONNECT", (*headers, ("passcode", token))))
+    connected = await client.next_frame()
+    assert connected.command == "CONNECTED"
+    return client, connected
+
+
+async def test_a_silent_peer_is_dropped_after_the_heart_beat_times_the_tolerance(
+    world: Any,
+) -> None:
+    """The client promises a heart-beat every 200 ms, the edge asks for one every 100 ms: the
+    negotiated 200 ms times the tolerance (2) is how long the edge waits for any data."""
+    edge = await world.edge(heartbeat_send_ms=0, heartbeat_expect_ms=100)
+    url = f"ws://127.0.0.1:{edge.edge_server.settings.port}/ws"
+    token = world.token("quiet@example.com")
+    silent, connected = await heartbeating(url, token, "200,0")
+    started = time.monotonic()
+    assert connected.header("heart-beat") == "0,100"
+    [session] = edge.edge.clients.values()
+    talking, _ = await heartbeating(url, token, "200,0")
+
+    async def beat() -> None:
+        while True:
+            await talking.socket.send("\n")
+            await asyncio.sleep(0.1)
+
+    beating = asyncio.create_task(beat())
+    try:
+        frame = await silent.next_frame(within=5)
+        waited = time.monotonic() - started
+        assert frame.command == "ERROR"
+        assert frame.header("message") == "heart-beat timeout"
+        assert 0.35 <= waited < 2.0  # 0.2 s x 2, on the connection's own timer
+        with pytest.raises((ConnectionError, ConnectionClosed)):
+            await silent.next_frame(within=5)
+        assert silent.socket.close_code == Disconnect.HEARTBEAT_TIMEOUT.code
+        assert session.ending is Disconnect.HEARTBEAT_TIMEOUT
+        await asyncio.sleep(0.6)  # three timeouts' worth: the one that beats stays
+        await talking.subscribe("/user/queue/ack", ("receipt", "alive"))
+        assert (await talking.next_frame()).header("receipt-id") == "alive"
+    finally:
+        beating.cancel()
+        await silent.close()
+        await talking.close()
 
 
 async def test_origins_off_the_list_are_refused_at_the_handshake(world: Any) -> None:

@@ -1,6 +1,7 @@
 """Delivery with the real RabbitMQ, session-svc and message-svc: topics and user queues,
 authorisation of subscriptions, /app/chat.send answered after the commit, typing, read and
-delivered marks, the SEND rate limit, two edge instances behind one exchange."""
+delivered marks (individual and cumulative ACKs), the SEND rate limit, two edge instances
+behind one exchange."""
 
 from __future__ import annotations
 
@@ -212,6 +213,41 @@ async def test_typing_read_and_acknowledged_delivery_reach_the_peer(world: Any) 
     assert json.loads(read_receipt.body)["upToSeq"] == 2
     answered = await next_where(bob, lambda f: f.command == "RECEIPT")
     assert answered.header("receipt-id") == "read-1"
+
+
+async def test_a_cumulative_ack_moves_the_delivered_mark_through_message_svc(
+    world: Any,
+) -> None:
+    """In ``client`` ack mode one ACK settles its message and every earlier one: the edge
+    moves the delivered mark (message-svc ``POST .../delivered``) up to that message's seq."""
+    chat = await world.chat()
+    world.relay.start()
+    edge = await world.edge(delivered_flush_seconds=0.05)
+    alice = await world.raw(edge, chat.alice_token)
+    bob = await world.raw(edge, chat.bob_token)
+    await alice.subscribe(chat.topic, ("receipt", "a"))
+    sub = await bob.subscribe(chat.topic, ("ack", "client"), ("receipt", "b"))
+    assert (await alice.next_frame()).command == "RECEIPT"
+    assert (await bob.next_frame()).command == "RECEIPT"
+    for i in range(4):
+        await world.rest_send(chat, chat.alice, f"m{i}")
+    got = [await bob.next_frame() for _ in range(4)]
+    assert [f.header("x-seq") for f in got] == ["1", "2", "3", "4"]
+    [session] = [c for c in edge.edge.clients.values() if c.email == chat.bob]
+    assert len(session.core.subscriptions[sub].unacked) == 4
+    await bob.write(Frame("ACK", (("id", got[2].header("ack") or ""),)))  # settles 1..3
+    receipt = await next_where(alice, lambda f: f.header("x-event") == "receipt")
+    assert json.loads(receipt.body)["kind"] == "delivered"
+    assert json.loads(receipt.body)["upToSeq"] == 3
+    assert (
+        await world.pool.fetchval(
+            "SELECT delivered_seq FROM chat_participants WHERE user_email = $1", chat.bob
+        )
+        == 3
+    )
+    pending = set(session.core.subscriptions[sub].unacked.values())  # and the receipt event
+    assert f"{chat.id}:4" in pending
+    assert not pending & {f"{chat.id}:{seq}" for seq in (1, 2, 3)}
 
 
 async def test_sends_are_rate_limited_per_connection(world: Any) -> None:

@@ -1,6 +1,6 @@
 """The edge's bookkeeping and fan-out with the in-memory broker: bind on the first local
 subscriber, unbind after the last, targets from routing key + CC, one encoding per event,
-RECEIPTs from ack events, two edges behind one exchange."""
+RECEIPTs from ack events, refusals from error events, two edges behind one exchange."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class FakeClient:
     email: str | None
     got: list[tuple[str, str, str, EncodedMessage]] = field(default_factory=list)
     receipts: list[str] = field(default_factory=list)
+    refusals: list[tuple[str, bytes]] = field(default_factory=list)
     ended: list[Disconnect] = field(default_factory=list)
 
     def deliver(
@@ -35,6 +36,9 @@ class FakeClient:
 
     def receipt(self, receipt_id: str) -> None:
         self.receipts.append(receipt_id)
+
+    def refused(self, receipt_id: str, body: bytes) -> None:
+        self.refusals.append((receipt_id, body))
 
     def disconnect(self, reason: Disconnect) -> None:
         self.ended.append(reason)
@@ -134,6 +138,10 @@ async def test_ack_events_answer_the_sending_connection_only() -> None:
     await edge.broker.publish_event(routing.user_key(ALICE), b"{}", error)
     assert phone.receipts == ["r-9"]  # a refused message gets no RECEIPT
     assert b"receipt-id:r-10" in phone.got[-1][3].tail
+    assert phone.refusals == [("r-10", b"{}")]  # the connection answers it (ERROR if need be)
+    assert laptop.refusals == []
+    await edge.broker.publish_event(routing.user_key(ALICE), b"{}", {"x-event": "error"})
+    assert phone.refusals == [("r-10", b"{}")]  # no receipt asked: nothing to answer
 
 
 async def test_an_event_published_once_reaches_both_edges() -> None:

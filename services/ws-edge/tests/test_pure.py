@@ -10,7 +10,7 @@ import pytest
 from chat_common import routing
 from ws_edge.cache import TtlCache
 from ws_edge.disconnect import Disconnect, from_core
-from ws_edge.fanout import BadEvent, encode, parse_event
+from ws_edge.fanout import BadEvent, encode, parse_event, refusal_detail
 from ws_edge.marks import DeliveredMarks, message_id, parse_message_id
 from ws_edge.outbound import OutboundBuffer
 from ws_edge.stomp.events import CloseReason
@@ -61,6 +61,14 @@ def test_the_shared_tail_carries_the_event_headers() -> None:
     assert b"receipt-id:r\n" in encode("error", None, None, b"{}", "r").tail
 
 
+def test_a_refusal_is_read_for_the_error_frame() -> None:
+    body = b'{"code":"NOT_PARTICIPANT","detail":"not a participant of this session"}'
+    assert refusal_detail(body) == "not a participant of this session"
+    assert refusal_detail(b'{"code":"X"}') == "the message was refused"
+    assert refusal_detail(b"not json") == "the message was refused"
+    assert refusal_detail(b'{"detail": 3}') == "the message was refused"
+
+
 # -- delivered marks -------------------------------------------------------------------------
 
 
@@ -88,6 +96,8 @@ def test_message_ids_round_trip() -> None:
     assert parse_message_id("ev-1") is None
     assert parse_message_id("not-a-uuid:3") is None
     assert parse_message_id(f"{S1}:-1") is None
+    assert parse_message_id(f"{S1}:²") is None  # digits to str.isdigit(), not to int()
+    assert parse_message_id(f"{S1}:١٢") is None
 
 
 # -- outbound buffer -------------------------------------------------------------------------

@@ -53,6 +53,30 @@ async def test_history_bodies_are_passed_on_as_stored() -> None:
     assert pages == [(1, b'{"seq":1,"content":"a"}'), (2, b'{"seq":2, "content":"b"}')]
 
 
+async def test_a_bounded_range_asks_only_for_what_it_lacks() -> None:
+    stored = list(range(1, 451))
+    asked: list[tuple[str, str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        asked.append((params["after"], params["before"], params["limit"]))
+        after, before, limit = int(params["after"]), int(params["before"]), int(params["limit"])
+        page = [s for s in stored if after < s < before][:limit]
+        messages = [{"seq": s} for s in reversed(page)]
+        return httpx.Response(200, json={"sessionId": str(SESSION), "messages": messages})
+
+    up = upstream(httpx.MockTransport(answer))
+    got = [seq async for seq, _ in up.history_after("t", SESSION, 10, up_to=12)]
+    assert got == [11, 12]
+    assert asked == [("10", "13", "2")]
+    asked.clear()
+    got = [seq async for seq, _ in up.history_after("t", SESSION, 0, up_to=300)]
+    assert got == list(range(1, 301))
+    assert asked == [("0", "301", str(PAGE)), (str(PAGE), "301", "100")]
+    assert [s async for s, _ in up.history_after("t", SESSION, 5, up_to=5)] == []
+    assert len(asked) == 2  # an empty range asks nothing
+
+
 async def test_membership_is_asked_once_for_concurrent_askers_and_cached() -> None:
     calls = 0
 

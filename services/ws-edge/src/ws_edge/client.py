@@ -3,6 +3,10 @@ actions, its output handed to a :class:`~ws_edge.sender.Sender` (bounded buffer)
 
 An idle connection costs the socket, the core and one timer handle: the sender's task exists
 only while there is something to write; heart-beats and token expiry run on ``call_later``.
+
+Each ``/topic/session.{id}`` subscription has a :class:`~ws_edge.resume.SeqGate`: the
+``x-resume-after-seq`` replay and any gap in the live seqs are fetched from message-svc's
+history by one task per subscription, while the live events wait in the gate.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ from ws_edge.stomp.parser import Limits
 
 from . import commands
 from .disconnect import Disconnect, from_core
-from .edge import RESUME_DROPPED, SUBSCRIPTIONS, Edge
-from .fanout import encode
+from .edge import GAP_FILLS, RESUME_DROPPED, SUBSCRIPTIONS, Edge
+from .fanout import encode, refusal_detail
 from .hub import USER_QUEUES, UnknownDestination, session_of
 from .marks import DeliveredMarks, message_id
-from .resume import ResumeOverflow, SeqGate
+from .resume import Fetch, ResumeOverflow, SeqGate, resume_point
 from .sender import CLOSE_TIMEOUT_SECONDS, Sender
 
 log = logging.getLogger(__name__)
@@ -85,7 +89,7 @@ class ClientSession:
         self._ending: Disconnect | None = None
         self._topics: dict[str, uuid.UUID] = {}  # accepted topic subscriptions
         self._queues: set[str] = set()  # accepted user-queue subscriptions
-        self._gates: dict[str, SeqGate[Held]] = {}
+        self._gates: dict[str, SeqGate[Held]] = {}  # one per accepted topic subscription
         self._marks = DeliveredMarks()
         self._marks_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -216,12 +220,15 @@ class ClientSession:
             self.core.send_encoded(subscription, destination, message_id, encoded)
         else:
             try:
-                held = gate.live(seq, (destination, message_id, encoded))
+                ready = gate.live(seq, (destination, message_id, encoded))
             except ResumeOverflow:
-                self.core.send_error("too many live events while resuming; reconnect")
-                held = []
-            for destination_, message_id_, encoded_ in held:
+                self.core.send_error("too many live events held for a subscription; reconnect")
+                ready = []
+            for destination_, message_id_, encoded_ in ready:
                 self.core.send_encoded(subscription, destination_, message_id_, encoded_)
+            fetch = gate.take_fetch()
+            if fetch is not None:  # a gap opened: fetch it, the live events wait meanwhile
+                self.spawn(self._fetch(subscription, destination, gate, fetch))
         self._flush()
 
     def receipt(self, receipt_id: str) -> None:
@@ -229,23 +236,44 @@ class ClientSession:
             self.core.send_receipt(receipt_id)
             self._flush()
 
-    def refuse(self, message: str) -> None:
-        """ERROR frame, then close: what STOMP offers to refuse a frame."""
-        self.core.send_error(message)
+    def refuse(self, message: str, receipt: str | None = None) -> None:
+        """ERROR frame, then close: what STOMP offers to refuse a frame. ``receipt``: the
+        refused frame's ``receipt`` header, answered by the ERROR's ``receipt-id``."""
+        self.core.send_error(message, receipt_id=receipt)
         self._flush()
 
     def error_message(
         self, code: str, detail: str, receipt: str | None = None, **extra: Any
     ) -> None:
         """A MESSAGE on this connection's ``/user/queue/error`` subscriptions about what it
-        sent (carrying ``receipt-id`` when the SEND asked for a receipt). Dropped when the
-        client has not subscribed there."""
+        sent (carrying ``receipt-id`` when the SEND asked for a receipt). Without such a
+        subscription it is dropped, unless the SEND asked for a receipt: that one is answered
+        by an ERROR frame (``receipt-id``, the same JSON body), then the connection closes."""
         body = msgspec.json.encode({"code": code, "detail": detail, **extra})
+        if receipt is not None and not self._error_queues():
+            self.core.send_error(detail, body, receipt_id=receipt)
+            self._flush()
+            return
         encoded = encode("error", None, None, body, receipt)
-        for sub_id, sub in self.core.subscriptions.items():
-            if sub.destination == ERROR_QUEUE and sub_id in self._queues:
-                self.core.send_encoded(sub_id, ERROR_QUEUE, f"err-{uuid.uuid4().hex}", encoded)
+        for sub_id in self._error_queues():
+            self.core.send_encoded(sub_id, ERROR_QUEUE, f"err-{uuid.uuid4().hex}", encoded)
         self._flush()
+
+    def refused(self, receipt: str, body: bytes) -> None:
+        """message-svc refused a SEND of this connection that asked for ``receipt`` (the
+        error event went to the ``/user/queue/error`` subscriptions). Without one, the
+        receipt is answered by an ERROR frame with the event's body, then the close."""
+        if self._ending is None and not self._error_queues():
+            self.core.send_error(refusal_detail(body), body, receipt_id=receipt)
+            self._flush()
+
+    def _error_queues(self) -> list[str]:
+        """This connection's accepted ``/user/queue/error`` subscriptions."""
+        return [
+            sub_id
+            for sub_id, sub in self.core.subscriptions.items()
+            if sub.destination == ERROR_QUEUE and sub_id in self._queues
+        ]
 
     async def member(self, session: uuid.UUID) -> Membership | None:
         assert self.email is not None
@@ -268,10 +296,10 @@ class ClientSession:
                 try:
                     await self._on(event)
                 except ChatError as exc:
-                    self.refuse(exc.detail)
+                    self.refuse(exc.detail, _receipt_of(event))
                 except Exception:
                     log.exception("connection %s: %s failed", self.id, type(event).__name__)
-                    self.refuse("internal error")
+                    self.refuse("internal error", _receipt_of(event))
                 self._flush()
 
     async def _on(self, event: Event) -> None:
@@ -315,22 +343,25 @@ class ClientSession:
             try:
                 session = session_of(destination)
             except UnknownDestination:
-                self.refuse(f"unknown destination {destination}")
+                self.refuse(f"unknown destination {destination}", event.receipt)
                 return
-            resume = event.header("x-resume-after-seq")
-            if resume is not None and not resume.isdigit():
-                self.refuse("x-resume-after-seq must be a non-negative integer")
+            resume_text = event.header("x-resume-after-seq")
+            resume = None if resume_text is None else resume_point(resume_text)
+            if resume_text is not None and resume is None:
+                self.refuse("x-resume-after-seq must be a non-negative integer", event.receipt)
                 return
             if await self.member(session) is None:
-                self.refuse("not a participant of this session")
+                self.refuse("not a participant of this session", event.receipt)
                 return
-            if resume is not None:  # hold live events from the moment the key is bound
-                limit = self.edge.settings.resume_max_buffered
-                self._gates[sub_id] = SeqGate(int(resume), max_buffer=limit)
+            # in place before the key is bound: a replay holds live events from the start
+            limit = self.edge.settings.resume_max_buffered
+            gate: SeqGate[Held] = SeqGate(resume, max_buffer=limit)
+            self._gates[sub_id] = gate
             await self.edge.subscribed(self, sub_id, session)
             self._topics[sub_id] = session
-            if resume is not None:
-                self.spawn(self._replay(sub_id, destination, session, int(resume)))
+            fetch = gate.take_fetch()
+            if fetch is not None:
+                self.spawn(self._fetch(sub_id, destination, gate, fetch))
         SUBSCRIPTIONS.inc()
         if event.receipt:
             self.core.send_receipt(event.receipt)
@@ -347,33 +378,100 @@ class ClientSession:
             SUBSCRIPTIONS.dec()
             await self.edge.unsubscribed(self, sub_id, None)
 
-    async def _replay(self, sub_id: str, destination: str, session: uuid.UUID, after: int) -> None:
-        """History above ``after`` in seq order, then the live events held meanwhile minus
-        those the history already carried; paced by the outbound buffer."""
-        gate = self._gates[sub_id]
-        assert self.token is not None
-        try:
-            async for seq, body in self.edge.upstream.history_after(self.token, session, after):
-                if self._gates.get(sub_id) is not gate or self._ending is not None:
+    async def _fetch(
+        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
+    ) -> None:
+        """Fetch a range of the topic's history and deliver it, then release what the gate
+        held meanwhile; again for each gap the released events open."""
+        session = session_of(destination)
+        fetch: Fetch | None = first
+        while fetch is not None:
+            if fetch.up_to is None:
+                if not await self._replay(sub_id, destination, session, gate, fetch.after):
                     return
-                if not gate.admit(seq):
-                    RESUME_DROPPED.inc()
-                    continue
-                encoded = encode("message", str(session), seq, body)
-                self.core.send_encoded(sub_id, destination, message_id(session, seq), encoded)
-                self._flush()
-                await self._sender.room()
+                filled = True
+            else:
+                filled = await self._fill(sub_id, destination, session, gate, fetch)
+            if self._gates.get(sub_id) is not gate or self._ending is not None:
+                return
+            held = gate.held
+            released = gate.finish() if filled else gate.give_up()
+            RESUME_DROPPED.inc(held - len(released) - gate.held)
+            for destination_, message_id_, encoded_ in released:
+                self.core.send_encoded(sub_id, destination_, message_id_, encoded_)
+            self._flush()
+            fetch = gate.take_fetch()
+
+    async def _replay(
+        self, sub_id: str, destination: str, session: uuid.UUID, gate: SeqGate[Held], after: int
+    ) -> bool:
+        """History above ``after`` in seq order (``x-resume-after-seq``); False when the
+        subscription went away, or the history failed and the connection is refused."""
+        try:
+            return await self._deliver_history(sub_id, destination, session, gate, after, None)
         except ChatError as exc:
             self.refuse(f"cannot resume: {exc.detail}")
-            return
-        if self._gates.get(sub_id) is not gate:
-            return
-        held = gate.held
-        released = gate.finish()
-        RESUME_DROPPED.inc(held - len(released))
-        for destination_, message_id_, encoded_ in released:
-            self.core.send_encoded(sub_id, destination_, message_id_, encoded_)
-        self._flush()
+            return False
+
+    async def _fill(
+        self, sub_id: str, destination: str, session: uuid.UUID, gate: SeqGate[Held], gap: Fetch
+    ) -> bool:
+        """The messages of a gap, in seq order, with a bounded number of attempts; False when
+        the gap could not be filled (what arrived is delivered, the rest is skipped)."""
+        settings = self.edge.settings
+        problem = ""
+        for attempt in range(settings.gap_fill_attempts):
+            if attempt:
+                await asyncio.sleep(settings.gap_fill_backoff_seconds * 2 ** (attempt - 1))
+            after = max(gap.after, gate.last_seq or 0)  # a retry goes on from what arrived
+            try:
+                if not await self._deliver_history(
+                    sub_id, destination, session, gate, after, gap.up_to
+                ):
+                    return False  # the subscription or the connection went away
+            except ChatError as exc:
+                problem = exc.detail
+                continue
+            if gate.complete:
+                GAP_FILLS.labels("filled").inc()
+                return True
+            problem = "the history lacks part of the range"
+        GAP_FILLS.labels("gave_up").inc()
+        log.warning(
+            "connection %s: seqs %d..%d of session %s not fetched after %d attempts (%s);"
+            " delivering the later ones",
+            self.id,
+            gap.after + 1,
+            gap.up_to,
+            session,
+            settings.gap_fill_attempts,
+            problem,
+        )
+        return False
+
+    async def _deliver_history(
+        self,
+        sub_id: str,
+        destination: str,
+        session: uuid.UUID,
+        gate: SeqGate[Held],
+        after: int,
+        up_to: int | None,
+    ) -> bool:
+        """Stored messages above ``after`` (up to ``up_to``) the gate admits, paced by the
+        outbound buffer; False when the subscription or the connection went away."""
+        assert self.token is not None
+        async for seq, body in self.edge.upstream.history_after(self.token, session, after, up_to):
+            if self._gates.get(sub_id) is not gate or self._ending is not None:
+                return False
+            if not gate.admit(seq):
+                RESUME_DROPPED.inc()
+                continue
+            encoded = encode("message", str(session), seq, body)
+            self.core.send_encoded(sub_id, destination, message_id(session, seq), encoded)
+            self._flush()
+            await self._sender.room()
+        return self._gates.get(sub_id) is gate and self._ending is None
 
     # -- delivered marks ---------------------------------------------------------------------
 
@@ -396,3 +494,8 @@ class ClientSession:
                 continue
             if status != 200:
                 log.warning("delivered mark for %s refused (%s)", session, status)
+
+
+def _receipt_of(event: Event) -> str | None:
+    """The ``receipt`` header of a SEND or SUBSCRIBE (what an ERROR about it answers)."""
+    return event.receipt if isinstance(event, SendReceived | Subscribed) else None

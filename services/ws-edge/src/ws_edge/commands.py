@@ -4,7 +4,8 @@
   user, the SEND's receipt, this connection's id) published, persistent and confirmed, to the
   send queue. The edge does not answer the receipt: message-svc commits, then publishes an
   ``ack`` event (the RECEIPT and ``/user/queue/ack``) or an ``error`` event
-  (``/user/queue/error`` with ``receipt-id``; no RECEIPT for a refused message).
+  (``/user/queue/error`` with ``receipt-id``; no RECEIPT for a refused message, and an ERROR
+  with ``receipt-id`` when the connection has no ``/user/queue/error`` subscription).
 - ``/app/chat.typing`` ``{sessionId, typing}``: participants only; published straight to the
   session's key, never stored.
 - ``/app/chat.read`` ``{sessionId, upToSeq}``: message-svc moves the read mark (the peer gets
@@ -12,7 +13,9 @@
 
 Every SEND takes a token from the connection's bucket. A body that does not parse, a refusal or
 an unavailable dependency is a MESSAGE on the sender's ``/user/queue/error`` (``code``,
-``detail``, ``clientMessageId`` when known); an unknown destination is an ERROR.
+``detail``, ``clientMessageId`` when known); a SEND that asked for a receipt on a connection
+with no such subscription gets an ERROR with ``receipt-id`` instead, then the close. An unknown
+destination is an ERROR (with ``receipt-id`` when asked).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ _MARK_REFUSALS = {
 async def handle_send(client: ClientSession, event: SendReceived) -> None:
     handler = _HANDLERS.get(event.destination)
     if handler is None:
-        client.refuse(f"unknown destination {event.destination}")
+        client.refuse(f"unknown destination {event.destination}", event.receipt)
         return
     decision = take(client.bucket, time.monotonic(), client.send_policy)
     client.bucket = decision.bucket

@@ -42,7 +42,12 @@ EVENTS = Counter("chat_ws_events_total", "Events received from the broker", ["ev
 DELIVERED = Counter("chat_ws_delivered_total", "MESSAGE frames queued to clients", ["event"])
 RESUME_DROPPED = Counter(
     "chat_ws_resume_duplicates_total",
-    "Messages dropped at a resume seam (already replayed, or replayed twice)",
+    "Messages dropped at a replay or gap-fill seam (already delivered, or fetched twice)",
+)
+GAP_FILLS = Counter(
+    "chat_ws_gap_fills_total",
+    "Gaps in a topic subscription's seqs fetched from history, by outcome",
+    ["outcome"],
 )
 DISCONNECTS = Counter("chat_ws_disconnects_total", "Connections closed, by reason", ["reason"])
 
@@ -179,10 +184,12 @@ class Edge:
                         }
                     )
             DELIVERED.labels(event.kind).inc(len(targets))
-        if event.kind == "ack" and event.receipt and event.connection:
+        if event.kind in ("ack", "error") and event.receipt and event.connection:
             client = self.clients.get(event.connection)
-            if client is not None:
+            if client is not None and event.kind == "ack":
                 client.receipt(event.receipt)
+            elif client is not None:  # a refused SEND: its receipt never goes unanswered
+                client.refused(event.receipt, event.body)
 
     # -- the broker's connection ---------------------------------------------------------
 

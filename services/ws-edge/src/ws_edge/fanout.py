@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from chat_common import routing
 from ws_edge.stomp.frames import EncodedMessage, Header, encode_message
 
@@ -101,3 +103,20 @@ def encode(
 
 def encode_event(event: BrokerEvent) -> EncodedMessage:
     return encode(event.kind, event.session, event.seq, event.body, event.receipt)
+
+
+class _Refusal(msgspec.Struct):
+    detail: str = ""
+
+
+_refusal = msgspec.json.Decoder(_Refusal)
+
+
+def refusal_detail(body: bytes) -> str:
+    """The ``detail`` of an ``error`` event's body (``{code, detail, ...}``), for the
+    ``message`` header of an ERROR frame."""
+    try:
+        detail = _refusal.decode(body).detail
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        detail = ""
+    return detail or "the message was refused"

@@ -25,7 +25,7 @@ def message_id(session: uuid.UUID | str, seq: int) -> str:
 def parse_message_id(value: str) -> tuple[uuid.UUID, int] | None:
     """(session, seq) of a chat message's id; None for any other id."""
     session_text, sep, seq_text = value.rpartition(":")
-    if not sep or not seq_text.isdigit():
+    if not sep or not (seq_text.isascii() and seq_text.isdigit()):
         return None
     try:
         return uuid.UUID(session_text), int(seq_text)

@@ -1,6 +1,10 @@
 """The WebSocket server: STOMP at ``/ws`` (subprotocols v12/v11/v10.stomp), the Origin check,
 plain HTTP ``/healthz``, ``/readyz`` and ``/metrics`` on the same port, and a graceful stop
-(stop accepting, close every client with 1012, drain, drop the queue and its bindings)."""
+(stop accepting, close every client with 1012, drain, drop the queue and its bindings).
+
+A WebSocket message larger than the frame limit is never buffered: the websockets library
+refuses it from its length, and the edge then sends a STOMP ERROR (``frame too large``) right
+before the close frame (1009), so STOMP clients learn why they were dropped."""
 
 from __future__ import annotations
 
@@ -11,13 +15,18 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidState
+from websockets.exceptions import ProtocolError as WebSocketProtocolError
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from chat_common import tracing
@@ -28,6 +37,7 @@ from .client import ClientSession, bearer
 from .disconnect import Disconnect
 from .edge import Edge
 from .settings import Settings
+from .stomp.frames import error_frame, serialize
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,42 @@ _socket_log.setLevel(logging.WARNING)
 def _plain(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)
+
+
+TOO_LARGE = "frame too large"
+
+
+def too_large_error(limit: int | None) -> bytes:
+    """The STOMP ERROR sent before closing on a message over ``limit`` bytes (written as
+    before CONNECTED: the socket layer does not know the STOMP version, and it needs no
+    escaping)."""
+    detail = f"a WebSocket message may carry at most {limit} bytes" if limit else ""
+    return serialize(error_frame(TOO_LARGE, body=detail.encode()), None)
+
+
+class EdgeSocket(ServerConnection):
+    """The edge's WebSocket connection: before the library fails a message over ``max_size``
+    (close code 1009), it queues a STOMP ERROR frame saying so, in front of the close frame.
+
+    The library checks the size in its sans-I/O protocol as soon as a frame header announces
+    the length, and fails the connection there (close frame, then end of stream) before the
+    application sees anything; hooking that failure is the only point where a data frame can
+    still go out first.
+    """
+
+    def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
+        super().__init__(protocol, server, **kwargs)
+        fail = protocol.fail
+        error = too_large_error(protocol.max_message_size)
+
+        def fail_telling_why(code: CloseCode | int, reason: str = "") -> None:
+            if code == CloseCode.MESSAGE_TOO_BIG:
+                # Not possible once closing, or in the middle of a fragmented message.
+                with contextlib.suppress(InvalidState, WebSocketProtocolError):
+                    protocol.send_text(error)
+            fail(code, reason)
+
+        protocol.fail = fail_telling_why  # type: ignore[method-assign]
 
 
 def select_subprotocol(
@@ -183,6 +229,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 settings.port,
                 process_request=edge_server.process_request,
                 select_subprotocol=select_subprotocol,
+                create_connection=EdgeSocket,
                 max_size=settings.max_frame_bytes,
                 max_queue=16,
                 ping_interval=settings.ws_ping_interval_seconds or None,

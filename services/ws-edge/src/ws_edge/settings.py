@@ -40,8 +40,13 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     max_unacked: int = 1024
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 16 * 1024
-    # Live events held per subscription while its x-resume-after-seq replay runs.
+    # Live events held per topic subscription while its x-resume-after-seq replay or a gap
+    # fill runs.
     resume_max_buffered: int = 10_000
+    # A gap in a topic's seqs is fetched from message-svc's history: this many attempts, the
+    # first retry after gap_fill_backoff_seconds, doubling; then what arrived is delivered.
+    gap_fill_attempts: int = 3
+    gap_fill_backoff_seconds: float = 0.2
     # SENDs per connection (token bucket over every /app destination).
     sends_burst: int = 20
     sends_per_second: float = 10.0

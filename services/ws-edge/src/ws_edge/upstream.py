@@ -1,6 +1,6 @@
 """What the edge asks the other services, always with the user's own token: membership
 (session-svc, cached briefly and looked up once for concurrent askers), history pages for a
-resume and read/delivered marks (message-svc)."""
+resume or a gap fill, and read/delivered marks (message-svc)."""
 
 from __future__ import annotations
 
@@ -101,14 +101,19 @@ class Upstream:
         raise DependencyUnavailable(f"membership check answered {answer.status_code}")
 
     async def history_after(
-        self, token: str, session: uuid.UUID, after: int
+        self, token: str, session: uuid.UUID, after: int, up_to: int | None = None
     ) -> AsyncIterator[tuple[int, bytes]]:
-        """Every stored message with seq > ``after``, oldest first, as (seq, JSON as stored).
+        """Every stored message with ``after < seq <= up_to`` (no upper end when ``up_to`` is
+        None), oldest first, as (seq, JSON as stored).
 
-        message-svc answers ``after=N`` with the oldest messages above N, newest first; the
-        pages are sorted here and followed until one comes back short."""
-        while True:
-            url = f"{self._messages}/api/chat/{session}/history?after={after}&limit={PAGE}"
+        message-svc answers ``after=N`` with the oldest messages above N (below ``before``
+        when given), newest first; the pages are sorted here and followed until one comes back
+        short or the range is covered."""
+        while up_to is None or after < up_to:
+            limit = PAGE if up_to is None else min(PAGE, up_to - after)
+            url = f"{self._messages}/api/chat/{session}/history?after={after}&limit={limit}"
+            if up_to is not None:
+                url += f"&before={up_to + 1}"
             answer = await self._call("GET", url, token)
             if answer.status_code != 200:
                 raise DependencyUnavailable(f"history answered {answer.status_code}")
@@ -118,9 +123,9 @@ class Upstream:
             except msgspec.DecodeError as exc:
                 raise DependencyUnavailable(f"history answer unreadable: {exc}") from None
             for seq, body in page:
-                if seq > after:
+                if seq > after and (up_to is None or seq <= up_to):
                     yield seq, body
-            if len(page) < PAGE:
+            if len(page) < limit:
                 return
             after = max(after, page[-1][0])
 

@@ -34,8 +34,10 @@ def frame(command: str, *headers: tuple[str, str], body: bytes = b"") -> bytes:
     return f"{command}\n{lines}\n".encode() + body + b"\x00"
 
 
-def sent_frames(conn: ServerConnection, now: float = 0.0) -> list[Frame]:
-    parser = FrameParser(commands=ALL_COMMANDS)
+def sent_frames(
+    conn: ServerConnection, now: float = 0.0, version: str | None = "1.2"
+) -> list[Frame]:
+    parser = FrameParser(commands=ALL_COMMANDS, version=version)
     out: list[Frame] = []
     for chunk in conn.data_to_send(now):
         out.extend(e for e in parser.feed(chunk) if isinstance(e, Frame))
@@ -54,9 +56,9 @@ def connected(limits: Limits | None = None, connect: bytes = CONNECT_12) -> Serv
 
 
 def assert_error_and_closed(
-    conn: ServerConnection, message: str, receipt: str | None = None
+    conn: ServerConnection, message: str, receipt: str | None = None, version: str | None = "1.2"
 ) -> Frame:
-    frames = sent_frames(conn)
+    frames = sent_frames(conn, version=version)
     assert frames, "an ERROR frame should have been queued"
     error = frames[-1]
     assert error.command == "ERROR"
@@ -452,6 +454,175 @@ def test_connection_lost_drops_output() -> None:
     conn.connection_lost()
     assert conn.is_closed
     assert conn.data_to_send(0.0) == []
+
+
+# -- header encoding per negotiated version ------------------------------------------------
+
+
+def connect_as(version: str) -> bytes:
+    return frame("CONNECT", ("accept-version", version), ("heart-beat", "0,0"))
+
+
+def test_frames_are_unescaped_until_connected_then_as_negotiated() -> None:
+    conn = ServerConnection()
+    assert conn.wire_version is None
+    conn.receive_data(connect_as("1.1"), 0.0)
+    conn.events_received()
+    assert conn.wire_version is None
+    conn.accept("u", 0.0)
+    assert conn.wire_version == "1.1"
+
+
+@pytest.mark.parametrize(
+    ("version", "note"), [("1.2", "a:b\\c"), ("1.1", "a:b\\c"), ("1.0", "a\\cb\\\\c")]
+)
+def test_incoming_headers_follow_the_negotiated_version(version: str, note: str) -> None:
+    conn = connected(connect=connect_as(version))
+    conn.receive_data(b"SEND\ndestination:/d\nnote:a\\cb\\\\c\n\n\x00", 0.0)
+    [send] = conn.events_received()
+    assert isinstance(send, SendReceived)
+    assert send.header("note") == note
+
+
+def test_stomp_11_refuses_the_carriage_return_escape() -> None:
+    conn = connected(connect=connect_as("1.1"))
+    conn.receive_data(b"SEND\ndestination:/d\nreceipt:r\nk:\\r\n\n\x00", 0.0)
+    assert_error_and_closed(conn, "escape", "r", version="1.1")
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_outgoing_headers_follow_the_negotiated_version(version: str) -> None:
+    conn = connected(connect=connect_as(version))
+    conn.receive_data(frame("SUBSCRIBE", ("id", "s"), ("destination", "/q")), 0.0)
+    conn.events_received()
+    assert conn.send_message("s", "/q", "sess:7", [("x-session-id", "a:b")], b"{}")
+    assert conn.send_receipt("rc:1")
+    data = b"".join(conn.data_to_send(0.0))
+    if version == "1.0":
+        assert b"message-id:sess:7\n" in data
+        assert b"receipt-id:rc:1\n" in data
+    else:
+        assert b"message-id:sess\\c7\n" in data
+        assert b"receipt-id:rc\\c1\n" in data
+    message, receipt = FrameParser(commands=ALL_COMMANDS, version=version).feed(data)
+    assert isinstance(message, Frame)
+    assert isinstance(receipt, Frame)
+    assert message.header("message-id") == "sess:7"
+    assert message.header("x-session-id") == "a:b"
+    assert receipt.header("receipt-id") == "rc:1"
+
+
+def test_one_encoding_serves_connections_of_every_version() -> None:
+    conns = {v: connected(connect=connect_as(v)) for v in ("1.0", "1.1", "1.2")}
+    for conn in conns.values():
+        conn.receive_data(frame("SUBSCRIBE", ("id", "s"), ("destination", "/t")), 0.0)
+    encoded = encode_message([("x-event", "message"), ("x-session-id", "s:1")], b'{"a":1}')
+    for version, conn in conns.items():
+        assert conn.send_encoded("s", "/t", "s:1:4", encoded)
+        [message] = sent_frames(conn, version=version)
+        assert message.header("x-session-id") == "s:1"
+        assert message.header("message-id") == "s:1:4"
+        assert message.body == b'{"a":1}'
+    assert encoded.tail_for("1.1") is encoded.tail_for("1.2")
+    assert encoded.tail_for("1.0") != encoded.tail_for("1.2")
+
+
+def test_a_message_stomp_10_cannot_carry_is_not_sent_to_a_10_connection() -> None:
+    old, new = connected(connect=connect_as("1.0")), connected()
+    for conn in (old, new):
+        conn.receive_data(frame("SUBSCRIBE", ("id", "s"), ("destination", "/t")), 0.0)
+    encoded = encode_message([("receipt-id", "line\nbreak")], b"{}")
+    assert old.send_encoded("s", "/t", "m1", encoded) is False
+    assert old.data_to_send(0.0) == []
+    assert not old.is_closed
+    assert new.send_encoded("s", "/t", "m1", encoded)
+    [message] = sent_frames(new)
+    assert message.header("receipt-id") == "line\nbreak"
+
+
+@pytest.mark.parametrize(("version", "expected"), [("1.2", "a:b"), ("1.0", "a\\cb")])
+def test_frames_pipelined_before_connected_are_decoded_with_the_negotiated_version(
+    version: str, expected: str
+) -> None:
+    conn = ServerConnection()
+    early = b"SUBSCRIBE\nid:s\ndestination:/d\nnote:a\\cb\n\n\x00"
+    conn.receive_data(connect_as(version) + early + b"SEND\ndestination:/d\nk:a\\c", 0.0)
+    conn.events_received()
+    conn.accept("u", 0.0)
+    conn.receive_data(b"b\n\n\x00", 0.0)  # the rest of a frame begun before CONNECTED
+    subscribed, send = conn.events_received()
+    assert isinstance(subscribed, Subscribed)
+    assert isinstance(send, SendReceived)
+    assert subscribed.header("note") == expected
+    assert send.header("k") == expected
+
+
+def test_a_pipelined_frame_with_an_undefined_escape_fails_at_accept() -> None:
+    conn = ServerConnection()
+    bad = b"SEND\ndestination:/d\nreceipt:r\\c1\nk:\\t\n\n\x00"
+    conn.receive_data(CONNECT_12 + bad, 0.0)
+    assert not conn.is_closed
+    conn.events_received()
+    conn.accept("u", 0.0)
+    [connected_frame, error] = sent_frames(conn)
+    assert connected_frame.command == "CONNECTED"
+    assert error.command == "ERROR"
+    assert "escape" in error.header("message", "")
+    assert error.header("receipt-id") == "r:1"
+    assert conn.is_closed
+
+
+def test_errors_before_connected_are_written_unescaped() -> None:
+    conn = ServerConnection()
+    conn.receive_data(CONNECT_12 + frame("BEGIN", ("receipt", "t:1")), 0.0)
+    data = b"".join(conn.data_to_send(0.0))
+    assert b"receipt-id:t:1\n" in data
+
+
+# -- receipt-id on ERROR frames --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"SEND\ndestination:/d\nreceipt:r9\ncontent-length:11\n\n", "body too large"),
+        (b"SEND\ndestination:/d\nreceipt:r9\ncontent-length:1\n\nab\x00", "NUL"),
+        (b"SEND\nreceipt:r9\nk:\\q\n\n\x00", "escape"),
+        (b"SUBSCRIBE\nreceipt:r9\nid:1\nbad line\n\n\x00", "malformed"),
+    ],
+)
+def test_a_frame_that_fails_to_parse_gets_its_receipt_id_back(data: bytes, message: str) -> None:
+    conn = connected(Limits(max_body=10))
+    conn.receive_data(data, 0.0)
+    assert_error_and_closed(conn, message, "r9")
+
+
+def test_an_escaped_receipt_comes_back_escaped() -> None:
+    conn = connected()
+    conn.receive_data(b"SEND\nreceipt:a\\cb\\nc\n\n\x00", 0.0)  # no destination
+    data = b"".join(conn.data_to_send(0.0))
+    assert b"receipt-id:a\\cb\\nc\n" in data
+
+
+def test_send_error_can_answer_a_receipt() -> None:
+    conn = connected()
+    conn.send_error("not a participant of this session", receipt_id="sub-r")
+    assert_error_and_closed(conn, "not a participant", "sub-r")
+
+
+def test_reject_carries_the_receipt_of_the_connect() -> None:
+    conn = ServerConnection()
+    conn.receive_data(frame("CONNECT", ("accept-version", "1.2"), ("receipt", "c-1")), 0.0)
+    conn.events_received()
+    conn.reject("bad token")
+    assert_error_and_closed(conn, "bad token", "c-1", version=None)
+
+
+def test_error_messages_stay_on_one_line_and_unencodable_receipts_are_left_out() -> None:
+    conn = connected(connect=connect_as("1.0"))
+    conn.send_error("first\r\nsecond\nthird", receipt_id="no\nway")
+    error = assert_error_and_closed(conn, "first second third", None, version="1.0")
+    assert error.header("message") == "first second third"
 
 
 # -- heart-beats with an injected clock ------------------------------------------------------

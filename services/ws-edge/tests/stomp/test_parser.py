@@ -1,4 +1,5 @@
-"""Incremental parsing: fragmentation, heart-beats, content-length, limits, failure."""
+"""Incremental parsing: fragmentation, heart-beats, content-length, limits, failure, header
+decoding per version, the receipt of a frame that failed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ws_edge.stomp.exceptions import LimitExceeded, ProtocolError
+from ws_edge.stomp.exceptions import LimitExceeded, ProtocolError, UsageError
 from ws_edge.stomp.frames import Frame, serialize
 from ws_edge.stomp.parser import HEARTBEAT_EVENT, FrameParser, Limits, ParseEvent
 
@@ -207,6 +208,105 @@ def test_frames_before_a_fault_are_returned_then_the_fault_is_raised() -> None:
     assert parser.error is not None
     with pytest.raises(ProtocolError, match="unknown command"):
         parser.feed(b"")
+
+
+# -- header decoding per version -------------------------------------------------------------
+
+ESCAPED = b"SEND\ndestination:/a\\cb\nnote:back\\\\slash\\nnext\n\n\x00"
+
+
+@pytest.mark.parametrize(
+    ("version", "destination", "note"),
+    [
+        ("1.2", "/a:b", "back\\slash\nnext"),
+        ("1.1", "/a:b", "back\\slash\nnext"),
+        ("1.0", "/a\\cb", "back\\\\slash\\nnext"),
+        (None, "/a\\cb", "back\\\\slash\\nnext"),
+    ],
+)
+def test_headers_are_decoded_as_the_version_writes_them(
+    version: str | None, destination: str, note: str
+) -> None:
+    [frame] = FrameParser(version=version).feed(ESCAPED)
+    assert isinstance(frame, Frame)
+    assert frame.headers == (("destination", destination), ("note", note))
+
+
+def test_carriage_return_escape_exists_only_in_12() -> None:
+    data = b"SEND\nk:a\\rb\n\n\x00"
+    assert only_frame(data).header("k") == "a\rb"
+    with pytest.raises(ProtocolError, match="escape"):
+        FrameParser(version="1.1").feed(data)
+    [frame] = FrameParser(version="1.0").feed(data)
+    assert isinstance(frame, Frame)
+    assert frame.header("k") == "a\\rb"
+
+
+@pytest.mark.parametrize("version", [None, "1.0", "1.1", "1.2"])
+def test_connect_is_never_decoded(version: str | None) -> None:
+    [frame] = FrameParser(version=version).feed(b"CONNECT\npasscode:a\\cb\\t\n\n\x00")
+    assert isinstance(frame, Frame)
+    assert frame.header("passcode") == "a\\cb\\t"
+
+
+@pytest.mark.parametrize("version", [None, "1.0", "1.1", "1.2"])
+def test_a_bare_carriage_return_in_a_header_is_refused(version: str | None) -> None:
+    with pytest.raises(ProtocolError, match="carriage return"):
+        FrameParser(version=version).feed(b"SEND\nk:a\rb\n\n\x00")
+    [frame] = FrameParser(version=version).feed(b"SEND\r\nk:ab\r\n\r\n\x00")
+    assert isinstance(frame, Frame)
+    assert frame.header("k") == "ab"
+
+
+def test_switching_version_applies_to_frames_completed_afterwards() -> None:
+    parser = FrameParser(version=None)
+    parser.feed(b"SEND\nk:a\\cb\n")  # the header line is in, the frame is not
+    parser.version = "1.2"
+    [frame] = parser.feed(b"\n\x00")
+    assert isinstance(frame, Frame)
+    assert frame.header("k") == "a:b"
+    assert parser.version == "1.2"
+    with pytest.raises(UsageError):
+        parser.version = "0.9"
+
+
+# -- the receipt of a frame that failed ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"SEND\nreceipt:r1\ncontent-length:104857600\n\n", "body too large"),
+        (b"SEND\nreceipt:r1\ncontent-length:2\n\nabc\x00", "NUL"),
+        (b"SEND\nreceipt:r1\nk:\\t\n\n\x00", "escape"),
+        (b"SEND\nreceipt:r1\nk:a\rb\n\n\x00", "carriage return"),
+        (b"SEND\nreceipt:r1\nbroken\n\n\x00", "malformed"),
+        (b"SEND\nreceipt:r1\n" + b"x" * 300, "too large"),
+    ],
+)
+def test_a_fault_carries_the_receipt_of_the_frame_in_progress(data: bytes, message: str) -> None:
+    parser = FrameParser(Limits(max_frame_bytes=256, max_header_line=1000))
+    with pytest.raises(ProtocolError, match=message) as caught:
+        parser.feed(data)
+    assert caught.value.receipt == "r1"
+    assert parser.error is caught.value
+
+
+def test_the_receipt_of_a_failed_frame_is_decoded_and_dropped_if_undecodable() -> None:
+    with pytest.raises(ProtocolError) as escaped:
+        FrameParser().feed(b"SEND\nreceipt:r\\c1\nk:\\t\n\n\x00")
+    assert escaped.value.receipt == "r:1"
+    with pytest.raises(ProtocolError) as broken:
+        FrameParser().feed(b"SEND\nreceipt:r\\t1\n\n\x00")
+    assert broken.value.receipt is None
+
+
+def test_a_fault_after_a_complete_frame_does_not_take_its_receipt() -> None:
+    parser = FrameParser()
+    [frame] = parser.feed(SEND + b"NOPE\n\n\x00")  # SEND asked for receipt r1
+    assert isinstance(frame, Frame)
+    assert parser.error is not None
+    assert parser.error.receipt is None
 
 
 # -- property: garbage in, only ProtocolError out, memory bounded -----------------------------

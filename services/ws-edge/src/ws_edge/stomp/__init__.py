@@ -1,11 +1,13 @@
-"""Pure (sans-I/O) STOMP 1.2 server core: bytes in, events out, bytes to send.
+"""Pure (sans-I/O) STOMP server core, 1.2 with 1.1 and 1.0 clients too: bytes in, events
+out, bytes to send.
 
 Nothing here reads a socket, starts a task or looks at a clock; the caller passes the time
 (seconds, any monotonic origin) wherever it matters.
 
 Modules:
 
-- ``frames``: the ``Frame`` value, header escaping, serialization, pre-encoded MESSAGE tails.
+- ``frames``: the ``Frame`` value, header encoding per version, serialization, pre-encoded
+  MESSAGE tails.
 - ``parser``: ``FrameParser``, an incremental parser bounded by ``Limits``.
 - ``heartbeat``: heart-beat negotiation and ``HeartbeatMonitor``.
 - ``state``: the connection states and their transition table.

@@ -8,11 +8,18 @@ closes the transport. Timers: call ``check_heartbeats(now)`` at ``next_deadline(
 The core answers by itself: CONNECTED (on ``accept``), RECEIPT for UNSUBSCRIBE, ACK, NACK and
 DISCONNECT, heart-beats, and an ERROR frame followed by closing for any protocol violation.
 The receipts of SEND and SUBSCRIBE are the caller's to answer (``send_receipt``), once the work
-is done or the subscription authorised.
+is done or the subscription authorised. An ERROR about a frame that asked for a receipt carries
+its ``receipt-id``.
+
+Header encoding follows the version (see ``frames``): until CONNECTED is queued every frame is
+written and read unescaped, as CONNECT is; from then on, as the negotiated version says
+(``wire_version``). Frames that arrive between CONNECT and CONNECTED wait for ``accept()`` and
+are decoded then, with the version CONNECTED announced.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from .events import (
@@ -28,12 +35,20 @@ from .events import (
     Subscribed,
     Unsubscribed,
 )
-from .exceptions import InvalidState, LimitExceeded, ProtocolError, UnsupportedVersion
+from .exceptions import (
+    InvalidState,
+    LimitExceeded,
+    ProtocolError,
+    UnsupportedVersion,
+    UsageError,
+)
 from .frames import (
     HEARTBEAT,
     EncodedMessage,
     Frame,
     Header,
+    Headers,
+    decode_headers,
     encode_message,
     error_frame,
     message_bytes,
@@ -47,6 +62,7 @@ from .state import ConnectionState, ConnectionStateMachine, Trigger
 from .subscriptions import Subscription, SubscriptionRegistry
 
 TRANSACTIONS_UNSUPPORTED = "transactions are not supported"
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 _ACK_MODES = {mode.value: mode for mode in AckMode}
 
 
@@ -73,7 +89,7 @@ class ServerConnection:
         self._server_heartbeat = heartbeat
         self._grace = heartbeat_grace
         self._machine = ConnectionStateMachine()
-        self._parser = FrameParser(self.limits)
+        self._parser = FrameParser(self.limits, version=None)
         self._subs = SubscriptionRegistry(
             max_subscriptions=self.limits.max_subscriptions,
             max_unacked=self.limits.max_unacked,
@@ -84,7 +100,10 @@ class ServerConnection:
         self._pipelined: list[Frame] = []
         self._monitor: HeartbeatMonitor | None = None
         self._client_heartbeat = (0, 0)
+        self._connect_receipt: str | None = None
+        self._wire_version: str | None = None
         self.version: str | None = None
+        """The version agreed in CONNECT (announced by ``accept()``)."""
         self.user_name: str | None = None
         self.close_reason: CloseReason | None = None
         self._handlers: dict[str, Callable[[Frame], None]] = {
@@ -112,6 +131,12 @@ class ServerConnection:
 
     def _closed(self) -> bool:  # a method, so mypy does not narrow it across calls
         return self._machine.state is ConnectionState.CLOSED
+
+    @property
+    def wire_version(self) -> str | None:
+        """The version whose header encoding frames are written and read with: None (no
+        escaping, as in CONNECT) until CONNECTED is queued, then ``version``."""
+        return self._wire_version
 
     @property
     def subscriptions(self) -> Mapping[str, Subscription]:
@@ -190,27 +215,32 @@ class ServerConnection:
         self._machine.process(Trigger.ACCEPT)
         self.user_name = user_name
         self._push(data)
+        self._wire_version = self._parser.version = self.version
         self._monitor = HeartbeatMonitor(send_ms / 1000, expect_ms / 1000, self._grace, now=now)
         pipelined, self._pipelined = self._pipelined, []
         for early in pipelined:
             if self._closed():
                 break
-            self._handle_frame(early)
+            self._handle_frame(early, undecoded=True)
 
     def reject(self, message: str, detail_body: bytes = b"") -> None:
-        """Refuse the pending CONNECT: queue ERROR, then closed (no-op if already closed)."""
+        """Refuse the pending CONNECT: queue ERROR (with the CONNECT's ``receipt``, if it had
+        one), then closed (no-op if already closed)."""
         if self._closed():
             return
         if not self._machine.can(Trigger.REJECT):
             raise InvalidState(f"cannot reject in state {self.state.value}")
-        self._queue(error_frame(message, body=detail_body))
+        self._queue_error(message, self._connect_receipt, body=detail_body)
         self._close(Trigger.REJECT, CloseReason.REJECTED, message)
 
-    def send_error(self, message: str, detail_body: bytes = b"") -> None:
-        """Queue an ERROR frame and close; does nothing once closed."""
+    def send_error(
+        self, message: str, detail_body: bytes = b"", *, receipt_id: str | None = None
+    ) -> None:
+        """Queue an ERROR frame and close; does nothing once closed. Pass ``receipt_id`` when
+        refusing a frame that asked for a receipt (a SUBSCRIBE or SEND event's ``receipt``)."""
         if self._closed():
             return
-        self._queue(error_frame(message, body=detail_body))
+        self._queue_error(message, receipt_id, body=detail_body)
         self._close(Trigger.FAIL, CloseReason.SERVER_ERROR, message)
 
     def send_receipt(self, receipt_id: str) -> bool:
@@ -236,17 +266,23 @@ class ServerConnection:
     def send_encoded(
         self, subscription_id: str, destination: str, message_id: str, encoded: EncodedMessage
     ) -> bool:
-        """Queue a MESSAGE built from a shared ``encode_message`` tail.
+        """Queue a MESSAGE built from a shared ``encode_message`` tail, written in this
+        connection's version.
 
         Adds ``destination``, ``message-id``, ``subscription`` and, in a client ack mode,
-        ``ack``. Returns False (nothing queued) when the connection is closed or the
-        subscription is unknown (the client may have just unsubscribed). Exceeding
-        ``max_unacked`` closes the connection with an ERROR.
+        ``ack``. Returns False (nothing queued) when the connection is closed, the
+        subscription is unknown (the client may have just unsubscribed) or a shared header
+        cannot be written in this connection's version (a line break in a STOMP 1.0 value).
+        Exceeding ``max_unacked`` closes the connection with an ERROR.
         """
         if not self._can_send():
             return False
         sub = self._subs.get(subscription_id)
         if sub is None:
+            return False
+        try:
+            encoded.tail_for(self._wire_version)
+        except UsageError:
             return False
         try:
             ack_id = self._subs.track(sub, message_id)
@@ -260,6 +296,7 @@ class ServerConnection:
                 message_id=message_id,
                 subscription_id=subscription_id,
                 ack_id=ack_id,
+                version=self._wire_version,
             )
         )
         return True
@@ -271,7 +308,7 @@ class ServerConnection:
             return
         if monitor.peer_timed_out(now):
             message = "heart-beat timeout"
-            self._queue(error_frame(message))
+            self._queue_error(message)
             self._close(Trigger.FAIL, CloseReason.HEARTBEAT_TIMEOUT, message)
         elif monitor.need_to_send(now) and not self._out:
             self._push(HEARTBEAT)
@@ -284,11 +321,26 @@ class ServerConnection:
 
     # -- frame handling ---------------------------------------------------------------------
 
-    def _handle_frame(self, frame: Frame) -> None:
+    def _handle_frame(self, frame: Frame, *, undecoded: bool = False) -> None:
+        """Act on one frame; ``undecoded``: its headers are still as on the wire (it arrived
+        before CONNECTED) and are decoded now, with the negotiated version."""
+        receipt = frame.header("receipt")
         try:
+            if undecoded:
+                receipt = self._decoded_receipt(frame.command, receipt)
+                headers = decode_headers(frame.command, frame.headers, self._wire_version)
+                frame = Frame(frame.command, headers, frame.body)
             self._dispatch(frame)
         except ProtocolError as exc:
-            self._fail(exc, frame.header("receipt"))
+            self._fail(exc, receipt)
+
+    def _decoded_receipt(self, command: str, raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        try:
+            return decode_headers(command, (("receipt", raw),), self._wire_version)[0][1]
+        except ProtocolError:
+            return None
 
     def _dispatch(self, frame: Frame) -> None:
         command, state = frame.command, self.state
@@ -311,6 +363,7 @@ class ServerConnection:
         request = read_connect(frame)
         self._machine.process(Trigger.CONNECT_FRAME)
         self.version = request.version
+        self._connect_receipt = frame.header("receipt")
         self._client_heartbeat = request.client_heartbeat
         self._events.append(request)
 
@@ -386,7 +439,7 @@ class ServerConnection:
         extra: tuple[Header, ...] = ()
         if isinstance(error, UnsupportedVersion):
             extra = (("version", ",".join(error.supported)),)
-        self._queue(error_frame(error.message, receipt_id=receipt, extra=extra))
+        self._queue_error(error.message, error.receipt if receipt is None else receipt, extra=extra)
         reason = (
             CloseReason.LIMIT_EXCEEDED
             if isinstance(error, LimitExceeded)
@@ -402,7 +455,27 @@ class ServerConnection:
         self._events.append(ConnectionTerminated(reason, message))
 
     def _queue(self, frame: Frame) -> None:
-        self._push(serialize(frame))
+        self._push(serialize(frame, self._wire_version))
+
+    def _queue_error(
+        self,
+        message: str,
+        receipt: str | None = None,
+        *,
+        extra: Headers = (),
+        body: bytes = b"",
+    ) -> None:
+        """An ERROR frame that can always be written: the ``message`` on one line, and the
+        ``receipt-id`` left out in the (caller-made) case that this version cannot carry it."""
+        message = _LINE_BREAKS.sub(" ", message)
+        try:
+            data = serialize(
+                error_frame(message, receipt_id=receipt, extra=extra, body=body),
+                self._wire_version,
+            )
+        except UsageError:
+            data = serialize(error_frame(message, extra=extra, body=body), self._wire_version)
+        self._push(data)
 
     def _push(self, data: bytes) -> None:
         self._out.append(data)

@@ -12,11 +12,16 @@ class StompError(Exception):
 
 
 class ProtocolError(StompError):
-    """The peer broke the protocol; ``message`` is short and safe to send back to it."""
+    """The peer broke the protocol; ``message`` is short and safe to send back to it.
 
-    def __init__(self, message: str) -> None:
+    ``receipt`` is the ``receipt`` header of the offending frame when it is known, so that the
+    ERROR frame can carry it back as ``receipt-id``.
+    """
+
+    def __init__(self, message: str, *, receipt: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.receipt = receipt
 
 
 class LimitExceeded(ProtocolError):

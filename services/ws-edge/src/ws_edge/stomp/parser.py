@@ -8,7 +8,13 @@ refused as soon as its headers end, before any of the body arrives.
 Once input is found invalid the parser is failed for good: ``feed`` raises that same
 ``ProtocolError`` on every later call. When the fault follows frames completed in the same
 chunk, those frames are returned first and the fault is kept in ``error`` (and raised by the
-next ``feed``), so nothing the peer sent correctly is lost.
+next ``feed``), so nothing the peer sent correctly is lost. A fault found once a frame's
+``receipt`` header has been read carries it (``ProtocolError.receipt``).
+
+Header lines are split at the first colon as they arrive and decoded when the frame is complete,
+as ``version`` writes them (see ``frames``; ``None`` until the connection has sent CONNECTED).
+A line may end with CRLF in every version; any other carriage return in a header line is
+refused, since no version can carry it there unescaped.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import enum
 from dataclasses import dataclass, fields
 
 from .exceptions import LimitExceeded, ProtocolError
-from .frames import CLIENT_COMMANDS, RAW_HEADER_COMMANDS, Frame, Header, unescape
+from .frames import (
+    CLIENT_COMMANDS,
+    LATEST_VERSION,
+    Frame,
+    Header,
+    check_version,
+    decode_headers,
+    first_header,
+)
 
 _LF = 0x0A
 _CR = 0x0D
@@ -69,16 +83,22 @@ class FrameParser:
     """Turns a byte stream into ``Frame`` and ``Heartbeat`` events."""
 
     def __init__(
-        self, limits: Limits | None = None, *, commands: frozenset[str] = CLIENT_COMMANDS
+        self,
+        limits: Limits | None = None,
+        *,
+        commands: frozenset[str] = CLIENT_COMMANDS,
+        version: str | None = LATEST_VERSION,
     ) -> None:
+        check_version(version)
         self._limits = limits or Limits()
         self._commands = commands
+        self._version = version
         self._buf = bytearray()  # starts at the first byte of the frame in progress
         self._stage = _Stage.BETWEEN_FRAMES
         self._pos = 0  # start of the next unparsed line, or of the body
         self._scan = 0  # where the next search for LF or NUL resumes
         self._command = ""
-        self._headers: list[Header] = []
+        self._headers: list[Header] = []  # as on the wire, not yet decoded
         self._length: int | None = None
         self._error: ProtocolError | None = None
 
@@ -86,6 +106,16 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes held for the frame in progress (never above ``max_frame_bytes``)."""
         return len(self._buf)
+
+    @property
+    def version(self) -> str | None:
+        """The STOMP version whose header encoding frames completed from now on are read with."""
+        return self._version
+
+    @version.setter
+    def version(self, version: str | None) -> None:
+        check_version(version)
+        self._version = version
 
     @property
     def error(self) -> ProtocolError | None:
@@ -115,9 +145,21 @@ class FrameParser:
         return events
 
     def _fail(self, error: ProtocolError) -> None:
+        if error.receipt is None:
+            error.receipt = self._receipt_in_progress()
         self._error = error
         self._buf = bytearray()
         self._headers = []
+
+    def _receipt_in_progress(self) -> str | None:
+        raw = first_header(tuple(self._headers), "receipt")
+        if raw is None:
+            return None
+        try:
+            decoded = decode_headers(self._command, (("receipt", raw),), self._version)
+        except ProtocolError:
+            return None
+        return decoded[0][1]
 
     def _parse(self, events: list[ParseEvent]) -> None:
         while True:
@@ -195,12 +237,12 @@ class FrameParser:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("header is not valid UTF-8") from None
+        if "\r" in text:
+            raise ProtocolError("carriage return in header")
         name, colon, value = text.partition(":")
         if not colon or not name:
             raise ProtocolError("malformed header line")
-        if self._command in RAW_HEADER_COMMANDS:
-            return name, value
-        return unescape(name), unescape(value)
+        return name, value
 
     def _start_body(self) -> None:
         limits = self._limits
@@ -236,7 +278,8 @@ class FrameParser:
                 return None
             if end - start > self._limits.max_body:
                 raise LimitExceeded("body too large")
-        frame = Frame(self._command, tuple(self._headers), bytes(buf[start:end]))
+        headers = decode_headers(self._command, tuple(self._headers), self._version)
+        frame = Frame(self._command, headers, bytes(buf[start:end]))
         del buf[: end + 1]
         self._headers = []
         self._stage = _Stage.BETWEEN_FRAMES
