@@ -16,3 +16,4 @@ def test_the_websocket_message_bound_is_the_callers() -> None:
     assert bounded.access_log is False
     assert bounded.server_header is False
     assert bounded.proxy_headers is False  # X-Forwarded-For is each service's own decision
+    assert bounded.ws_per_message_deflate is False  # small frames: not worth the CPU

@@ -150,6 +150,8 @@ async def test_frames_subprotocol_headers_and_close_code_are_relayed(
         assert seen["origin"] is None
         assert client.response is not None
         assert client.response.headers["x-request-id"] == "ws-req-7"
+        # the client offered permessage-deflate (the library's default); the gateway declines it
+        assert "sec-websocket-extensions" not in client.response.headers
         await client.send("CONNECT\n\n\x00")
         assert await client.recv() == "CONNECT\n\n\x00"
         await client.send(b"\x00\x01binary")

@@ -18,7 +18,8 @@ def server_config(
     ws_max_size: int = DEFAULT_WS_MAX_SIZE,
 ) -> uvicorn.Config:
     """The server settings every service runs with. ``ws_max_size`` caps one incoming
-    WebSocket message in bytes; a larger one closes the connection with 1009. The client
+    WebSocket message in bytes; a larger one closes the connection with 1009. WebSocket
+    messages are not compressed (permessage-deflate is declined). The client
     address is the TCP peer's: uvicorn does not rewrite it from ``X-Forwarded-For`` (a service
     that trusts that header says so in its own settings, as the gateway's
     ``TRUST_FORWARDED_FOR``)."""
@@ -37,6 +38,9 @@ def server_config(
         limit_concurrency=10_000,
         h11_max_incomplete_event_size=16 * 1024,
         ws_max_size=ws_max_size,
+        # Chat frames are a few hundred bytes: compressing them costs more CPU (and a deflate
+        # context per connection) than the bytes it saves.
+        ws_per_message_deflate=False,
     )
 
 
