@@ -215,12 +215,15 @@ def main() -> int:
     print("== PostgreSQL durability limit")
     pg = asyncio.run(
         baseline_pg.measure(
-            DATABASE_URL.rsplit("/", 1)[0] + "/postgres", concurrency=32, seconds=args.seconds
+            DATABASE_URL.rsplit("/", 1)[0] + "/postgres",
+            concurrency=workload.IN_FLIGHT,
+            seconds=args.seconds,
         )
     )
     report["postgres"] = pg.__dict__
     print(
-        f"  single-row insert transactions: {pg.single_row_tps:,.0f}/s;"
+        f"  single-row insert transactions at concurrency {pg.concurrency}:"
+        f" {pg.single_row_tps:,.0f}/s;"
         f" batched ({pg.batch_size}): {pg.batched_rows_per_s:,.0f} rows/s"
     )
 

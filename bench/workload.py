@@ -66,6 +66,11 @@ class Outcome:
         }
 
 
+# Sends in flight at once, at most (a send waits for its answer or RECEIPT before its slot is
+# free). PostgreSQL's baseline commits at the same concurrency.
+IN_FLIGHT = 64
+
+
 def body(run: str, session: int, number: int) -> str:
     return json.dumps({"run": run, "s": session, "n": number, "t": time.perf_counter()})
 
@@ -90,7 +95,7 @@ async def run(
     rate: float,
     seconds: float,
     drain_seconds: float = 5.0,
-    concurrency: int = 64,
+    concurrency: int = IN_FLIGHT,
 ) -> Outcome:
     """Offer ``rate`` messages/s for ``seconds`` spread over the sessions (round robin)."""
     outcome = Outcome(rate, seconds)

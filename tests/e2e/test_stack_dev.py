@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,5 +65,68 @@ def test_foreground_stack_starts_and_stops_on_ctrl_c(stack: Stack, tmp_path: Pat
         if process.poll() is None:
             process.kill()
             process.communicate()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie, waiting to be reaped by whoever adopted it, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_make_dev_stops_everything_when_the_terminal_sends_ctrl_c(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (make, the
+    stack script and every service it started)."""
+    base = port_base(int(stack.gateway.rsplit(":", 1)[1]) + 200)
+    env = {**stack.env, "RUN_DIR": str(tmp_path), "CHAT_PORT_BASE": str(base)}
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    started: list[int] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 90
+        for line in process.stdout:
+            if line.startswith("ready:") or time.monotonic() > deadline:
+                break
+        assert httpx.get(f"http://127.0.0.1:{base}/readyz", timeout=5).status_code == 200
+        started = _descendants(process.pid)
+        assert len(started) >= 5  # the stack script and its services
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 15
+        while not all(_gone(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in started if not _gone(pid)] == []
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{base}/readyz", timeout=2)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        for pid in started:  # whatever outlived a failed check
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if process.stdout is not None:
             process.stdout.close()
