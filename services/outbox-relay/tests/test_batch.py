@@ -8,7 +8,17 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox_relay.batch import CONFIRMED, NOT_SENT, Outcome, Verdict, failed, settle, unknown
+from outbox_relay.batch import (
+    CONFIRMED,
+    NOT_SENT,
+    Outcome,
+    Verdict,
+    failed,
+    session_key,
+    settle,
+    unknown,
+    waves,
+)
 
 
 @dataclass(frozen=True)
@@ -73,3 +83,33 @@ def test_every_row_lands_once_and_a_published_row_never_follows_an_unpublished_o
         if row.id in published:
             assert outcomes[row.id].verdict is Verdict.CONFIRMED
     assert all(outcomes[r.id].verdict is Verdict.FAILED for r, _ in done.failed)
+
+
+def test_waves_take_one_row_of_each_session_at_a_time_in_id_order() -> None:
+    rows = [Row(5, A), Row(1, A), Row(2, B), Row(3, None), Row(4, A), Row(6, None), Row(7, B)]
+    assert [[r.id for r in wave] for wave in waves(rows)] == [[1, 2, 3, 6], [4, 7], [5]]
+    assert waves([]) == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 500), st.sampled_from([A, B, None])),
+        unique_by=lambda pair: pair[0],
+        max_size=40,
+    )
+)
+def test_waves_hold_every_row_once_and_each_session_in_order(
+    pairs: list[tuple[int, UUID | None]],
+) -> None:
+    rows = [Row(i, s) for i, s in pairs]
+    split = waves(rows)
+    assert sorted(r.id for wave in split for r in wave) == sorted(r.id for r in rows)
+    for wave in split:
+        keys = [session_key(r) for r in wave]
+        assert len(keys) == len(set(keys))  # at most one row of a session per wave
+    position = {r.id: n for n, wave in enumerate(split) for r in wave}
+    for earlier in rows:
+        for later in rows:
+            same_session = earlier.session_id is not None and earlier.session_id == later.session_id
+            if same_session and earlier.id < later.id:
+                assert position[earlier.id] < position[later.id]

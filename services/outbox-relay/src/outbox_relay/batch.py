@@ -11,10 +11,12 @@ A round ends with one :class:`Outcome` per row:
 
 :func:`settle` turns the outcomes into what the relay writes back, session by session in id
 order: rows are published up to the first row of the session that is not confirmed; that row
-is failed (``FAILED``) or released (anything else); **every later row of the session is
-released, even one the broker confirmed**. It will be published again after the row before it,
-so the last copy of each row a consumer sees still comes in session order (consumers
-de-duplicate by ``seq``). Rows without a session are independent of each other.
+is failed (``FAILED``) or released (anything else); every later row of the session is
+released. The publisher sends a session's rows in :func:`waves`, so a later row is never sent
+before the row ahead of it was confirmed; should one have been confirmed anyway (a publisher
+that pipelines), it is released too and goes out again after the row before it, so the last
+copy a consumer sees still comes in session order. Rows without a session are independent of
+each other.
 """
 
 from __future__ import annotations
@@ -74,6 +76,24 @@ class Settlement(Generic[R]):
 def session_key(row: Row) -> UUID | int:
     """Rows of one session share a key; a row without a session is alone under its id."""
     return row.session_id if row.session_id is not None else row.id
+
+
+def waves(rows: Sequence[R]) -> list[list[R]]:
+    """The rows in publish waves: the first row (in id order) of every session, then the
+    second of every session that has one, and so on. A wave is sent only once the broker
+    confirmed the one before, and a row only if the rows before it in its session were
+    confirmed: a row is never sent while an earlier row of its session is unconfirmed. Rows
+    without a session all go in the first wave."""
+    result: list[list[R]] = []
+    depth: dict[UUID | int, int] = {}
+    for row in sorted(rows, key=lambda r: r.id):
+        key = session_key(row)
+        index = depth.get(key, 0)
+        depth[key] = index + 1
+        if index == len(result):
+            result.append([])
+        result[index].append(row)
+    return result
 
 
 def settle(rows: Sequence[R], outcomes: Mapping[int, Outcome]) -> Settlement[R]:

@@ -10,11 +10,13 @@ A publish round, :meth:`RabbitPublisher.publish`:
 1. Every exchange the batch names is checked once (a passive declare on a probe channel) and
    remembered. A row naming a missing exchange fails without being sent, and the later rows of
    its session are not sent either.
-2. The other rows are pipelined on one channel in confirm mode: every frame is written before
-   the first confirm is awaited, and the frames are written in row id order, so the rows of a
-   session enter every queue in order. (aiormq writes the publishes of a channel under a FIFO
-   lock, in the order the publishing tasks reach it; the tasks are created in id order and
-   nothing suspends them before the lock.)
+2. The other rows go out on one channel in confirm mode, in waves: the first row of every
+   session, pipelined (every frame written before the first confirm is awaited, in row id
+   order), then, once the broker confirmed them, the second row of every session whose first
+   was confirmed, and so on. A row is never sent while an earlier row of its session is
+   unconfirmed, so a refused (nacked) row cannot be overtaken by the rows behind it. (aiormq
+   writes the publishes of a channel under a FIFO lock, in the order the publishing tasks reach
+   it; the tasks are created in id order and nothing suspends them before the lock.)
 3. Each row gets an :class:`~outbox_relay.batch.Outcome`; :func:`outbox_relay.batch.settle`
    decides what is written back.
 
@@ -52,7 +54,7 @@ from opentelemetry.trace import Span
 
 from chat_common import amqp, routing, tracing
 
-from .batch import CONFIRMED, Outcome, Verdict, failed, session_key, unknown
+from .batch import CONFIRMED, Outcome, Verdict, failed, session_key, unknown, waves
 from .repository import Claimed
 
 # What a lost broker, connection or channel looks like from the client.
@@ -320,14 +322,29 @@ class RabbitPublisher:
     async def _pipelined(
         self, connection: AbstractConnection, rows: list[Claimed], result: Round, deadline: float
     ) -> None:
+        """The rows in waves (:func:`~outbox_relay.batch.waves`): the rows of a wave, one per
+        session, are pipelined; the next wave goes once the broker has confirmed this one, and
+        carries only sessions whose rows so far were all confirmed. Rows never sent stay
+        ``NOT_SENT`` (released)."""
         if not rows:
             return
         channel = await self._confirm_channel(connection)  # open: checked in publish()
-        # No await between these: the tasks reach the channel's write lock in id order.
-        tasks = [self._start(channel, row, result) for row in rows]
-        on_time = await self._until(tasks, deadline)
-        for row, task in zip(rows, tasks, strict=True):
-            result.outcomes[row.id] = _outcome(task)
+        stopped: set[object] = set()
+        on_time = True
+        for wave in waves(rows):
+            going = [row for row in wave if session_key(row) not in stopped]
+            if not going:
+                continue
+            # No await between these: the tasks reach the channel's write lock in id order.
+            tasks = [self._start(channel, row, result) for row in going]
+            on_time = await self._until(tasks, deadline)
+            for row, task in zip(going, tasks, strict=True):
+                outcome = _outcome(task)
+                result.outcomes[row.id] = outcome
+                if outcome.verdict is not Verdict.CONFIRMED:
+                    stopped.add(session_key(row))
+            if not on_time or connection.is_closed or channel.is_closed:
+                break
         if not on_time:
             result.broker_lost = True  # a broker that does not confirm in time is unwell
         elif not connection.is_closed and any(
