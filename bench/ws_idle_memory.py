@@ -56,14 +56,20 @@ def rss_kib(pid: int) -> int:
 
 
 def raise_fd_limit(wanted: int) -> None:
+    """Let this process (and the edge it starts, which inherits it) hold ``wanted`` files:
+    past the hard limit too where allowed (as root), else up to it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
+    if soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+    except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-@contextlib.asynccontextmanager
-async def membership_stub() -> AsyncIterator[int]:
-    """session-svc's membership endpoint, answering 200 to everyone (HTTP/1.1 keep-alive)."""
+async def serve_membership(port: int) -> None:
+    """session-svc's membership endpoint, answering 200 to everyone (HTTP/1.1 keep-alive);
+    runs until killed."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -91,11 +97,47 @@ async def membership_stub() -> AsyncIterator[int]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+async def wait_for_port(port: int, process: asyncio.subprocess.Process, what: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                if process.returncode is not None:
+                    raise RuntimeError(f"{what} exited while starting") from None
+                await asyncio.sleep(0.1)
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def membership_stub() -> AsyncIterator[int]:
+    """The membership stand-in in a process of its own (this one is busy with the clients)."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--membership-stub-port", str(port)
+    )
     try:
-        yield int(server.sockets[0].getsockname()[1])
+        await wait_for_port(port, process, "the membership stand-in")
+        yield port
     finally:
-        server.close()
+        await stop_process(process)
 
 
 @contextlib.asynccontextmanager
@@ -104,26 +146,10 @@ async def edge_process(env: dict[str, str], port: int) -> AsyncIterator[int]:
         sys.executable, "-m", "ws_edge", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     try:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                    break
-                except OSError:
-                    if process.returncode is not None:
-                        raise RuntimeError("ws-edge exited while starting") from None
-                    await asyncio.sleep(0.1)
+        await wait_for_port(port, process, "ws-edge")
         yield process.pid
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
 
 
 async def open_stomp(url: str, token: str, source: str) -> StompClient:
@@ -152,6 +178,7 @@ async def open_clients(
 ) -> list[StompClient]:
     clients: list[StompClient | None] = [None] * len(tokens)
     limit = asyncio.Semaphore(parallel)
+    opened = [0]
 
     async def one(i: int) -> None:
         async with limit:
@@ -164,6 +191,9 @@ async def open_clients(
             if reply.command != "RECEIPT":
                 raise RuntimeError(f"subscription refused: {reply.header('message')}")
             clients[i] = client
+            opened[0] += 1
+            if opened[0] % 1000 == 0:
+                print(f"  {opened[0]:,} open", file=sys.stderr, flush=True)
 
     await asyncio.gather(*(one(i) for i in range(len(tokens))))
     return [c for c in clients if c is not None]
@@ -234,7 +264,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=100, help="handshakes at once")
     parser.add_argument("--hold", type=float, default=3.0, help="idle seconds before measuring")
     parser.add_argument("--deadline", type=float, default=600.0)
+    parser.add_argument("--membership-stub-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.membership_stub_port:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_membership(args.membership_stub_port))
+        return
 
     async def run() -> dict[str, float]:
         async with asyncio.timeout(args.deadline):
