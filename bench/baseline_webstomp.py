@@ -43,7 +43,8 @@ async def measure(sessions: int, rate: float, seconds: float) -> workload.Outcom
         async def send(session: int, number: int, text: str) -> None:
             await senders[session].send(f"/topic/{topic}.{session}", text.encode())
 
-        def extract(frame: Frame) -> tuple[int, int, float] | None:
+        def extract(frame: Frame) -> workload.Delivery | None:
+            # one publisher per topic, its sends in number order on one connection
             return workload.parse_body(frame.body.decode(), run_id)
 
         return await workload.run(

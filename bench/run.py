@@ -299,6 +299,7 @@ def main() -> int:
         ("p99_ms", ">10", "p99 ms"),
         ("lost", ">6", "lost"),
         ("duplicated", ">5", "dup"),
+        ("out_of_order", ">5", "ooo"),
         ("outbox_p50_ms", ">11", "outbox p50"),
         ("outbox_p99_ms", ">11", "outbox p99"),
     )

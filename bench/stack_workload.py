@@ -70,11 +70,12 @@ async def sessions_and_clients(
 
 
 def extractor(run_id: str) -> workload.Extractor:
-    def extract(frame: Frame) -> tuple[int, int, float] | None:
+    def extract(frame: Frame) -> workload.Delivery | None:
         if frame.header("x-event") != "message":
             return None
         message = msgspec.json.decode(frame.body)
-        return workload.parse_body(message["content"], run_id)
+        # a session's concurrent sends are ordered by the seq their commits got
+        return workload.parse_body(message["content"], run_id, order=int(message["seq"]))
 
     return extract
 

@@ -19,8 +19,22 @@ from ws_edge.stomp.frames import Frame
 
 # send(session index, message number, body) -> awaits the sender's acknowledgement
 Sender = Callable[[int, int, str], Awaitable[None]]
-# extract(frame) -> (session index, message number, sent at perf_counter) or None
-Extractor = Callable[[Frame], tuple[int, int, float] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivered message of the run: its session index and number (the sender's), when it
+    was sent (perf_counter), and its place in the session's order as the system under test
+    assigned it (the stack's ``seq``; for a broker that only relays, the sender's number)."""
+
+    session: int
+    number: int
+    sent_at: float
+    order: int
+
+
+# extract(frame) -> the run's message in that frame, or None (another run's, or no message)
+Extractor = Callable[[Frame], Delivery | None]
 
 
 @dataclass
@@ -75,14 +89,17 @@ def body(run: str, session: int, number: int) -> str:
     return json.dumps({"run": run, "s": session, "n": number, "t": time.perf_counter()})
 
 
-def parse_body(text: str, run: str) -> tuple[int, int, float] | None:
+def parse_body(text: str, run: str, order: int | None = None) -> Delivery | None:
+    """The message of ``run`` in ``text``; its order is ``order`` when the system assigned one,
+    else its number."""
     try:
         data = json.loads(text)
     except ValueError:
         return None
     if not isinstance(data, dict) or data.get("run") != run:
         return None
-    return int(data["s"]), int(data["n"]), float(data["t"])
+    number = int(data["n"])
+    return Delivery(int(data["s"]), number, float(data["t"]), number if order is None else order)
 
 
 async def run(
@@ -113,18 +130,19 @@ async def run(
             if parsed is None:
                 continue
             now = time.perf_counter()
-            session, number, sent_at = parsed
-            key = (session, number)
+            key = (parsed.session, parsed.number)
             got = seen[index]
             if key in got:
                 outcome.duplicated += 1
                 continue
             got.add(key)
-            if number < last[index].get(session, -1):
+            # in order: after everything this receiver got of the session before (by the
+            # order the system assigned, which for concurrent sends is their commit order)
+            if parsed.order < last[index].get(parsed.session, -1):
                 outcome.out_of_order += 1
-            last[index][session] = number
+            last[index][parsed.session] = parsed.order
             outcome.delivered += 1
-            outcome.latencies_ms.append((now - sent_at) * 1000)
+            outcome.latencies_ms.append((now - parsed.sent_at) * 1000)
 
     listeners = [asyncio.create_task(listen(i, c)) for i, (_, c) in enumerate(receivers)]
     gate = asyncio.Semaphore(concurrency)
