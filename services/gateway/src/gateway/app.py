@@ -21,9 +21,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from chat_common import tracing
-from chat_common.errors import AuthenticationFailed, ChatError, DependencyUnavailable, NotFound
+from chat_common.errors import AuthenticationFailed, ChatError, NotFound
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
 from chat_common.observability import RequestContextMiddleware
+from chat_common.problems import error_response
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 from chat_common.web import (
     EXCEPTION_HANDLERS,
@@ -34,7 +35,6 @@ from chat_common.web import (
 )
 
 from .address import client_ip
-from .answers import problem_for, unavailable_handler
 from .apidoc import ApiDocument, render
 from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
@@ -119,7 +119,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             user = await state.users.identify(token)
             await check(state.limiters.ws_per_user, user.email, "connection attempts")
         except ChatError as exc:
-            await deny(websocket, problem_for(exc), 1008)
+            await deny(websocket, error_response(exc), 1008)
             return
     await relay(
         websocket,
@@ -258,6 +258,6 @@ def create_app(settings: Settings) -> Starlette:
                 trust_forwarded_for=settings.trust_forwarded_for,
             ),
         ],
-        exception_handlers={**EXCEPTION_HANDLERS, DependencyUnavailable: unavailable_handler},
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

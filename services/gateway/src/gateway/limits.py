@@ -11,11 +11,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat_common.errors import DependencyUnavailable, RateLimited
-from chat_common.problems import problem_response
+from chat_common.problems import error_response, problem_response
 from chat_common.ratelimit import Buckets
 
 from .address import client_ip
-from .answers import problem_for
 
 __all__ = ["EdgeLimitsMiddleware", "Limiters", "check", "client_ip"]
 
@@ -79,7 +78,7 @@ class EdgeLimitsMiddleware:
                 "requests from your address",
             )
         except (RateLimited, DependencyUnavailable) as exc:
-            await refuse(scope, receive, send, problem_for(exc))
+            await refuse(scope, receive, send, error_response(exc))
             return
         await self.app(scope, receive, send)
 

@@ -27,9 +27,7 @@ from websockets.typing import Subprotocol
 
 from chat_common.errors import ChatError, DependencyError, DependencyTimeout, DependencyUnavailable
 from chat_common.observability import request_id_var
-from chat_common.problems import problem_response
-
-from .answers import problem_for
+from chat_common.problems import error_response, problem_response
 
 log = logging.getLogger(__name__)
 # The websockets library logs request lines at DEBUG, and the edge's has the client's query
@@ -53,7 +51,7 @@ def edge_refusal(status: int, headers: list[tuple[str, str]], body: bytes) -> Re
     """The edge's refusal of a handshake as the client gets it: a refusal status (4xx, 5xx)
     passes through; anything else the edge answered instead of switching protocols is a 502."""
     if not 400 <= status <= 599:
-        return problem_for(
+        return error_response(
             DependencyError(f"ws-edge answered {status} to the handshake", code="EDGE_FAILED")
         )
     kept = {k.lower(): v for k, v in headers if k.lower() in _PASSED_BACK}
@@ -117,7 +115,7 @@ async def relay(
             if isinstance(exc, TimeoutError)
             else DependencyUnavailable("ws-edge is unavailable", code="UPSTREAM_UNAVAILABLE")
         )
-        await deny(websocket, problem_for(error), 1013)
+        await deny(websocket, error_response(error), 1013)
         return
     async with upstream:
         await websocket.accept(subprotocol=upstream.subprotocol)
