@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
 
-__all__ = ["ROOT", "Stack", "port_base", "second_edge"]
+__all__ = ["ROOT", "Chat", "Stack", "open_chat", "port_base", "second_edge"]
 
 # Per pytest process, so that stacks started side by side never share a database or vhost.
 E2E_DATABASE_URL = os.environ.get(
@@ -54,3 +56,30 @@ def second_edge(stack: Stack) -> Iterator[int]:
         yield port
     finally:
         stack.stop_service("ws-edge", SECOND_EDGE)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A session between two users made for one test, with their tokens."""
+
+    id: str
+    alice: str
+    bob: str
+    alice_token: str
+    bob_token: str
+
+
+def open_chat(stack: Stack, label: str) -> Chat:
+    """Two new users (``alice.{label}.{tag}@example.com`` and Bob alike) and their session,
+    opened by Alice through the gateway."""
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice.{label}.{tag}@example.com", f"bob.{label}.{tag}@example.com"
+    ta, tb = stack.token(alice), stack.token(bob)
+    opened = httpx.post(
+        f"{stack.gateway}/api/chat/init",
+        json={"toEmail": bob, "intent": "dating"},
+        headers={"Authorization": f"Bearer {ta}"},
+        timeout=10,
+    )
+    assert opened.status_code == 200, opened.text
+    return Chat(opened.json()["sessionId"], alice, bob, ta, tb)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -14,33 +13,14 @@ import pytest
 from chat_testing.stomp import StompClient
 from ws_edge.stomp.frames import Frame
 
-from .conftest import Stack
+from .conftest import Chat, Stack, open_chat
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass
-class Chat:
-    id: str
-    alice: str
-    bob: str
-    alice_token: str
-    bob_token: str
-
-
 @pytest.fixture
-async def chat(stack: Stack) -> Chat:
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice.{tag}@example.com", f"bob.{tag}@example.com"
-    async with httpx.AsyncClient(base_url=stack.gateway, timeout=10) as client:
-        ta, tb = stack.token(alice), stack.token(bob)
-        opened = await client.post(
-            "/api/chat/init",
-            json={"toEmail": bob, "intent": "dating"},
-            headers={"Authorization": f"Bearer {ta}"},
-        )
-        assert opened.status_code == 200, opened.text
-    return Chat(opened.json()["sessionId"], alice, bob, ta, tb)
+def chat(stack: Stack) -> Chat:
+    return open_chat(stack, "stomp")
 
 
 def ws(stack: Stack, token: str | None = None) -> str:

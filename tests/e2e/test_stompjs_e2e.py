@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from .conftest import ROOT, Stack, second_edge
+from .conftest import ROOT, Stack, open_chat, second_edge
 
 pytestmark = pytest.mark.e2e
 NODE_DIR = ROOT / "tests" / "node"
@@ -46,22 +45,13 @@ def edge2_ws_url(stack: Stack) -> Iterator[str]:
 @pytest.fixture
 def chat_env(stack: Stack) -> dict[str, str]:
     """A fresh session between two new users, and the environment the script reads."""
-    tag = uuid.uuid4().hex[:6]
-    alice_email, bob_email = f"js.alice.{tag}@example.com", f"js.bob.{tag}@example.com"
-    alice, bob = stack.token(alice_email), stack.token(bob_email)
-    opened = httpx.post(
-        f"{stack.gateway}/api/chat/init",
-        json={"toEmail": bob_email, "intent": "dating"},
-        headers={"Authorization": f"Bearer {alice}"},
-        timeout=10,
-    )
-    assert opened.status_code == 200, opened.text
+    chat = open_chat(stack, "js")
     return {
         "WS_URL": stack.gateway.replace("http://", "ws://") + "/ws",
         "GATEWAY_URL": stack.gateway,
-        "SESSION_ID": opened.json()["sessionId"],
-        "ALICE_TOKEN": alice,
-        "BOB_TOKEN": bob,
+        "SESSION_ID": chat.id,
+        "ALICE_TOKEN": chat.alice_token,
+        "BOB_TOKEN": chat.bob_token,
     }
 
 

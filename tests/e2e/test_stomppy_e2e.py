@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 import stomp
 from stomp.utils import Frame
 
-from .conftest import Stack, second_edge
+from .conftest import Chat, Stack, open_chat, second_edge
 
 pytestmark = pytest.mark.e2e
 
@@ -179,28 +178,9 @@ class StompPy:
         self.connection.transport.disconnect_socket()
 
 
-@dataclass
-class Chat:
-    id: str
-    alice: str
-    bob: str
-    alice_token: str
-    bob_token: str
-
-
 @pytest.fixture
 def chat(stack: Stack) -> Chat:
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice.py.{tag}@example.com", f"bob.py.{tag}@example.com"
-    ta, tb = stack.token(alice), stack.token(bob)
-    opened = httpx.post(
-        f"{stack.gateway}/api/chat/init",
-        json={"toEmail": bob, "intent": "dating"},
-        headers={"Authorization": f"Bearer {ta}"},
-        timeout=10,
-    )
-    assert opened.status_code == 200, opened.text
-    return Chat(opened.json()["sessionId"], alice, bob, ta, tb)
+    return open_chat(stack, "py")
 
 
 @pytest.fixture
