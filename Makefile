@@ -39,7 +39,8 @@ status: ## show which parts of the stack run
 keys: install ## create the development key pair (done by dev/up too)
 	$(PY) scripts/stack.py keys
 
-test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e)
+test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, browser)
+	@scripts/test-tools.sh
 	$(PY) -m pytest
 
 bench: install ## benchmark the stack against its baselines (not part of make test)

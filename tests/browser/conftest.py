@@ -1,9 +1,10 @@
 """The web client in headless Chromium (Debian's ``chromium``) driven by Playwright, against the
 whole stack started with ``make up`` on its own ports, run dir and database.
 
-Skipped, with the reason, when Playwright or a Chromium binary is missing: install them with
-``apt-get install -y chromium`` and the ``playwright`` package (never ``playwright install``;
-the tests use the system browser through ``executable_path``). ``CHROMIUM`` overrides the path.
+Chromium is Debian's ``chromium`` (``make test`` installs it when it can, through
+``scripts/test-tools.sh``), driven by the ``playwright`` package through ``executable_path``
+(never ``playwright install``). ``CHROMIUM`` overrides the path. A missing browser fails these
+tests; they are skipped only on request (``SKIP_BROWSER=1``), and the summary then says so.
 """
 
 from __future__ import annotations
@@ -38,8 +39,19 @@ CHROMIUM_ARGS = [
 ]
 
 
+SKIP_REQUESTED = os.environ.get("SKIP_BROWSER") == "1"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives the web client in headless Chromium")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIP_REQUESTED:
+        terminalreporter.section("browser tests", sep="!")
+        terminalreporter.write_line(
+            "SKIP_BROWSER=1: the web client was NOT tested in a browser in this run", red=True
+        )
 
 
 def chromium_path() -> str | None:
@@ -55,13 +67,19 @@ def chromium_path() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
+    if SKIP_REQUESTED:
+        pytest.skip("SKIP_BROWSER=1 asked to skip the browser tests")
     path = chromium_path()
     if path is None:
-        pytest.skip("no Chromium: apt-get install -y chromium (or set CHROMIUM to its path)")
+        pytest.fail(
+            "no Chromium: apt-get install -y chromium (or set CHROMIUM to its path;"
+            " SKIP_BROWSER=1 skips these tests)",
+            pytrace=False,
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("the Python package playwright is not installed (uv pip install playwright)")
+        pytest.fail("the Python package playwright is not installed (make install)", pytrace=False)
     return path
 
 
@@ -103,10 +121,10 @@ def live_edge_missing(stack: Stack) -> str | None:
 
 @pytest.fixture(scope="session")
 def live_stack(stack: Stack) -> Stack:
-    """The stack, when it runs the WebSocket edge (and so can deliver live)."""
+    """The stack, checked to answer a STOMP CONNECT on /ws (so it can deliver live)."""
     reason = live_edge_missing(stack)
     if reason is not None:
-        pytest.skip(f"the stack runs no usable WebSocket edge yet: {reason}")
+        pytest.fail(f"the stack's WebSocket edge is not usable: {reason}", pytrace=False)
     return stack
 
 

@@ -2,7 +2,7 @@
 
 The first test needs only the REST path (sign in, start a chat, session list and unread badge,
 history with scroll-back, a send); the others need the live path (ws-edge and outbox-relay in
-the stack) and are skipped, saying so, while the stack has no WebSocket edge.
+the stack) and fail, saying why, when the stack's /ws answers no STOMP CONNECT.
 """
 
 from __future__ import annotations

@@ -96,7 +96,13 @@ MATRIX: dict[tuple[str, str], dict[str, Outcome]] = {
 CASES = [(frame, dest, caller) for (frame, dest), row in MATRIX.items() for caller in row]
 
 
-# -- the world: users, tokens, sessions (shared by the module; connections are per test) -----
+# -- the world: users, tokens, sessions, made afresh for every case ----------------------------
+#
+# Every case has users of its own: the stack's per-user limits (sends per second, WebSocket
+# connections per second) are real rules, and users shared by the ~90 cases of this module
+# would spend them faster than they refill, so that a case's outcome would depend on how fast
+# the cases before it ran (the refused sentinel SEND of issue 13: Bob's SEND_RATE_LIMITED,
+# answered by an ERROR and a 1008 close because he has no /user/queue/error subscription).
 
 
 @dataclass(frozen=True)
@@ -140,30 +146,41 @@ class World:
         return next(self.sessions[s] for s, members in MEMBERS.items() if name not in members)
 
 
-@pytest.fixture(scope="module")
-def world(stack: Stack) -> World:
+@pytest.fixture
+async def world(stack: Stack) -> World:
     tag = uuid.uuid4().hex[:6]
     names = ("alice", "bob", "eve", "frank", "carol")
     emails = {n: f"{n}.stompauthz.{tag}@example.com" for n in names}
-    tokens = {n: stack.token(e) for n, e in emails.items()}
-    sessions = {}
-    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
-        for key, (opener, peer, intent) in {
-            "dating": ("alice", "bob", "dating"),
-            "eve": ("eve", "frank", "dating"),
-            "carol": ("carol", "bob", "freelance"),
-        }.items():
-            answer = client.post(
-                "/api/chat/init",
+    openings = {
+        "dating": ("alice", "bob", "dating"),
+        "eve": ("eve", "frank", "dating"),
+        "carol": ("carol", "bob", "freelance"),
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def token(email: str) -> str:
+            answer = await client.post(f"{stack.flairbit}/dev/token", json={"email": email})
+            answer.raise_for_status()
+            return str(answer.json()["token"])
+
+        async def init(opener: str, peer: str, intent: str) -> str:
+            answer = await client.post(
+                f"{stack.gateway}/api/chat/init",
                 json={"toEmail": emails[peer], "intent": intent},
                 headers={"Authorization": f"Bearer {tokens[opener]}"},
             )
             assert answer.status_code == 200, answer.text
-            sessions[key] = answer.json()["sessionId"]
+            return str(answer.json()["sessionId"])
+
+        tokens = dict(
+            zip(names, await asyncio.gather(*(token(emails[n]) for n in names)), strict=True)
+        )
+        opened = await asyncio.gather(*(init(*how) for how in openings.values()))
+        sessions = dict(zip(openings, opened, strict=True))
         assert len(set(sessions.values())) == 3
         # one message, so that a read mark up to seq 1 is a sensible request
-        first = client.post(
-            "/api/chat/message",
+        first = await client.post(
+            f"{stack.gateway}/api/chat/message",
             json={"sessionId": sessions["dating"], "content": "hi", "clientMessageId": cid()},
             headers={"Authorization": f"Bearer {tokens['bob']}"},
         )
@@ -403,6 +420,7 @@ async def only_the_sentinel_follows(world: World, watcher: Peer, refused_cid: st
     got: dict[str, Frame] = {}
     for _ in range(2):  # the RECEIPT and the topic's MESSAGE, in either order
         frame = await watcher.next()
+        assert frame.command != "ERROR", f"the sentinel SEND was refused: {frame.headers}"
         got[frame.command] = frame
     assert got.keys() == {"RECEIPT", "MESSAGE"}, {c: f.headers for c, f in got.items()}
     message = got["MESSAGE"]

@@ -25,7 +25,11 @@ NODE_DIR = ROOT / "tests" / "node"
 def node_ready() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("Node.js and npm are needed for the @stomp/stompjs client")
+        pytest.fail(
+            "Node.js and npm are needed for the @stomp/stompjs client:"
+            " apt-get install -y nodejs npm",
+            pytrace=False,
+        )
     if not (NODE_DIR / "node_modules" / "@stomp" / "stompjs").exists():
         subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--silent"],
