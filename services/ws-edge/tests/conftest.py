@@ -201,10 +201,11 @@ class World:
     def token(self, email: str, **body: Any) -> str:
         return str(self.flairbit.token(email, **body))
 
-    async def chat(self, tag: str | None = None) -> Chat:
-        """A session between two fresh users, inserted as session-svc stores it."""
+    async def chat(self, tag: str | None = None, *, bob: str | None = None) -> Chat:
+        """A session between two fresh users (or a fresh Alice and the given ``bob``),
+        inserted as session-svc stores it."""
         tag = tag or uuid.uuid4().hex[:8]
-        alice, bob = f"alice.{tag}@example.com", f"bob.{tag}@example.com"
+        alice, bob = f"alice.{tag}@example.com", bob or f"bob.{tag}@example.com"
         sid = uuid.uuid4()
         low, high = sorted([uuid.uuid4(), uuid.uuid4()])
         async with self.pool.acquire() as conn, conn.transaction():

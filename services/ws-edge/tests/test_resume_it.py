@@ -1,5 +1,6 @@
 """x-resume-after-seq against the real message-svc: the replay (several history pages,
-slowed by a proxy) overlaps live events, and the client sees every later seq once, in order."""
+slowed by a proxy) overlaps live events, and the client sees every later seq once, in order;
+two replays on one connection, each paced by the connection's outbound buffer, both finish."""
 
 from __future__ import annotations
 
@@ -69,3 +70,29 @@ async def test_a_bad_resume_point_is_a_protocol_error(world: Any) -> None:
     frame = await bob.next_frame()
     assert frame.command == "ERROR"
     assert "x-resume-after-seq" in (frame.header("message") or "")
+
+
+async def test_two_resumes_over_a_large_backlog_on_one_connection_both_finish(world: Any) -> None:
+    """Bob resumes two sessions at once, each with a backlog several times the edge's outbound
+    buffer: both replays wait for room in the same buffer, and both must go on to the end
+    (once only the latest waiter woke, and the other subscription froze)."""
+    first = await world.chat()
+    second = await world.chat(bob=first.bob)
+    world.relay.start()
+    filler = "x" * 1500
+    for i in range(1, 41):
+        await world.rest_send(first, first.alice, f"a{i} {filler}")
+        await world.rest_send(second, second.alice, f"b{i} {filler}")
+    edge = await world.edge(max_outbound_bytes=16 * 1024)  # room below 8 KiB: ~5 frames
+    bob = await world.raw(edge, first.bob_token)
+    await bob.subscribe(first.topic, ("x-resume-after-seq", "0"))
+    await bob.subscribe(second.topic, ("x-resume-after-seq", "0"))
+    seqs: dict[str, list[int]] = {first.topic: [], second.topic: []}
+    for _ in range(80):
+        frame = await bob.next_frame(within=5)
+        assert frame.command == "MESSAGE", (frame.command, frame.header("message"))
+        seqs[frame.header("destination") or ""].append(int(frame.header("x-seq") or 0))
+    assert seqs == {first.topic: list(range(1, 41)), second.topic: list(range(1, 41))}
+    await world.rest_send(first, first.alice, "live after both replays")
+    live = await bob.next_frame()
+    assert (live.header("destination"), live.header("x-seq")) == (first.topic, "41")

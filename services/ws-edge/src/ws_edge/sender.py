@@ -57,9 +57,11 @@ class Sender:
         self._kick()
 
     async def room(self) -> None:
-        """Wait while the buffer is above half full (replays pace themselves on it)."""
+        """Wait while the buffer is above half full (replays pace themselves on it). Every
+        waiter shares one event, so two replays waiting at once both wake."""
         while self._out.size > self._low_water and self._closing is None:
-            self._drained = asyncio.Event()
+            if self._drained is None:
+                self._drained = asyncio.Event()
             await self._drained.wait()
 
     async def finished(self, within: float) -> None:
@@ -77,8 +79,8 @@ class Sender:
         try:
             while (chunk := self._out.pop()) is not None:
                 await self._socket.send(chunk, text=True)
-                if self._drained is not None and self._out.size <= self._low_water:
-                    self._drained.set()
+                if self._out.size <= self._low_water:
+                    self._wake()
             if self._closing is not None:
                 await self._close_socket(self._closing)
         except ConnectionClosed:
@@ -86,8 +88,13 @@ class Sender:
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
-            if self._drained is not None:
-                self._drained.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake every :meth:`room` waiter (each checks the buffer again)."""
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.set()
 
     async def _close_socket(self, reason: Disconnect) -> None:
         slow = reason is Disconnect.SLOW_CONSUMER
