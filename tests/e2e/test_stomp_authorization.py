@@ -178,13 +178,24 @@ async def world(stack: Stack) -> World:
         opened = await asyncio.gather(*(init(*how) for how in openings.values()))
         sessions = dict(zip(openings, opened, strict=True))
         assert len(set(sessions.values())) == 3
-        # one message, so that a read mark up to seq 1 is a sensible request
-        first = await client.post(
-            f"{stack.gateway}/api/chat/message",
-            json={"sessionId": sessions["dating"], "content": "hi", "clientMessageId": cid()},
-            headers={"Authorization": f"Bearer {tokens['bob']}"},
-        )
-        assert first.status_code == 200, first.text
+        # One message, so that a read mark up to seq 1 is a sensible request. The case starts
+        # once the broker has routed it (Alice's own queue got it), so it never reaches a
+        # subscription the case makes.
+        ws_url = stack.gateway.replace("http://", "ws://") + "/ws"
+        alice = await StompClient.open(ws_url, headers=(("passcode", tokens["alice"]),))
+        try:
+            await alice.subscribe("/user/queue/messages", ("receipt", "bound"))
+            assert (await alice.next_frame(WAIT)).command == "RECEIPT"
+            first = await client.post(
+                f"{stack.gateway}/api/chat/message",
+                json={"sessionId": sessions["dating"], "content": "hi", "clientMessageId": cid()},
+                headers={"Authorization": f"Bearer {tokens['bob']}"},
+            )
+            assert first.status_code == 200, first.text
+            routed = await alice.next_frame(WAIT)
+            assert body_of(routed)["messageId"] == first.json()["messageId"], routed.headers
+        finally:
+            await alice.close()
     return World(stack, emails, tokens, sessions)
 
 
