@@ -9,7 +9,7 @@ SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src 
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys bench
+.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, 
 bench: install ## benchmark the stack against its baselines (not part of make test)
 	@command -v rabbitmq-plugins >/dev/null 2>&1 && rabbitmq-plugins enable --quiet rabbitmq_web_stomp || true
 	cd bench && ../$(PY) run.py $(BENCH_ARGS)
+
+bench-quick: ## the benchmark's headline figures in under 3 minutes
+	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
 
 lint: install ## ruff and mypy --strict on the sources
 	.venv/bin/ruff check .
