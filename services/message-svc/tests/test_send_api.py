@@ -249,50 +249,29 @@ async def test_rate_limit_and_duplicate_flood(
     assert await counts(db_pool) == (4, 4)
 
 
-async def test_a_send_whose_outbox_row_fails_writes_nothing(
+async def test_a_batch_whose_statement_fails_writes_nothing(
     db_pool: asyncpg.Pool, new_session: SessionFactory
 ) -> None:
-    """The seq, the message and its outbox row are one statement: when the outbox row cannot be
-    written, neither is the message, and the seq is not used up."""
+    """The seqs, the messages and their outbox rows of a batch are one statement: when one
+    outbox row cannot be written, no message of the batch is, and no seq is used up."""
     import dataclasses
-    import datetime as dt
 
-    from chat_common.dto import MessageView
     from message_svc import repository
-    from message_svc.events import message_event_template
+
+    from .test_group_commit import drafts_for
 
     session = await new_session()
+    good, other = await drafts_for(db_pool, session, 2)
+    broken = dataclasses.replace(
+        other,
+        event=dataclasses.replace(
+            other.event,
+            entry=dataclasses.replace(other.event.entry, routing_key=None),  # type: ignore[arg-type]
+        ),
+    )
     async with db_pool.acquire() as conn:
-        members = await repository.members(conn, session.id)
-        sender = next(m for m in members if m.user_email == session.a)
-        now = dt.datetime.now(dt.UTC)
-        draft = MessageView(
-            message_id=uuid.uuid4(),
-            session_id=session.id,
-            seq=0,
-            sender_id=sender.profile_id,
-            sender_display_name=sender.display_name,
-            sender_email=sender.user_email,
-            content="never",
-            client_message_id=uuid.uuid4(),
-            sent_at=now,
-        )
-        template = message_event_template(draft, members)
-        broken = dataclasses.replace(
-            template,
-            entry=dataclasses.replace(template.entry, routing_key=None),  # type: ignore[arg-type]
-        )
         with pytest.raises(asyncpg.NotNullViolationError):
-            await repository.insert_message_and_event(
-                conn,
-                message_id=draft.message_id,
-                session_id=session.id,
-                sender=sender,
-                content="never",
-                client_msg_id=draft.client_message_id,
-                sent_at=now,
-                event=broken,
-            )
+            await repository.insert_batch(conn, [good, broken])
     assert await counts(db_pool) == (0, 0)
     assert await db_pool.fetchval("SELECT last_seq FROM chat_sessions") == 0
 

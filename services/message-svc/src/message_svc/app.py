@@ -70,7 +70,14 @@ def create_app(settings: Settings) -> Starlette:
                     settings.duplicate_content_limit,
                     settings.duplicate_content_window_seconds,
                 )
-            messages = MessageService(pool, limiter, settings.max_content_bytes)
+            messages = MessageService(
+                pool,
+                limiter,
+                settings.max_content_bytes,
+                roster_seconds=settings.members_cache_seconds,
+                max_batch=settings.send_batch_max,
+            )
+            stack.push_async_callback(messages.close)
             if settings.consume_ws_sends:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=settings.consumer_prefetch)

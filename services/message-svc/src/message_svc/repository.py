@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from chat_common import routing
 from chat_common.db import Conn
 
 OUTBOX_CHANNEL = "chat_outbox"
@@ -73,114 +74,112 @@ async def find_by_client_id(
     )
 
 
-_PRIOR_COLUMNS = (
-    "id",
-    "session_id",
-    "seq",
-    "sender_profile_id",
-    "sender_display_name",
-    "sender_email",
-    "content",
-    "client_msg_id",
-    "sent_at",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SendContext:
-    members: list[Member]
-    prior: Mapping[str, object] | None  # the sender's message with this client id, if any
-
-
-async def send_context(
-    conn: Conn, session_id: uuid.UUID, sender_email: str, client_msg_id: uuid.UUID
-) -> SendContext:
-    """The session's participants and the sender's earlier message with the same client id,
-    in one round trip."""
-    rows = await conn.fetch(
-        f"""
-        WITH prior AS (
-            SELECT {_MESSAGE_COLUMNS} FROM chat_messages m
-            WHERE m.sender_email = $2 AND m.client_msg_id = $3
-        )
-        SELECT p.session_id, s.intent, p.profile_id, p.user_email, p.display_name,
-               p.read_seq, p.delivered_seq,
-               {", ".join(f"prior.{c} AS prior_{c}" for c in _PRIOR_COLUMNS)}
-        FROM chat_participants p JOIN chat_sessions s ON s.id = p.session_id
-        LEFT JOIN prior ON true
-        WHERE p.session_id = $1
-        """,
-        session_id,
-        sender_email,
-        client_msg_id,
-    )
-    members = [_member(r) for r in rows]
-    prior = None
-    if rows and rows[0]["prior_id"] is not None:
-        prior = {c: rows[0][f"prior_{c}"] for c in _PRIOR_COLUMNS}
-    return SendContext(members, prior)
-
-
 class ClientIdTaken(Exception):
     """The sender already used this client message id (a concurrent send won the race)."""
 
 
-async def insert_message_and_event(
-    conn: Conn,
-    *,
-    message_id: uuid.UUID,
-    session_id: uuid.UUID,
-    sender: Member,
-    content: str,
-    client_msg_id: uuid.UUID,
-    sent_at: dt.datetime,
-    event: SeqTemplate,
-) -> asyncpg.Record | None:
-    """Allocate the session's next seq, insert the message and its outbox row: one statement,
-    so one implicit transaction and one round trip. The session row's lock serialises the
-    session's senders, so seqs are gapless. The event is the outbox row with its seq left for
-    the database to fill in. None when the session is gone; :class:`ClientIdTaken` when the
-    sender's client id is already stored (nothing is written then, not even the seq)."""
-    try:
-        return await conn.fetchrow(
-            f"""
-            WITH s AS (
-                UPDATE chat_sessions SET last_seq = last_seq + 1 WHERE id = $2
-                RETURNING last_seq
-            ), m AS (
-                INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
-                                           sender_display_name, content, client_msg_id, sent_at)
-                SELECT $1, $2, s.last_seq, $3, $4, $5, $6, $7, $8 FROM s
-                RETURNING *
-            ), o AS (
-                INSERT INTO chat_message_outbox
-                    (session_id, routing_key, event_type, headers, payload)
-                SELECT m.session_id, $9, $10,
-                       jsonb_set($11::jsonb, ARRAY[$12::text], to_jsonb(m.seq)),
-                       $13::bytea || convert_to(m.seq::text, 'UTF8') || $14::bytea
-                FROM m
-            )
-            SELECT {_MESSAGE_COLUMNS} FROM m
-            """,
-            message_id,
-            session_id,
-            sender.profile_id,
-            sender.user_email,
-            sender.display_name,
-            content,
-            client_msg_id,
-            sent_at,
-            event.entry.routing_key,
-            event.entry.event_type,
-            json.dumps(dict(event.entry.headers)),
-            event.seq_header,
-            event.before_seq,
-            event.after_seq,
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message to store: everything but its seq, which the batch statement allocates."""
+
+    message_id: uuid.UUID
+    session_id: uuid.UUID
+    sender: Member
+    content: str
+    client_msg_id: uuid.UUID
+    sent_at: dt.datetime
+    event: SeqTemplate
+
+
+_BATCH = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                         $7::uuid[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+                         $12::bytea[], $13::bytea[])
+        WITH ORDINALITY AS i(id, session_id, sender_profile_id, sender_email,
+                             sender_display_name, content, client_msg_id, sent_at, routing_key,
+                             event_type, headers, before_seq, after_seq, ord)
+), prior AS (
+    SELECT i.ord, {_MESSAGE_COLUMNS} FROM input i
+    JOIN chat_messages m ON m.sender_email = i.sender_email AND m.client_msg_id = i.client_msg_id
+), fresh AS (
+    SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM prior p WHERE p.ord = i.ord)
+), counts AS (
+    SELECT session_id, count(*) AS n FROM fresh GROUP BY session_id
+), locked AS (
+    -- the sessions' rows locked in id order, so concurrent batches never deadlock
+    SELECT c.id FROM chat_sessions c WHERE c.id IN (SELECT session_id FROM counts)
+    ORDER BY c.id FOR UPDATE
+), seqs AS (
+    UPDATE chat_sessions c SET last_seq = c.last_seq + counts.n
+    FROM counts WHERE c.id = counts.session_id AND c.id IN (SELECT id FROM locked)
+    RETURNING c.id, c.last_seq - counts.n AS base
+), numbered AS (
+    SELECT f.*, s.base + row_number() OVER (PARTITION BY f.session_id ORDER BY f.ord) AS seq
+    FROM fresh f JOIN seqs s ON s.id = f.session_id
+), stored AS (
+    INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
+                               sender_display_name, content, client_msg_id, sent_at)
+    SELECT id, session_id, seq, sender_profile_id, sender_email, sender_display_name, content,
+           client_msg_id, sent_at
+    FROM numbered
+    RETURNING id
+), queued AS (
+    INSERT INTO chat_message_outbox (session_id, routing_key, event_type, headers, payload)
+    SELECT n.session_id, n.routing_key, n.event_type,
+           jsonb_set(n.headers::jsonb, ARRAY[$14::text], to_jsonb(n.seq)),
+           n.before_seq || convert_to(n.seq::text, 'UTF8') || n.after_seq
+    FROM numbered n ORDER BY n.ord
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM (SELECT 1 FROM queued LIMIT 1) x
+)
+SELECT true AS new, n.ord, n.id, n.session_id, n.seq, n.sender_profile_id,
+       n.sender_display_name, n.sender_email, n.content, n.client_msg_id, n.sent_at
+FROM numbered n
+WHERE n.id IN (SELECT id FROM stored) AND (SELECT count(*) FROM wake) >= 0
+UNION ALL
+SELECT false, p.ord, p.id, p.session_id, p.seq, p.sender_profile_id, p.sender_display_name,
+       p.sender_email, p.content, p.client_msg_id, p.sent_at
+FROM prior p
+"""
+
+
+async def insert_batch(conn: Conn, drafts: Sequence[Draft]) -> dict[int, asyncpg.Record]:
+    """Store many messages and their outbox rows in one statement (so one transaction and one
+    commit), and wake the relays in it: for each draft, by its index, the stored row (``new``
+    true) or the sender's earlier message with the same client id (``new`` false, nothing
+    written for it). A draft of a session that no longer exists has no row. Each session's
+    seqs follow the drafts' order; the sessions' rows are locked in id order, so batches
+    running at once serialise per session and never deadlock. :class:`ClientIdTaken` when a
+    concurrent transaction stored one of the client ids first (nothing of the batch is
+    written; run it again and that draft comes back as the earlier message)."""
+    columns: list[list[object]] = [[] for _ in range(13)]
+    for d in drafts:
+        values = (
+            d.message_id,
+            d.session_id,
+            d.sender.profile_id,
+            d.sender.user_email,
+            d.sender.display_name,
+            d.content,
+            d.client_msg_id,
+            d.sent_at,
+            d.event.entry.routing_key,
+            d.event.entry.event_type,
+            json.dumps(dict(d.event.entry.headers)),
+            d.event.before_seq,
+            d.event.after_seq,
         )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    try:
+        rows = await conn.fetch(_BATCH, *columns, routing.SEQ_HEADER)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "chat_messages_client_id_unique":
             raise ClientIdTaken from None
         raise
+    return {int(r["ord"]) - 1: r for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +208,8 @@ async def add_outbox(conn: Conn, entries: Sequence[OutboxEntry]) -> None:
 
 
 async def notify(conn: Conn) -> None:
-    """Wake the relays. Sent after the commit, on its own: a NOTIFY inside the send transaction
-    would make every commit take PostgreSQL's global notification lock, one at a time."""
+    """Wake the relays after a mark's commit, on its own transaction (a send batch notifies
+    inside its statement instead: see :func:`insert_batch`)."""
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from chat_common.db import Conn
 from chat_common.dto import (
     HistoryPage,
     LastMessage,
@@ -24,14 +24,25 @@ from chat_common.dto import (
     SessionSummary,
     UnreadView,
 )
-from chat_common.errors import Conflict, DependencyError, Forbidden, NotFound
+from chat_common.errors import (
+    ChatError,
+    Conflict,
+    DependencyError,
+    DependencyUnavailable,
+    Forbidden,
+    NotFound,
+    RateLimited,
+)
+from chat_common.web import DATABASE_UNAVAILABLE
 
 from . import repository
 from .domain import check_content, content_fingerprint
 from .events import message_event_template, receipt_event
+from .groupcommit import GroupCommit, SessionGone, Stored
 from .notifier import Notifier
 from .ratelimit import SendLimiter
-from .repository import Member
+from .repository import Draft, Member
+from .roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,18 @@ Row = asyncpg.Record | Mapping[str, Any]
 class Sent:
     message: MessageView
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A send checked and with its limits reserved: the draft to store, or (the limits being
+    spent) the replay of the sender's stored message with this client id."""
+
+    user_email: str
+    request: SendMessageRequest
+    fingerprint: str
+    draft: Draft | None
+    replay: Sent | None
 
 
 def _view(row: Row, recipient: Member | None) -> MessageView:
@@ -86,65 +109,90 @@ class MessageService:
         limiter: SendLimiter,
         max_content_bytes: int,
         notifier: Notifier | None = None,
+        *,
+        roster_seconds: float = 10.0,
+        max_batch: int = 256,
     ) -> None:
         self._pool = pool
         self._notifier = notifier or Notifier(pool)
         self._limiter = limiter
         self._max_content = max_content_bytes
+        self._roster = Roster(self._load_members, ttl=roster_seconds)
+        self._commit = GroupCommit(self._write_batch, max_batch=max_batch)
+
+    async def close(self) -> None:
+        """Finish the batches under way (the pool must still be open)."""
+        await self._commit.close()
+        await self._notifier.close()
+
+    async def _load_members(self, session_id: uuid.UUID) -> list[Member]:
+        async with self._pool.acquire() as conn:
+            return await repository.members(conn, session_id)
+
+    async def _write_batch(self, drafts: Sequence[Draft]) -> Mapping[int, Any]:
+        async with self._pool.acquire() as conn:
+            return await repository.insert_batch(conn, drafts)
 
     async def send(self, user_email: str, request: SendMessageRequest) -> Sent:
-        """Store a message and its outbox row in one transaction; a repeated client id from
-        the same sender returns the stored message and writes nothing. The send limits are
-        reserved before the insert and given back when nothing was stored; nothing but the
-        wake-up of the relays happens after the commit.
+        """Store a message and its outbox row; a repeated client id from the same sender
+        returns the stored message and writes nothing. Concurrent sends share one statement and
+        one commit (:mod:`message_svc.groupcommit`); the answer comes after the commit. The
+        send limits are reserved first and given back when nothing was stored."""
+        prepared = await self._prepare(user_email, request)
+        return await self._finish(prepared, await self._stored(prepared))
 
-        Two round trips: the participants with any earlier use of the client id, then one
-        statement that allocates the seq and writes the message and its outbox row."""
-        check_content(request.content, self._max_content)
-        async with self._pool.acquire() as conn:
-            context = await repository.send_context(
-                conn, request.session_id, user_email, request.client_message_id
-            )
-            me, peer = _split(context.members, user_email)
-            if context.prior is not None:
-                return self._replay(context.prior, request, peer)
-            fingerprint = content_fingerprint(request.content)
-            client_id = str(request.client_message_id)
-            await self._limiter.acquire(user_email, fingerprint, client_id)
+    async def send_many(
+        self, user_email: str, requests: Sequence[SendMessageRequest]
+    ) -> list[Sent | ChatError]:
+        """Several sends of one sender, each with its own outcome (a refused one never fails
+        the others), stored in the order given."""
+        prepared = await asyncio.gather(
+            *(self._prepare(user_email, r) for r in requests), return_exceptions=True
+        )
+        pending: list[asyncio.Future[Stored] | None] = [
+            self._commit.enqueue(p.draft)  # in request order, so stored in request order
+            if isinstance(p, _Prepared) and p.draft is not None
+            else None
+            for p in prepared
+        ]
+        results: list[Sent | ChatError] = []
+        for item, future in zip(prepared, pending, strict=True):
             try:
-                row = await self._insert(conn, me, peer, request)
-            except repository.ClientIdTaken:  # a concurrent send with the same id won
-                existing = await repository.find_by_client_id(
+                if isinstance(item, BaseException):
+                    raise item
+                stored = item.replay if future is None else await self._settled(item, future)
+                assert stored is not None
+                results.append(await self._finish(item, stored))
+            except ChatError as exc:
+                results.append(exc)
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("bulk send item not stored: %s: %s", type(exc).__name__, exc)
+                results.append(DependencyUnavailable("the database did not answer; send again"))
+        return results
+
+    async def _prepare(self, user_email: str, request: SendMessageRequest) -> _Prepared:
+        """Check and reserve what a send needs before it is stored: content, membership, the
+        send limits. A retry of a stored send is answered from the store even when the
+        limits are spent."""
+        check_content(request.content, self._max_content)
+        members = await self._roster.members(request.session_id)
+        me, peer = _split(members, user_email)
+        fingerprint = content_fingerprint(request.content)
+        client_id = str(request.client_message_id)
+        try:
+            await self._limiter.acquire(user_email, fingerprint, client_id)
+        except RateLimited:
+            async with self._pool.acquire() as conn:
+                prior = await repository.find_by_client_id(
                     conn, user_email, request.client_message_id
                 )
-                assert existing is not None
-                same_content = content_fingerprint(existing["content"]) == fingerprint
-                await self._give_back(user_email, fingerprint, client_id, content=not same_content)
-                return self._replay(existing, request, peer)
-            except BaseException:
-                await self._give_back(user_email, fingerprint, client_id, content=True)
+            if prior is None:
                 raise
-        self._notifier.poke()
-        return Sent(_view(row, peer), replayed=False)
-
-    async def _give_back(
-        self, user_email: str, fingerprint: str, client_id: str, *, content: bool
-    ) -> None:
-        """Give back the token of a send that stored nothing new and, with ``content``, its
-        use of the content. A limiter store that is down only costs the sender these."""
-        try:
-            await self._limiter.refund(user_email)
-            if content:
-                await self._limiter.forget(user_email, fingerprint, client_id)
-        except DependencyError as exc:
-            log.warning("send limits not given back: %s", exc)
-
-    async def _insert(
-        self, conn: Conn, me: Member, peer: Member, request: SendMessageRequest
-    ) -> Row:
-        message_id = uuid.uuid4()
+            replay = await self._replay(prior, request, user_email)
+            return _Prepared(user_email, request, fingerprint, None, replay)
         sent_at = dt.datetime.now(dt.UTC)
-        draft = MessageView(
+        message_id = uuid.uuid4()
+        view = MessageView(
             message_id=message_id,
             session_id=request.session_id,
             seq=0,
@@ -155,28 +203,72 @@ class MessageService:
             client_message_id=request.client_message_id,
             sent_at=sent_at,
         )
-        row = await repository.insert_message_and_event(
-            conn,
+        draft = Draft(
             message_id=message_id,
             session_id=request.session_id,
             sender=me,
             content=request.content,
             client_msg_id=request.client_message_id,
             sent_at=sent_at,
-            event=message_event_template(draft, [me, peer]),
+            event=message_event_template(view, [me, peer]),
         )
-        if row is None:
-            raise NotFound("session not found", code="SESSION_NOT_FOUND")
-        return row
+        return _Prepared(user_email, request, fingerprint, draft, None)
 
-    @staticmethod
-    def _replay(existing: Row, request: SendMessageRequest, peer: Member) -> Sent:
+    async def _stored(self, prepared: _Prepared) -> Stored | Sent:
+        if prepared.draft is None:
+            assert prepared.replay is not None
+            return prepared.replay
+        return await self._settled(prepared, self._commit.enqueue(prepared.draft))
+
+    async def _settled(self, prepared: _Prepared, pending: asyncio.Future[Stored]) -> Stored:
+        """The batch's outcome for this send; its limits given back if it failed."""
+        try:
+            return await asyncio.shield(pending)
+        except SessionGone:
+            await self._give_back(prepared, content=True)
+            raise NotFound("session not found", code="SESSION_NOT_FOUND") from None
+        except repository.ClientIdTaken:
+            await self._give_back(prepared, content=True)
+            raise DependencyUnavailable("the message could not be stored; send it again") from None
+        except BaseException:
+            await self._give_back(prepared, content=True)
+            raise
+
+    async def _finish(self, prepared: _Prepared, stored: Stored | Sent) -> Sent:
+        if isinstance(stored, Sent):
+            return stored
+        if stored.new:
+            return Sent(_view(stored.row, None), replayed=False)
+        # an earlier message of this sender with this client id: nothing new was stored
+        same_content = content_fingerprint(stored.row["content"]) == prepared.fingerprint
+        await self._give_back(prepared, content=not same_content)
+        return await self._replay(stored.row, prepared.request, prepared.user_email)
+
+    async def _give_back(self, prepared: _Prepared, *, content: bool) -> None:
+        """Give back the token of a send that stored nothing new and, with ``content``, its
+        use of the content. A limiter store that is down only costs the sender these."""
+        user = prepared.user_email
+        try:
+            await self._limiter.refund(user)
+            if content:
+                await self._limiter.forget(
+                    user, prepared.fingerprint, str(prepared.request.client_message_id)
+                )
+        except DependencyError as exc:
+            log.warning("send limits not given back: %s", exc)
+
+    async def _replay(self, existing: Row, request: SendMessageRequest, user_email: str) -> Sent:
+        """The stored message again (with the peer's current marks), or 409 when the client
+        id was used for another session."""
         if existing["session_id"] != request.session_id:
             raise Conflict(
                 "this clientMessageId was already used for another session",
                 code="CLIENT_MESSAGE_ID_REUSED",
                 field="clientMessageId",
             )
+        async with self._pool.acquire() as conn:
+            members = await repository.members(conn, request.session_id)
+        _, peer = _split(members, user_email)
         return Sent(_view(existing, peer), replayed=True)
 
     async def history(

@@ -22,6 +22,11 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     duplicate_content_limit: int = 3
     duplicate_content_window_seconds: float = 30.0
     history_default_limit: int = 50
+    # Concurrent sends are stored together, at most this many per statement (group commit).
+    send_batch_max: int = 256
+    # A session's participants are read once and kept this long by the send path: the most a
+    # change to a session (a block, a closed session) can take to reach sends.
+    members_cache_seconds: float = 10.0
     # chat.send consumer
     consume_ws_sends: bool = True
     send_queue: str = "chat.send"
