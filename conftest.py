@@ -23,7 +23,13 @@ from chat_migrations import apply
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_test_{os.getpid()}"
 )
-TABLES = ("chat_message_outbox", "chat_messages", "chat_participants", "chat_sessions")
+TABLES = (
+    "chat_message_outbox",
+    "chat_message_outbox_dead",
+    "chat_messages",
+    "chat_participants",
+    "chat_sessions",
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20)
     assert pool is not None
     await pool.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    await pool.execute("UPDATE chat_outbox_state SET slot = 0, rotated_at = now()")
     try:
         yield pool
     finally:

@@ -50,7 +50,7 @@ async def test_send_stores_the_message_and_one_outbox_row(
     row = await db_pool.fetchrow("SELECT * FROM chat_message_outbox")
     assert row is not None
     assert row["routing_key"] == routing.session_key(session.id)
-    assert row["status"] == "pending"
+    assert (row["retry_count"], row["slot"]) == (0, 0)  # waiting, in the current slot
     headers = json.loads(row["headers"])
     assert headers["x-event"] == "message"
     assert headers["x-seq"] == 1

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
+from outbox_relay import repository
 from outbox_relay.app import open_pool
 from outbox_relay.publisher import Publisher, RabbitPublisher, Round
 from outbox_relay.relay import Relay
@@ -151,8 +152,30 @@ def insert(db_pool: asyncpg.Pool, exchange_name: str) -> Insert:
 
 
 async def statuses(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM chat_message_outbox GROUP BY 1")
-    return {r["status"]: r["n"] for r in rows}
+    """What is left: rows waiting in the outbox, and dead rows (zero counts left out). A
+    published row is gone."""
+    waiting = await pool.fetchval("SELECT count(*) FROM chat_message_outbox")
+    dead = await pool.fetchval("SELECT count(*) FROM chat_message_outbox_dead")
+    return {k: int(v) for k, v in (("waiting", waiting), ("dead", dead)) if v}
+
+
+async def held_rows(pool: asyncpg.Pool) -> int:
+    """Outbox rows some transaction holds locked (a relay's round)."""
+    async with pool.acquire() as conn, conn.transaction():
+        total = await conn.fetchval("SELECT count(*) FROM chat_message_outbox")
+        free = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM chat_message_outbox FOR UPDATE SKIP LOCKED) f"
+        )
+    return int(total) - int(free)
+
+
+async def bury_rows(
+    pool: asyncpg.Pool, ids: Sequence[int], *, retry_count: int = 10, error: str = "x"
+) -> None:
+    """Move rows to the dead table, as a relay does after their last attempt."""
+    async with pool.acquire() as conn, conn.transaction():
+        for row_id in ids:
+            assert await repository.bury(conn, row_id, retry_count=retry_count, error=error)
 
 
 async def eventually(check: Callable[[], Any], within: float = 10.0) -> None:

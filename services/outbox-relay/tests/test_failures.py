@@ -10,11 +10,12 @@ from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
+import pytest
 from prometheus_client import REGISTRY
 
 from outbox_relay.app import open_pool
 from outbox_relay.publisher import RabbitPublisher
-from outbox_relay.relay import Relay
+from outbox_relay.relay import DATABASE_FAULTS, Relay
 from outbox_relay.repository import Claimed
 
 from .conftest import (
@@ -22,7 +23,9 @@ from .conftest import (
     Insert,
     Interposed,
     Observed,
+    bury_rows,
     eventually,
+    held_rows,
     outbox_id,
     relay_settings,
     running_relay,
@@ -35,7 +38,13 @@ def counter(name: str) -> float:
 
 
 async def row(pool: asyncpg.Pool, row_id: int) -> asyncpg.Record:
-    record = await pool.fetchrow("SELECT * FROM chat_message_outbox WHERE id = $1", row_id)
+    """The row, in the outbox or (once dead) in the dead table."""
+    record = await pool.fetchrow(
+        "SELECT id, retry_count, last_error FROM chat_message_outbox WHERE id = $1"
+        " UNION ALL"
+        " SELECT id, retry_count, last_error FROM chat_message_outbox_dead WHERE id = $1",
+        row_id,
+    )
     assert record is not None
     return record
 
@@ -83,7 +92,7 @@ async def test_a_nacked_row_is_retried_and_its_session_stays_in_order(
     async with running_relay(relay_settings(database_url, max_attempts=3)):
 
         async def settled() -> bool:
-            return await statuses(db_pool) == {"dead": 1, "published": 2}
+            return await statuses(db_pool) == {"dead": 1}
 
         await eventually(settled)
         await observed.wait_for_all(behind)
@@ -111,74 +120,72 @@ async def test_a_row_that_closes_the_channel_is_found_and_innocent_rows_count_no
     )
     await internal.bind(broker.exchange, "never")  # keeps it from being auto-deleted early
     innocent = [uuid.uuid4() for _ in range(20)]
+    retries_before = counter("chat_outbox_retries_total")
+    dead_before = counter("chat_outbox_dead_total")
     before = await insert(innocent)
     [bad] = await insert([uuid.uuid4()], exchange=internal.name)
     after = await insert(innocent)
     async with running_relay(relay_settings(database_url, max_attempts=2)):
 
         async def settled() -> bool:
-            return await statuses(db_pool) == {"dead": 1, "published": 40}
+            return await statuses(db_pool) == {"dead": 1}
 
         await eventually(settled)
         await observed.wait_for_all(before + after)
     record = await row(db_pool, bad)
     assert record["retry_count"] == 2
     assert "ACCESS_REFUSED" in record["last_error"] or "AccessRefused" in record["last_error"]
-    counts = await db_pool.fetch(
-        "SELECT DISTINCT retry_count FROM chat_message_outbox WHERE id <> $1", bad
-    )
-    assert [r["retry_count"] for r in counts] == [0]
+    # the bad row's one retry and its death are the only attempts counted
+    assert counter("chat_outbox_retries_total") - retries_before == 1
+    assert counter("chat_outbox_dead_total") - dead_before == 1
     for session, order in observed.per_session().items():
         deduplicated = list(dict.fromkeys(order))
         assert deduplicated == sorted(deduplicated), session
     await internal.delete()
 
 
-async def test_a_failure_refused_by_the_fence_is_not_counted(
+async def test_a_round_whose_transaction_the_server_ended_counts_nothing(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, exchange_name: str
 ) -> None:
-    """Three rows fail (their exchange is missing); while the round is in flight another relay
-    takes two of them over (their lease ran out). Only the failure actually written counts:
-    the taken-over rows are neither retries nor dead, and keep their new claimer's state."""
+    """Three rows fail (their exchange is missing); while the round is in flight its session is
+    ended by the server (what idle_in_transaction_session_timeout does to a relay paused past
+    its lease). Its write-back fails and changes nothing: no retry, no dead row, no attempt
+    counted; another relay can take the rows at once."""
     missing = f"{exchange_name}.missing"
-    kept, taken, taken_last = await insert(
-        [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()], exchange=missing, notify=False
-    )
+    rows = await insert([uuid.uuid4(), uuid.uuid4(), uuid.uuid4()], exchange=missing, notify=False)
     await db_pool.execute(
-        "UPDATE chat_message_outbox SET retry_count = 2 WHERE id = $1", taken_last
+        "UPDATE chat_message_outbox SET retry_count = 2 WHERE id = $1", rows[2]
     )  # its failure would make it dead (max_attempts 3)
-    thief = uuid.uuid4()
+    settings = relay_settings(database_url, max_attempts=3)
 
-    async def take_over(rows: Sequence[Claimed]) -> None:
+    async def end_the_round(claimed: Sequence[Claimed]) -> None:
         await db_pool.execute(
-            "UPDATE chat_message_outbox SET claim_token = $1 WHERE id = ANY($2::bigint[])",
-            thief,
-            [taken, taken_last],
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+            f"outbox-relay {settings.instance_id}",
         )
 
-    settings = relay_settings(database_url, max_attempts=3)
     pool = await open_pool(settings)
     publisher = RabbitPublisher(settings.amqp_url, timeout=settings.publish_timeout_seconds)
     retries_before = counter("chat_outbox_retries_total")
     dead_before = counter("chat_outbox_dead_total")
     try:
         await publisher.connect()
-        relay = Relay(settings, pool, Interposed(publisher, take_over))
-        assert await relay.step()  # one round, every row failed
+        relay = Relay(settings, pool, Interposed(publisher, end_the_round))
+        with pytest.raises(DATABASE_FAULTS):
+            await relay.step()
     finally:
         await publisher.close()
         await pool.close()
-    assert counter("chat_outbox_retries_total") - retries_before == 1
+    assert counter("chat_outbox_retries_total") - retries_before == 0
     assert counter("chat_outbox_dead_total") - dead_before == 0
-    after = {
-        r["id"]: (r["status"], r["retry_count"], r["claim_token"])
-        for r in await db_pool.fetch("SELECT * FROM chat_message_outbox")
-    }
-    assert after == {
-        kept: ("pending", 1, None),
-        taken: ("claimed", 0, thief),
-        taken_last: ("claimed", 2, thief),
-    }
+    after = await db_pool.fetch("SELECT id, retry_count FROM chat_message_outbox ORDER BY id")
+    assert [(r["id"], r["retry_count"]) for r in after] == [
+        (rows[0], 0),
+        (rows[1], 0),
+        (rows[2], 2),
+    ]
+    assert await held_rows(db_pool) == 0
 
 
 def dead_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -196,11 +203,7 @@ async def test_cli_lists_and_requeues_dead_rows(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed, exchange_name: str
 ) -> None:
     first, second = await insert([uuid.uuid4(), uuid.uuid4()], notify=False)
-    await db_pool.execute(
-        "UPDATE chat_message_outbox SET status = 'dead', retry_count = 10,"
-        " last_error = 'NOT_FOUND - no exchange' WHERE id = ANY($1::bigint[])",
-        [first, second],
-    )
+    await bury_rows(db_pool, [first, second], error="NOT_FOUND - no exchange")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return dead_cli(database_url, *args)
@@ -222,14 +225,14 @@ async def test_cli_lists_and_requeues_dead_rows(
         await observed.wait_for(2, within=4)
     assert observed.ids() == [first, second]
     assert "no dead rows" in cli("list").stdout
-    assert (await row(db_pool, first))["retry_count"] == 0
+    assert await statuses(db_pool) == {}  # both published and gone
 
 
 async def test_cli_list_stops_at_its_limit_and_counts_the_rest(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert
 ) -> None:
     ids = await insert([uuid.uuid4() for _ in range(150)], notify=False)
-    await db_pool.execute("UPDATE chat_message_outbox SET status = 'dead', retry_count = 10")
+    await bury_rows(db_pool, ids)
     by_default = dead_cli(database_url, "list")
     assert by_default.returncode == 0, by_default.stderr
     *rows, rest = by_default.stdout.splitlines()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from chat_testing.tcpproxy import TcpProxy
 from outbox_relay.app import open_pool
@@ -24,6 +25,7 @@ from .conftest import (
     Observed,
     RelayProcesses,
     eventually,
+    held_rows,
     relay_settings,
     running_relay,
     statuses,
@@ -40,14 +42,12 @@ def assert_sessions_in_order(observed: Observed) -> None:
 
 
 async def stop_mid_batch(pool: asyncpg.Pool, process: subprocess.Popen[bytes]) -> int:
-    """SIGSTOP the relay at a moment it holds claimed rows; how many it holds."""
+    """SIGSTOP the relay at a moment its round holds rows locked; how many it holds."""
     for _ in range(200):
         os.kill(process.pid, signal.SIGSTOP)
-        held = await pool.fetchval(
-            "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
-        )
+        held = await held_rows(pool)
         if held:
-            return int(held)
+            return held
         os.kill(process.pid, signal.SIGCONT)
         await asyncio.sleep(0.005)
     raise AssertionError("never caught the relay holding a batch")
@@ -66,10 +66,10 @@ async def test_broker_unreachable_rows_wait_then_go(
             await asyncio.sleep(2.0)
             assert len(observed.messages) == 1
             counts = await db_pool.fetch(
-                "SELECT status, retry_count FROM chat_message_outbox WHERE id = ANY($1::bigint[])",
+                "SELECT retry_count FROM chat_message_outbox WHERE id = ANY($1::bigint[])",
                 waiting,
             )
-            assert {(r["status"], r["retry_count"]) for r in counts} == {("pending", 0)}
+            assert [r["retry_count"] for r in counts] == [0] * len(waiting)
             proxy.restore()
             await observed.wait_for_all(waiting, within=30)
     assert sorted(set(observed.ids())) == sorted(first + waiting)
@@ -79,8 +79,9 @@ async def test_a_stalled_broker_times_out_and_nothing_is_lost(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
 ) -> None:
     """The broker stops answering (SIGSTOP, a blocked connection): the round times out, its
-    rows are released without counting an attempt, and go once the broker answers again."""
+    rows are let go without counting an attempt, and go once the broker answers again."""
     sessions = [uuid.uuid4() for _ in range(5)]
+    retries_before = REGISTRY.get_sample_value("chat_outbox_retries_total") or 0.0
     async with TcpProxy("127.0.0.1", 5672) as proxy:
         amqp_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
         settings = relay_settings(database_url, amqp_url=amqp_url, publish_timeout_seconds=0.5)
@@ -90,18 +91,16 @@ async def test_a_stalled_broker_times_out_and_nothing_is_lost(
             proxy.latency = 2.0
             stalled = await insert([sessions[i % 5] for i in range(50)])
             await asyncio.sleep(1.5)
-            claimed = await db_pool.fetchval(
-                "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
-            )
-            assert claimed == 0  # released after the timeout, not held
+
+            async def let_go() -> bool:  # after the timeout, not held for the 30 s lease
+                return await held_rows(db_pool) == 0
+
+            await eventually(let_go, within=5)
             proxy.latency = 0.0
             await observed.wait_for_all(stalled, within=30)
     assert sorted(set(observed.ids())) == sorted(first + stalled)
     assert_sessions_in_order(observed)
-    retried = await db_pool.fetchval(
-        "SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0"
-    )
-    assert retried == 0
+    assert (REGISTRY.get_sample_value("chat_outbox_retries_total") or 0.0) == retries_before
 
 
 async def test_a_killed_relay_loses_nothing(
@@ -118,7 +117,7 @@ async def test_a_killed_relay_loses_nothing(
     first = relay_processes.start(None, **options)
     await observed.wait_for(300, within=30)
     assert await stop_mid_batch(db_pool, first) > 0
-    os.kill(first.pid, signal.SIGKILL)  # mid-batch: its claimed rows keep their short lease
+    os.kill(first.pid, signal.SIGKILL)  # mid-batch: its round dies with its connections
     first.wait(10)
     relay_processes.start(None, **options)
     await observed.wait_for_all(ids, within=60)
@@ -126,14 +125,14 @@ async def test_a_killed_relay_loses_nothing(
     assert_sessions_in_order(observed)
 
     async def all_published() -> bool:
-        return await statuses(db_pool) == {"published": 3000}
+        return await statuses(db_pool) == {}
 
     async with asyncio.timeout(10):
         while not await all_published():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
-async def test_sigterm_finishes_or_releases_the_batch_in_hand(
+async def test_sigterm_finishes_or_lets_go_the_batch_in_hand(
     database_url: str,
     db_pool: asyncpg.Pool,
     insert: Insert,
@@ -149,12 +148,8 @@ async def test_sigterm_finishes_or_releases_the_batch_in_hand(
     os.kill(process.pid, signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert await asyncio.to_thread(process.wait, 15) in (0, -signal.SIGTERM)
-    assert "relay stopped" in log.read_text()
-    leftovers = await db_pool.fetchval(
-        "SELECT count(*) FROM chat_message_outbox"
-        " WHERE status = 'claimed' OR claim_token IS NOT NULL"
-    )
-    assert leftovers == 0  # nothing left under a lease: another relay can go on at once
+    assert "relay stopped; no row left held" in log.read_text()
+    assert await held_rows(db_pool) == 0  # another relay can go on at once
     async with running_relay(relay_settings(database_url, amqp_url=AMQP_URL)):
         await observed.wait_for_all(ids, within=30)
     assert_sessions_in_order(observed)
@@ -167,8 +162,9 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
     observed: Observed,
     relay_processes: RelayProcesses,
 ) -> None:
-    """SIGSTOP a relay holding a batch for longer than its lease: another relay takes the rows
-    over and publishes them; when the first wakes up, its fenced writes change nothing."""
+    """SIGSTOP a relay holding a batch for longer than its lease: the server ends its round's
+    transaction, another relay takes the rows over and publishes them; when the first wakes
+    up, its late write-back and commit fail and change nothing."""
     sessions = [uuid.uuid4() for _ in range(10)]
     ids = await insert([sessions[i % 10] for i in range(2000)], notify=False)
     paused = relay_processes.start(
@@ -184,11 +180,7 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
     finally:
         os.kill(paused.pid, signal.SIGCONT)
     assert paused.poll() is None  # it carries on
-    assert await statuses(db_pool) == {"published": 2000}
-    retried = await db_pool.fetchval(
-        "SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0"
-    )
-    assert retried == 0
+    assert await statuses(db_pool) == {}
     assert set(observed.ids()) == set(ids)
     firsts = {s: list(dict.fromkeys(o)) for s, o in observed.per_session().items()}
     assert all(order == sorted(order) for order in firsts.values())
@@ -197,7 +189,7 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
 async def test_a_transaction_left_open_by_a_relay_ends_with_its_lease(
     database_url: str, insert: Insert, observed: Observed
 ) -> None:
-    """A relay stopped between a write and its COMMIT keeps row locks that SKIP LOCKED steps
+    """A relay stopped in the middle of its round keeps row locks that SKIP LOCKED steps
     around; the server ends that transaction once the lease is up, and the rows go out."""
     session = uuid.uuid4()
     ids = await insert([session] * 20, notify=False)
@@ -208,11 +200,8 @@ async def test_a_transaction_left_open_by_a_relay_ends_with_its_lease(
         transaction = conn.transaction()
         await transaction.start()
         await conn.execute(
-            "UPDATE chat_message_outbox SET status = 'claimed', claim_token = $1,"
-            " lease_until = now() WHERE id = $2",
-            uuid.uuid4(),
-            ids[0],
-        )  # holds the session's first row locked, as a paused relay's write-back would
+            "SELECT 1 FROM chat_message_outbox WHERE id = $1 FOR UPDATE", ids[0]
+        )  # holds the session's first row locked, as a paused relay's round would
         async with running_relay(relay_settings(database_url)):
             await observed.wait_for_all(ids, within=15)
         assert observed.ids() == ids
@@ -220,7 +209,7 @@ async def test_a_transaction_left_open_by_a_relay_ends_with_its_lease(
         stalled.terminate()
 
 
-async def test_sigterm_with_the_broker_stalled_releases_the_rows_within_the_grace(
+async def test_sigterm_with_the_broker_stalled_lets_the_rows_go_within_the_grace(
     database_url: str,
     db_pool: asyncpg.Pool,
     insert: Insert,
@@ -229,8 +218,8 @@ async def test_sigterm_with_the_broker_stalled_releases_the_rows_within_the_grac
     tmp_path: Path,
 ) -> None:
     """The broker accepts but stops answering mid-round; SIGTERM: within the grace the relay
-    gives its claimed rows back (their 60 s lease is not waited for), and another relay sends
-    them."""
+    rolls its round back (the 60 s lease is not waited for), and another relay sends the
+    rows."""
     sessions = [uuid.uuid4() for _ in range(5)]
     first = await insert([sessions[0]], notify=False)
     async with TcpProxy("127.0.0.1", 5672) as proxy:
@@ -249,24 +238,17 @@ async def test_sigterm_with_the_broker_stalled_releases_the_rows_within_the_grac
         stalled = await insert([sessions[i % 5] for i in range(50)])
 
         async def holding() -> bool:
-            return bool(
-                await db_pool.fetchval(
-                    "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
-                )
-            )
+            return await held_rows(db_pool) > 0
 
         await eventually(holding, within=10)
         signalled = asyncio.get_running_loop().time()
         os.kill(process.pid, signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) in (0, -signal.SIGTERM)
         took = asyncio.get_running_loop().time() - signalled
-        leftovers = await db_pool.fetchval(
-            "SELECT count(*) FROM chat_message_outbox"
-            " WHERE status = 'claimed' OR claim_token IS NOT NULL"
-        )
+        leftovers = await held_rows(db_pool)
     assert leftovers == 0, log.read_text()
     assert took < 7 + 3, log.read_text()  # the grace, and the broker connection's bounded close
-    assert "relay stopped; no row left claimed" in log.read_text()
+    assert "relay stopped; no row left held" in log.read_text()
     assert (
         await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox WHERE retry_count > 0")
         == 0
@@ -278,8 +260,9 @@ async def test_sigterm_with_the_broker_stalled_releases_the_rows_within_the_grac
 
 
 class RowLocker:
-    """Holds row locks in a transaction of its own (as a slow or stuck writer would), from
-    the moment a relay's round has its confirms until :meth:`unlock`."""
+    """Holds the outbox in SHARE mode in a transaction of its own (as a slow or stuck
+    statement would), from the moment a relay's round has its confirms until :meth:`unlock`:
+    the round's DELETE waits for it."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -293,10 +276,7 @@ class RowLocker:
         self._conn = await self._pool.acquire()
         self._transaction = self._conn.transaction()
         await self._transaction.start()
-        await self._conn.execute(
-            "SELECT 1 FROM chat_message_outbox WHERE id = ANY($1::bigint[]) FOR UPDATE",
-            [r.id for r in rows],
-        )
+        await self._conn.execute("LOCK TABLE chat_message_outbox IN SHARE MODE")
         self.locked.set()
 
     async def unlock(self) -> None:
@@ -337,28 +317,60 @@ async def test_a_write_back_under_way_at_the_end_of_the_grace_is_finished(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
 ) -> None:
     """Grace 3 s: the loop is cut short after 1 s (3 s less the 2 s margin) while its
-    write-back waits for locks; the write-back is not cancelled with it (that would roll it
-    back and leave the rows claimed for the lease) and commits when the locks go at 1.5 s."""
+    write-back waits for a lock; the write-back is not cancelled with it (that would roll the
+    round back and publish its rows twice) and commits when the lock goes at 1.5 s."""
     ids, took = await stop_during_a_stuck_write_back(
         database_url, db_pool, insert, unlock_after=1.5
     )
     assert took < 3.5
     await observed.wait_for_all(ids, within=5)
-    assert await statuses(db_pool) == {"published": 5}
+    assert await statuses(db_pool) == {}
 
 
-async def test_a_write_back_stuck_past_the_grace_is_released_at_stop(
+async def test_a_write_back_stuck_past_the_grace_is_rolled_back_at_stop(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
 ) -> None:
     """The write-back is still stuck when its extra second is over (at 2 s): it is given up
-    (rolled back), and the stop releases every row still claimed under the relay's tokens, as
-    soon as the locks go (2.4 s), within the grace. Another relay sends them at once."""
+    and the round rolled back, so its rows are free as soon as the lock goes (2.4 s), within
+    the grace, with no attempt counted. Another relay sends them at once."""
     ids, took = await stop_during_a_stuck_write_back(
         database_url, db_pool, insert, unlock_after=2.4
     )
     assert took < 3.5
-    assert await statuses(db_pool) == {"pending": 5}
-    rows = await db_pool.fetch("SELECT claim_token, retry_count FROM chat_message_outbox")
-    assert {(r["claim_token"], r["retry_count"]) for r in rows} == {(None, 0)}
+    assert await statuses(db_pool) == {"waiting": 5}
+    assert await held_rows(db_pool) == 0
+    rows = await db_pool.fetch("SELECT retry_count FROM chat_message_outbox")
+    assert {r["retry_count"] for r in rows} == {0}
     async with running_relay(relay_settings(database_url)):
         await observed.wait_for_all(ids, within=5)
+
+
+async def test_a_round_that_dies_between_the_confirms_and_its_commit_goes_out_again(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
+) -> None:
+    """The broker confirmed the round, then the relay died before its commit (a kill -9 there
+    ends the transaction the same way): nothing was deleted, so the rows go out again. Each
+    reaches the consumer twice, in session order both times; consumers drop the copy by
+    ``messageId``/``seq``."""
+    session = uuid.uuid4()
+    ids = await insert([session] * 5 + [uuid.uuid4()], notify=False)
+    died = False
+
+    async def die_once(rows: Sequence[Claimed]) -> None:
+        nonlocal died
+        if not died:
+            died = True
+            raise RuntimeError("killed between the confirms and the commit")
+
+    settings = relay_settings(database_url, batch_size=10)
+    async with running_relay(settings, lambda p: Interposed(p, die_once)):
+        await observed.wait_for(2 * len(ids), within=15)
+
+        async def gone() -> bool:
+            return await statuses(db_pool) == {}
+
+        await eventually(gone)
+    seen = observed.ids()
+    assert sorted(seen) == sorted(ids + ids)
+    assert_sessions_in_order(observed)
+    assert observed.per_session()[str(session)] == ids[:5] + ids[:5]

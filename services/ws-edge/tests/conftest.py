@@ -147,8 +147,7 @@ class Relay:
 
     async def once(self) -> int:
         rows = await self._pool.fetch(
-            "SELECT id, routing_key, headers, payload FROM chat_message_outbox"
-            " WHERE status = 'pending' ORDER BY id"
+            "SELECT id, routing_key, headers, payload FROM chat_message_outbox ORDER BY id"
         )
         for row in rows:
             headers = json.loads(row["headers"])

@@ -11,10 +11,18 @@ RETRIES = Counter(
 DEAD = Counter("chat_outbox_dead_total", "Outbox rows that ended dead after their last attempt")
 RELEASED = Counter(
     "chat_outbox_released_total",
-    "Claimed outbox rows given back unpublished (broker lost, shutdown, behind a failed row)",
+    "Claimed outbox rows let go unpublished (broker lost, shutdown, behind a failed row)",
 )
-PENDING = Gauge("chat_outbox_pending_rows", "Unpublished outbox rows (pending or claimed)")
-LAG = Gauge("chat_outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox row (lag)")
+PENDING = Gauge("chat_outbox_pending_rows", "Outbox rows waiting to be published")
+LAG = Gauge("chat_outbox_oldest_pending_seconds", "Age of the oldest outbox row (lag)")
+ROTATIONS = Counter("chat_outbox_rotations_total", "Moves of the outbox's current partition")
+TRUNCATED = Counter(
+    "chat_outbox_truncations_total", "Drained outbox partitions emptied with TRUNCATE"
+)
+WAITING_PARTITIONS = Gauge(
+    "chat_outbox_partitions_waiting",
+    "Outbox partitions past their turn that still hold rows (not truncated yet)",
+)
 LATENCY = Histogram(
     "chat_outbox_publish_latency_seconds",
     "From an outbox row's creation (its transaction) to the broker's confirm",

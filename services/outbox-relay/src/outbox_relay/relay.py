@@ -1,12 +1,13 @@
 """The relay loop: wake on NOTIFY (or the poll), claim, publish with confirms, write back;
 repeat until the backlog is drained. Around it: the LISTEN connection, backlog metrics, the
-purge of old published rows.
+rotation of the outbox's partitions.
 
-Stopping (:meth:`Relay.stop`) ends with no row left claimed by this relay, as long as
-PostgreSQL answers: the round in hand finishes (a publish round is bounded by
-``publish_timeout_seconds``), or, past the grace, is cut short and released; a write-back
-under way is never cut short, only bounded; and last, every row still claimed under one of this
-relay's claim tokens is released (a claim whose answer was lost, a write-back that failed).
+A round is one transaction (:mod:`outbox_relay.repository`): the rows are locked by the
+claim, published, and deleted (or pushed back, or buried) before the commit; rows the round
+could not publish are simply let go with the transaction. Stopping (:meth:`Relay.stop`) lets
+the round in hand finish within the grace (a publish round is bounded by
+``publish_timeout_seconds``); past it the round is cut short and its transaction rolled back,
+so no row stays held; a commit under way is never cut short, only bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from chat_common.db import Conn
 
@@ -33,9 +35,8 @@ from .settings import SHUTDOWN_MARGIN_SECONDS, Settings
 log = logging.getLogger(__name__)
 
 # Once the shutdown grace runs out, half of SHUTDOWN_MARGIN_SECONDS is left to a write-back
-# under way (or the release of a round cut short), the other half to releasing what is held.
+# under way, or to rolling back a round cut short.
 FINISH_SECONDS: Final = SHUTDOWN_MARGIN_SECONDS / 2
-RELEASE_SECONDS: Final = 5.0  # giving a batch back, outside a shutdown
 
 DATABASE_FAULTS: tuple[type[BaseException], ...] = (
     OSError,
@@ -59,12 +60,9 @@ class Relay:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._next_due: float | None = None  # monotonic: when a row this relay failed is due
-        # Claim tokens whose rows may still be claimed (monotonic time of the claim): a token
-        # leaves once its round is written back or released.
-        self._held: dict[uuid.UUID, float] = {}
         self.listening = False
         self.listens = 0  # successful LISTENs so far (reconnections show up here)
-        self.published = 0  # rows this relay published and marked
+        self.published = 0  # rows this relay published and deleted
 
     @property
     def running(self) -> bool:
@@ -76,12 +74,12 @@ class Relay:
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen(), name="outbox-listen"),
             asyncio.create_task(self._every(s.stats_interval_seconds, self.refresh_stats)),
-            asyncio.create_task(self._every(s.purge_interval_seconds, self.purge)),
+            asyncio.create_task(self._every(s.rotate_check_seconds, self.rotate)),
         ]
 
     async def stop(self) -> None:
-        """Stop claiming; let the round in hand finish, or cut it short and release it; then
-        release every row still claimed by this relay. Within ``shutdown_grace_seconds``."""
+        """Stop claiming; let the round in hand finish, or cut it short (its transaction rolls
+        back, so its rows are free at once). Within ``shutdown_grace_seconds``."""
         self._stopping.set()
         self._wake.set()
         if not self._tasks:
@@ -98,22 +96,19 @@ class Relay:
         )
         if not main.done():
             log.warning("the round in hand outlived the shutdown grace; cutting it short")
-            main.cancel()  # a write-back under way is shielded: it gets FINISH_SECONDS
+            main.cancel()  # a commit under way is shielded: it gets FINISH_SECONDS
             await asyncio.wait({main}, timeout=FINISH_SECONDS + 0.1)
-        if not main.done():
-            log.warning("the relay loop did not end in time; releasing its rows anyway")
-        await self._release_held(max(FINISH_SECONDS, deadline - loop.time()))
         await asyncio.wait(self._tasks, timeout=max(0.1, deadline - loop.time()))
         for task in self._tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: the loops log their own faults
-        if self._held:
-            log.warning(
-                "relay stopped; rows of %d claims stay claimed until their lease runs out",
-                len(self._held),
-            )
+        if main.done():
+            log.info("relay stopped; no row left held")
         else:
-            log.info("relay stopped; no row left claimed")
+            log.warning(
+                "relay stopped with a round still open; its rows are freed when the"
+                " connection closes"
+            )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -156,79 +151,46 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def step(self) -> bool:
-        """One claim-publish-write round; True when the backlog looked drained."""
+        """One claim-publish-write round in one transaction; True when the backlog looked
+        drained."""
         if self._stopping.is_set():
             return True
-        if self._held:  # a round that ended in a database fault: give its rows back first
-            await self._release_held(RELEASE_SECONDS)
-        token = uuid.uuid4()
-        asked_at = time.monotonic()
-        self._hold(token, asked_at)  # before the claim: its answer may never arrive
         async with self._pool.acquire() as conn:
-            rows = await repository.claim(
-                conn, token, self._settings.batch_size, self._settings.lease_seconds
-            )
-        if not rows:
-            del self._held[token]
-            return True
-        claimed_at = time.monotonic()
-        if claimed_at - asked_at > self._settings.lease_seconds / 2:
-            # paused or stalled while claiming: too little of the lease is left to publish
-            await self._release(token, rows)
-            return False
-        try:
-            result = await self._publisher.publish(rows)
-        except BaseException:
-            await self._release(token, rows)
-            raise
-        await self._write_back(token, rows, result, claimed_at)
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                asked_at = time.monotonic()
+                rows = await repository.claim(conn, self._settings.batch_size)
+                claimed_at = time.monotonic()
+                if not rows:
+                    await transaction.commit()
+                    return True
+                if claimed_at - asked_at > self._settings.lease_seconds / 2:
+                    # paused or stalled while claiming: too little of the lease is left
+                    await transaction.rollback()
+                    metrics.RELEASED.inc(len(rows))
+                    return False
+                result = await self._publisher.publish(rows)
+                await self._write_back(conn, transaction, rows, result, claimed_at)
+            except BaseException:
+                await _roll_back(transaction)
+                raise
         if result.broker_lost:
             raise BrokerUnavailable("the connection to RabbitMQ failed during a round")
         return len(rows) < self._settings.batch_size
 
-    def _hold(self, token: uuid.UUID, now: float) -> None:
-        # A token whose lease ran out long ago holds nothing any more (another claim may have
-        # taken its rows); forgetting it keeps the set small through a long database outage.
-        expired = now - 2 * self._settings.lease_seconds
-        for old in [t for t, at in self._held.items() if at < expired]:
-            del self._held[old]
-        self._held[token] = now
-
-    async def _release(self, token: uuid.UUID, rows: Sequence[Claimed]) -> None:
-        within = FINISH_SECONDS if self._stopping.is_set() else RELEASE_SECONDS
-        try:
-            async with asyncio.timeout(within), self._pool.acquire() as conn:
-                await repository.release(conn, token, [r.id for r in rows])
-        except Exception as exc:  # released on stop, or another claim takes them after the lease
-            log.warning("could not release %d claimed rows: %s", len(rows), exc)
-            return
-        self._held.pop(token, None)
-        metrics.RELEASED.inc(len(rows))
-
-    async def _release_held(self, within: float) -> None:
-        """Release every row still claimed under one of this relay's tokens (fenced)."""
-        if not self._held:
-            return
-        tokens = list(self._held)
-        try:
-            async with asyncio.timeout(within), self._pool.acquire() as conn:
-                released = await repository.release_claims(conn, tokens)
-        except Exception as exc:
-            log.warning("could not release the rows this relay holds: %s", exc)
-            return
-        for token in tokens:
-            self._held.pop(token, None)
-        metrics.RELEASED.inc(released)
-        if released:
-            log.info("released %d rows still claimed by this relay", released)
-
     async def _write_back(
-        self, token: uuid.UUID, rows: Sequence[Claimed], result: Round, claimed_at: float
+        self,
+        conn: Conn,
+        transaction: Transaction,
+        rows: Sequence[Claimed],
+        result: Round,
+        claimed_at: float,
     ) -> None:
-        """:meth:`_settle`, shielded: a stop past the grace does not cut a write-back short (its
-        transaction would roll back and leave the rows claimed); it gets FINISH_SECONDS more,
-        after which it is abandoned and :meth:`stop` releases what it still holds."""
-        writing = asyncio.ensure_future(self._settle(token, rows, result, claimed_at))
+        """:meth:`_settle` and the commit, shielded: a stop past the grace does not cut them
+        short; they get FINISH_SECONDS more, after which they are abandoned (and the
+        transaction ends with the connection)."""
+        writing = asyncio.ensure_future(self._settle(conn, transaction, rows, result, claimed_at))
         try:
             await asyncio.shield(writing)
         except asyncio.CancelledError:
@@ -242,37 +204,28 @@ class Relay:
             raise
 
     async def _settle(
-        self, token: uuid.UUID, rows: Sequence[Claimed], result: Round, claimed_at: float
+        self,
+        conn: Conn,
+        transaction: Transaction,
+        rows: Sequence[Claimed],
+        result: Round,
+        claimed_at: float,
     ) -> None:
-        """Write the round back in one short transaction, fenced by the claim token."""
+        """Write the round back and commit: delete what was confirmed, count the failures."""
         done = batch.settle(rows, result.outcomes)
         written: list[RowState] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            marked = await repository.mark_published(conn, token, [r.id for r in done.published])
-            for row, error in done.failed:
-                state = await self._fail(conn, token, row, error)
-                if state is not None:
-                    written.append(state)
-            await repository.release(conn, token, [r.id for r in done.released])
-        self._held.pop(token, None)  # every row of the claim is written back, or not ours
+        deleted = await repository.delete_published(conn, [r.id for r in done.published])
+        for row, error in done.failed:
+            written.append(await self._fail(conn, row, error))
+        await transaction.commit()
         dead = written.count(DEAD)
-        if marked < len(done.published):
-            log.warning(
-                "lost the claim on %d confirmed rows (lease ran out); they will go out again",
-                len(done.published) - marked,
-            )
-        self.published += marked
-        metrics.PUBLISHED.inc(marked)
+        self.published += deleted
+        metrics.PUBLISHED.inc(deleted)
         for row in done.published:
             confirmed = result.confirmed_at.get(row.id, time.monotonic())
             metrics.LATENCY.observe(row.age_seconds + max(0.0, confirmed - claimed_at))
         metrics.RETRIES.inc(len(written) - dead)
         metrics.DEAD.inc(dead)
-        if len(written) < len(done.failed):
-            log.warning(
-                "lost the claim on %d failed rows (lease ran out); their attempt is not counted",
-                len(done.failed) - len(written),
-            )
         metrics.RELEASED.inc(len(done.released))
         if done.overtaken:
             log.info(
@@ -280,40 +233,36 @@ class Relay:
                 len(done.overtaken),
             )
 
-    async def _fail(
-        self, conn: Conn, token: uuid.UUID, row: Claimed, error: str
-    ) -> RowState | None:
-        """Count the attempt (domain rules: backoff, or dead). The state written (pending or
-        dead), or None when the fence refused the write (the claim was lost)."""
+    async def _fail(self, conn: Conn, row: Claimed, error: str) -> RowState:
+        """Count the attempt (domain rules: backoff, or dead); the state written."""
         now = time.time()
+        token = str(uuid.uuid4())  # the round's transaction holds the row: this claim
         held = OutboxRow(
             id=row.id,
             session_id=row.session_id,
             status=CLAIMED,
             retry_count=row.retry_count,
             next_retry_at=now,
-            claim_token=str(token),
+            claim_token=token,
             lease_until=now + self._settings.lease_seconds,
         )
-        after = apply(held, Failed(str(token), now, error, random.random), self._policy)
-        delay = max(0.0, after.next_retry_at - now)
-        is_dead = after.status is DEAD
-        written = await repository.mark_failed(
-            conn,
-            token,
-            row.id,
-            dead=is_dead,
-            retry_count=after.retry_count,
-            delay_seconds=delay,
-            error=after.last_error or error,
-        )
-        if not written:
-            return None
-        if is_dead:
+        after = apply(held, Failed(token, now, error, random.random), self._policy)
+        if after.status is DEAD:
+            await repository.bury(
+                conn, row.id, retry_count=after.retry_count, error=after.last_error or error
+            )
             log.error(
                 "outbox row %s is dead after %s attempts: %s", row.id, after.retry_count, error
             )
             return DEAD
+        delay = max(0.0, after.next_retry_at - now)
+        await repository.retry_later(
+            conn,
+            row.id,
+            retry_count=after.retry_count,
+            delay_seconds=delay,
+            error=after.last_error or error,
+        )
         log.warning("outbox row %s failed (attempt %s): %s", row.id, after.retry_count, error)
         due = time.monotonic() + delay
         self._next_due = due if self._next_due is None else min(self._next_due, due)
@@ -379,19 +328,23 @@ class Relay:
         metrics.PENDING.set(count)
         metrics.LAG.set(age)
 
-    async def purge(self) -> int:
-        """Delete published rows past retention, in bounded batches (one transaction each)."""
-        total = 0
-        limit = self._settings.purge_batch_size
-        while not self._stopping.is_set():
-            async with self._pool.acquire() as conn:
-                deleted = await repository.purge(conn, self._settings.purge_after_seconds, limit)
-            total += deleted
-            if deleted < limit:
-                break
-        if total:
-            log.info("purged %d published outbox rows", total)
-        return total
+    async def rotate(self) -> repository.Rotation:
+        """Empty drained partitions of the outbox and move its current slot on."""
+        async with self._pool.acquire() as conn:
+            rotation = await repository.rotate(conn, self._settings.rotate_interval_seconds)
+        if rotation.rotated:
+            metrics.ROTATIONS.inc()
+        metrics.TRUNCATED.inc(len(rotation.truncated))
+        metrics.WAITING_PARTITIONS.set(len(rotation.waiting))
+        return rotation
+
+
+async def _roll_back(transaction: Transaction) -> None:
+    """End a round's transaction without its writes (shielded, bounded): its rows are free
+    again at once. A connection that cannot answer ends the transaction by closing."""
+    rolling = asyncio.ensure_future(transaction.rollback())
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(rolling), FINISH_SECONDS)
 
 
 def _setter(event: asyncio.Event) -> Callable[[object], None]:

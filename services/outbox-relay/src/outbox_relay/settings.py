@@ -37,9 +37,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     max_attempts: int = 10
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
-    purge_after_seconds: float = 3600.0
-    purge_interval_seconds: float = 60.0
-    purge_batch_size: int = 5000
+    # New outbox rows go to one partition for this long, then to the next; a drained
+    # partition is emptied with TRUNCATE (checked every rotate_check_seconds).
+    rotate_interval_seconds: float = 5.0
+    rotate_check_seconds: float = 1.0
     stats_interval_seconds: float = 5.0
     # On SIGTERM: time to finish the round in hand, write it back and release what is held.
     shutdown_grace_seconds: float = 10.0
@@ -51,8 +52,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             "poll_interval_seconds": self.poll_interval_seconds,
             "publish_timeout_seconds": self.publish_timeout_seconds,
             "max_attempts": self.max_attempts,
-            "purge_interval_seconds": self.purge_interval_seconds,
-            "purge_batch_size": self.purge_batch_size,
+            "rotate_interval_seconds": self.rotate_interval_seconds,
+            "rotate_check_seconds": self.rotate_check_seconds,
             "stats_interval_seconds": self.stats_interval_seconds,
         }
         for name, value in positive.items():
@@ -74,8 +75,6 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             )
         if not 0 <= self.retry_base_seconds <= self.retry_max_seconds:
             raise ValueError("need 0 <= retry_base_seconds <= retry_max_seconds")
-        if self.purge_after_seconds < 0:
-            raise ValueError("purge_after_seconds must be >= 0")
 
 
 def from_env() -> Settings:
