@@ -52,7 +52,7 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return round(ours / theirs, 3) if ours and theirs else None
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -85,7 +85,7 @@ def table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     for row in rows:
         cells = []
         for i, (key, width, _) in enumerate(COLUMNS):
-            text = _cell(row.get(key))
+            text = cell(row.get(key))
             cells.append(f"{text:>{width}}" if i else f"{text:<{width}}")
         if not accounting.keeps_up(row):
             cells.append("  behind")
@@ -102,14 +102,14 @@ def process_table(rows: Sequence[Mapping[str, Any]], rate: float) -> list[str]:
     width = max(len(r["system"]) for r in chosen) + 2
     lines = [f"{'process':<16}" + "".join(f"{r['system']:>{width}}" for r in chosen)]
     for role in roles:
-        cells = "".join(f"{_cell(r['cpu_ms_per_msg'].get(role)):>{width}}" for r in chosen)
+        cells = "".join(f"{cell(r['cpu_ms_per_msg'].get(role)):>{width}}" for r in chosen)
         lines.append(f"{role:<16}{cells}")
     for key, label in (
         ("stack_cpu_ms_per_msg", "= system"),
         ("machine_cpu_ms_per_msg", "machine busy"),
         ("steal_ms_per_msg", "steal"),
     ):
-        lines.append(f"{label:<16}" + "".join(f"{_cell(r.get(key)):>{width}}" for r in chosen))
+        lines.append(f"{label:<16}" + "".join(f"{cell(r.get(key)):>{width}}" for r in chosen))
     return lines
 
 
@@ -117,24 +117,24 @@ def headline_lines(name: str, figures: Mapping[str, Any], label: str) -> list[st
     rate = figures["highest_sustained_rate"]
     reference = figures["reference_rate"]
     lines = [
-        f"{label}: highest sustained {_cell(rate)}/s"
-        + (f" (p99 {_cell(figures['highest_sustained_p99_ms'])} ms)" if rate else "")
+        f"{label}: highest sustained {cell(rate)}/s"
+        + (f" (p99 {cell(figures['highest_sustained_p99_ms'])} ms)" if rate else "")
     ]
     latency = "; ".join(
-        f"at {r:.0f}/s p50 {_cell(figures[f'p50_ms_at_{r:.0f}'])}"
-        f" / p99 {_cell(figures[f'p99_ms_at_{r:.0f}'])} ms"
+        f"at {r:.0f}/s p50 {cell(figures[f'p50_ms_at_{r:.0f}'])}"
+        f" / p99 {cell(figures[f'p99_ms_at_{r:.0f}'])} ms"
         for r in LATENCY_RATES
     )
     lines.append(f"  {latency}")
     lines.append(
-        f"  at {reference:.0f}/s: system {_cell(figures['stack_cpu_ms_per_msg'])} ms of CPU per"
-        f" delivered message (generator {_cell(figures['gen_cpu_ms_per_msg'])} ms);"
-        f" projected capacity {_cell(figures['projected_capacity'])}/s"
+        f"  at {reference:.0f}/s: system {cell(figures['stack_cpu_ms_per_msg'])} ms of CPU per"
+        f" delivered message (generator {cell(figures['gen_cpu_ms_per_msg'])} ms);"
+        f" projected capacity {cell(figures['projected_capacity'])}/s"
     )
     if name != "web-stomp":
         lines.append(
-            f"  sustained rate = {_cell(figures['vs_web_stomp'])}x Web-STOMP's,"
-            f" {_cell(figures['vs_pg_single_row'])}x PostgreSQL's single-row commits/s"
+            f"  sustained rate = {cell(figures['vs_web_stomp'])}x Web-STOMP's,"
+            f" {cell(figures['vs_pg_single_row'])}x PostgreSQL's single-row commits/s"
         )
     return lines
 

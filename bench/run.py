@@ -17,10 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import volume
 
 import baseline_pg
 import generator
@@ -120,6 +122,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="under 3 minutes: shorter steps, a coarser search"
     )
+    parser.add_argument(
+        "--volume",
+        type=int,
+        default=0,
+        help="instead of the sweeps: measure at --volume-rate on the fresh database, push this"
+        " many messages through the stack, measure again (decay with volume)",
+    )
+    parser.add_argument("--volume-rate", type=float, default=100.0)
     args = parser.parse_args()
     if args.quick:
         args.sessions, args.seconds, args.warmup, args.drain = 20, 2.0, 0.5, 4.0
@@ -220,8 +230,85 @@ async def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+async def measure_volume(args: argparse.Namespace) -> dict[str, Any]:
+    """The stack at a light rate, fresh and after ``args.volume`` messages (REST sends,
+    clients on the gateway's /ws)."""
+    timing = sweep.Timing(args.warmup, max(args.seconds, 10.0), args.drain)
+    if not args.keep_database:
+        await fresh_database()
+    out: dict[str, Any] = {}
+    try:
+        await asyncio.to_thread(make, "up")
+        stack = systems.Stack(PORT_BASE, RUN_DIR, DATABASE_URL)
+        specs = await stack.sessions(args.sessions)
+        counters = await asyncpg.connect(DATABASE_URL)
+        try:
+            system = stack.system("rest", "gateway", counters)
+            async with generator.started(
+                "rest", specs, ws_url=stack.ws_url("gateway"), http_url=stack.gateway
+            ) as gen:
+                print(f"== fresh database: {args.volume_rate:.0f} msg/s", flush=True)
+                await sweep.settle()
+                fresh = await sweep.measure(gen, system, args.volume_rate, timing)
+                out["fresh"] = {**fresh, "tables": await volume.table_sizes(counters)}
+                print(f"== pushing {args.volume:,} messages (bulk sends)", flush=True)
+                pushed = await volume.push(stack.gateway, specs, args.volume)
+                pushed["drain_seconds"] = await volume.drained(counters)
+                out["pushed"] = pushed
+                print(f"  {pushed}", flush=True)
+                await sweep.settle()
+                print(f"== after {args.volume:,} messages: {args.volume_rate:.0f} msg/s")
+                after = await sweep.measure(gen, system, args.volume_rate, timing)
+                out["after"] = {**after, "tables": await volume.table_sizes(counters)}
+            out["ratios"] = volume.compare(fresh, after)
+        finally:
+            await counters.close()
+    finally:
+        await asyncio.to_thread(make, "down")
+    return out
+
+
+def report_volume(args: argparse.Namespace, measured: dict[str, Any], stamp: str) -> None:
+    fresh, after = measured["fresh"], measured["after"]
+    print(f"\n== decay with volume ({args.volume:,} messages between the two measurements)")
+    print(f"{'':<28}{'fresh':>12}{'after':>12}")
+    figures: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("PostgreSQL CPU ms/msg", lambda r: r["cpu_ms_per_msg"].get("postgres")),
+        ("system CPU ms/msg", lambda r: r["stack_cpu_ms_per_msg"]),
+        ("p50 ms", lambda r: r["p50_ms"]),
+        ("p99 ms", lambda r: r["p99_ms"]),
+        ("PG commits/msg", lambda r: r.get("pg_commits_per_msg")),
+        ("lost", lambda r: r["lost"]),
+    ]
+    for label, get in figures:
+        print(f"{label:<28}{report.cell(get(fresh)):>12}{report.cell(get(after)):>12}")
+    print(f"ratios after/fresh: {measured['ratios']}")
+    print(f"\n{'table':<26}{'MiB fresh':>11}{'MiB after':>11}{'dead fresh':>12}{'dead after':>12}")
+    for name in sorted(after["tables"]):
+        a, f = after["tables"][name], fresh["tables"].get(name, {})
+        print(
+            f"{name:<26}{f.get('total_bytes', 0) / 2**20:>11.1f}{a['total_bytes'] / 2**20:>11.1f}"
+            f"{f.get('dead_rows', 0):>12,}{a['dead_rows']:>12,}"
+        )
+    document = {
+        "schema": report.SCHEMA,
+        "started": stamp,
+        "machine": {"cores": sweep.CORES},
+        "config": {"volume": args.volume, "rate": args.volume_rate, "sessions": args.sessions},
+        "volume": measured,
+    }
+    out = RESULTS / f"{stamp}-volume.json"
+    out.write_text(json.dumps(document, indent=2, default=str))
+    print(f"\nwrote {out}")
+
+
 def main() -> int:
     args = parse_args()
+    if args.volume:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        report_volume(args, asyncio.run(measure_volume(args)), stamp)
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     measured = asyncio.run(measure_all(args))

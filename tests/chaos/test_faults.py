@@ -167,27 +167,30 @@ async def test_sigstop_message_svc(
     judge(report, tmp_path, reports)
 
 
+# Outbox rows a relay's round holds: the rows no other transaction could lock right now.
+HELD = (
+    "SELECT (SELECT count(*) FROM chat_message_outbox)"
+    " - (SELECT count(*) FROM (SELECT 1 FROM chat_message_outbox FOR UPDATE SKIP LOCKED) f)"
+)
+
+
 def _claimed_rows(database_url: str) -> int:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
-        ).fetchone()
+        row = conn.execute(HELD).fetchone()
         return int(row[0]) if row else 0
 
 
 def _stop_holding_claims(stack: Stack, within: float = 5.0) -> tuple[int, int, float]:
-    """SIGSTOP the (only) relay at a moment it holds claimed rows: watch the outbox, stop it
-    when rows are claimed, and keep it stopped only if they still are (else SIGCONT and watch
-    again). Returns (claimed rows it holds, stops tried, when it was stopped); 0 rows if it
-    never got caught."""
+    """SIGSTOP the (only) relay at a moment its round holds rows: watch the outbox, stop it
+    when rows are held, and keep it stopped only if they still are (else SIGCONT and watch
+    again). Returns (rows it holds, stops tried, when it was stopped); 0 rows if it never got
+    caught."""
     url = stack.env["DATABASE_URL"]
     deadline = time.monotonic() + within
     tries = 0
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM chat_message_outbox WHERE status = 'claimed'"
-            ).fetchone()
+            row = conn.execute(HELD).fetchone()
             if not row or not row[0]:
                 continue
             stack.signal("outbox-relay", signal.SIGSTOP)
@@ -213,10 +216,10 @@ def relay_standby(chaos_stack: Stack) -> Iterator[None]:
 async def test_sigstop_outbox_relay(
     chaos_stack: Stack, knobs: Knobs, tmp_path: Path, reports: list[Report], relay_standby: None
 ) -> None:
-    """SIGSTOP the only relay while it holds claimed rows (caught mid-round by watching the
-    outbox), start a second relay, keep the first stopped beyond its lease (the second takes
-    its rows over and publishes them), then SIGCONT: the woken relay finishes its stale round
-    (a duplicate publish at most) and must not mark, release or lose rows it no longer owns."""
+    """SIGSTOP the only relay while its round holds rows (caught mid-round by watching the
+    outbox), start a second relay, keep the first stopped beyond its lease (the server ends its
+    round, the second takes its rows over and publishes them), then SIGCONT: the woken relay's
+    stale round fails (a duplicate publish at most) and must not delete or lose rows."""
     held: dict[str, int] = {}
 
     async def inject() -> float:

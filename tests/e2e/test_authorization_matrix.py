@@ -58,6 +58,14 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str], Any], dict[str, int]]] 
         lambda sid: {"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())},
         USER_ROUTE,
     ),
+    ("POST", "/api/chat/messages"): (
+        "gateway",
+        lambda sid: {
+            "messages": [{"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())}]
+        },
+        # a bulk send answers 200 with a result per item; who may send is that item's status
+        OWN_DATA_ROUTE,
+    ),
     ("GET", "/api/chat/sessions"): ("gateway", lambda sid: None, OWN_DATA_ROUTE),
     ("GET", "/api/chat/{sessionId}/history"): ("gateway", lambda sid: None, USER_ROUTE),
     ("GET", "/api/chat/{sessionId}/unread"): ("gateway", lambda sid: None, USER_ROUTE),
@@ -87,6 +95,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str], Any], dict[str, int]]] 
         FLAIRBIT_ROUTE,
     ),
 }
+
+
+# What each user's bulk-send item gets (the request itself answers 200)
+BULK_ITEM = {"participant": 200, "other_user": 403, "other_intent_user": 403}
 
 
 def service_routes() -> set[tuple[str, str]]:
@@ -148,3 +160,6 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             answer = client.request(method, url, json=make_body(session_id), headers=headers)
             assert answer.status_code == expected[caller], (caller, answer.text)
+            if path == "/api/chat/messages" and answer.status_code == 200:
+                item = answer.json()["results"][0]
+                assert item["status"] == BULK_ITEM[caller], (caller, item)

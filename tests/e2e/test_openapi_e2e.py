@@ -15,6 +15,7 @@ pytestmark = pytest.mark.e2e
 SAMPLE_BODIES = {
     "InitSessionRequest": {"toEmail": "doc.peer@example.com", "intent": "dating"},
     "SendMessageRequest": None,  # filled with the session below
+    "BulkSendRequest": None,
     "MarkRequest": {"upToSeq": 1},
     "ProfileChanged": {"email": "doc.peer@example.com"},
     "MatchSession": {
@@ -45,6 +46,15 @@ def test_document_is_valid_and_every_operation_answers(stack: Stack) -> None:
                 "content": "from the docs test",
                 "clientMessageId": str(uuid.uuid4()),
             },
+            "BulkSendRequest": {
+                "messages": [
+                    {
+                        "sessionId": session_id,
+                        "content": "bulk from the docs test",
+                        "clientMessageId": str(uuid.uuid4()),
+                    }
+                ]
+            },
         }
         answered = []
         for path, item in doc["paths"].items():
@@ -67,4 +77,4 @@ def test_document_is_valid_and_every_operation_answers(stack: Stack) -> None:
                 )
                 assert answer.status_code < 300, (method, path, answer.text)
                 answered.append((method, path))
-    assert len(answered) == 9
+    assert len(answered) == 10

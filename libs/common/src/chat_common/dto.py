@@ -8,6 +8,8 @@ from typing import Annotated
 
 import msgspec
 
+from .problems import Problem
+
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
 Intent = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
 
@@ -53,6 +55,15 @@ class SendMessageRequest(Request, frozen=True):
     session_id: uuid.UUID
     content: ContentText
     client_message_id: uuid.UUID
+
+
+BULK_MAX = 100
+
+
+class BulkSendRequest(Request, frozen=True):
+    """Up to 100 messages from one sender, each sent as by ``POST /api/chat/message``."""
+
+    messages: Annotated[list[SendMessageRequest], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
 
 
 class MarkRequest(Request, frozen=True):
@@ -155,3 +166,18 @@ class MatchSession(Request, frozen=True):
     first_email: Email
     second_email: Email
     intent: Intent
+
+
+class BulkItemResult(Response, frozen=True, omit_defaults=True):
+    """One message of a bulk send, at its index in the request: ``status`` 200 with the stored
+    ``message`` (``replayed`` when it was stored before), or the problem that refused it."""
+
+    index: int
+    status: int
+    message: MessageView | None = None
+    replayed: bool | None = None
+    problem: Problem | None = None
+
+
+class BulkSendResult(Response, frozen=True):
+    results: list[BulkItemResult]

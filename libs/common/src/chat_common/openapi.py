@@ -41,6 +41,9 @@ class Operation:
     security: str | None = "userJwt"
     tags: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    # JSON examples of the request body and of the answer (shown in /docs)
+    body_example: Any = None
+    answer_example: Any = None
 
 
 def routes(pairs: Iterable[tuple[Operation, Endpoint]]) -> list[Route]:
@@ -74,10 +77,10 @@ def document(title: str, version: str, operations: Sequence[Operation]) -> dict[
                 for p in op.params
             ]
         if op.body is not None:
-            entry["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref_of[op.body]}},
-            }
+            media: dict[str, Any] = {"schema": ref_of[op.body]}
+            if op.body_example is not None:
+                media["example"] = op.body_example
+            entry["requestBody"] = {"required": True, "content": {"application/json": media}}
         if op.security:
             entry["security"] = [{op.security: []}]
         paths.setdefault(op.path, {})[op.method.lower()] = entry
@@ -103,7 +106,10 @@ def _operation_id(op: Operation) -> str:
 def _responses(op: Operation, ref_of: dict[Any, Any]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK" if op.status < 300 else "Done"}
     if op.answer is not None:
-        ok["content"] = {"application/json": {"schema": ref_of[op.answer]}}
+        media: dict[str, Any] = {"schema": ref_of[op.answer]}
+        if op.answer_example is not None:
+            media["example"] = op.answer_example
+        ok["content"] = {"application/json": media}
     if op.headers:
         ok["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}

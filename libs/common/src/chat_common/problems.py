@@ -53,6 +53,26 @@ def status_for(exc: errors.ChatError) -> int:
     return 500
 
 
+def problem(
+    status: int, *, title: str, detail: str, code: str, field: str | None = None
+) -> Problem:
+    return Problem(
+        type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        title=title,
+        status=status,
+        detail=detail,
+        code=code,
+        field=field,
+    )
+
+
+def problem_of(exc: errors.ChatError) -> Problem:
+    """The problem document a domain error answers with."""
+    return problem(
+        status_for(exc), title=exc.title, detail=exc.detail, code=exc.code, field=exc.field
+    )
+
+
 def problem_response(
     status: int,
     *,
@@ -62,14 +82,7 @@ def problem_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = Problem(
-        type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
-        title=title,
-        status=status,
-        detail=detail,
-        code=code,
-        field=field,
-    )
+    body = problem(status, title=title, detail=detail, code=code, field=field)
     return Response(
         msgspec.json.encode(body),
         status_code=status,

@@ -56,6 +56,7 @@ class AppState:
     limiters: Limiters
     upstreams: dict[Upstream, str]
     max_body: int
+    bulk_max_body: int
     ws_edge_url: str
     allowed_origins: tuple[str, ...]
     trust_forwarded_for: bool
@@ -79,7 +80,7 @@ async def api(request: Request) -> Response:
     else:
         user = await state.users.identify(bearer_token(request))
         await check(state.limiters.per_user, user.email, "requests")
-    body = await read_body(request, state.max_body)
+    body = await read_body(request, state.bulk_max_body if rule.bulk else state.max_body)
     upstream = rule.upstream
     return await forward(
         state.pools[upstream],
@@ -204,6 +205,7 @@ def create_app(settings: Settings) -> Starlette:
                             Upstream.MESSAGE: settings.message_svc_url,
                         },
                         max_body=settings.max_body_bytes,
+                        bulk_max_body=settings.bulk_max_body_bytes,
                         ws_edge_url=settings.ws_edge_url,
                         allowed_origins=settings.allowed_origins,
                         trust_forwarded_for=settings.trust_forwarded_for,

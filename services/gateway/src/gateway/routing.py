@@ -24,12 +24,14 @@ class Rule:
     exact: bool
     upstream: Upstream
     caller: Caller = Caller.USER
+    bulk: bool = False  # takes the larger body limit of bulk requests
 
 
 # First match wins. Everything else under /api/chat/ belongs to message-svc. Of /internal/,
 # only FlairBit's endpoints are public, and only to FlairBit's service token.
 RULES: tuple[Rule, ...] = (
     Rule("/api/chat/init", True, Upstream.SESSION),
+    Rule("/api/chat/messages", True, Upstream.MESSAGE, bulk=True),
     Rule("/api/chat/", False, Upstream.MESSAGE),
     Rule("/internal/flairbit/", False, Upstream.SESSION, Caller.FLAIRBIT),
 )

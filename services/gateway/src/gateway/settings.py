@@ -22,6 +22,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # so the edge's own limit is what clients meet (a larger message closes with 1009).
     ws_max_message_bytes: int = 80 * 1024
     max_body_bytes: int = 64 * 1024
+    # The bulk send (POST /api/chat/messages: up to 100 messages of up to 4 KiB each).
+    bulk_max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
     # Rate limits (token buckets); shared by every instance through Redis when REDIS_URL is set.
     redis_url: str | None = None

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Annotated, cast
 from urllib.parse import urlencode
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from chat_common import openapi
 from chat_common.dto import (
+    BULK_MAX,
+    BulkItemResult,
+    BulkSendRequest,
+    BulkSendResult,
     HistoryPage,
     MarkRequest,
     Marks,
@@ -21,9 +26,10 @@ from chat_common.dto import (
     SessionList,
     UnreadView,
 )
-from chat_common.errors import InvalidInput
+from chat_common.errors import ChatError, InvalidInput
 from chat_common.openapi import Endpoint, Operation, Param
-from chat_common.web import bearer_token, json_response, parse_body
+from chat_common.problems import problem_of
+from chat_common.web import bearer_token, decode_json, json_response, parse_body
 
 from .service import MAX_PAGE
 from .state import AppState
@@ -60,6 +66,45 @@ async def send_message(request: Request) -> Response:
     sent = await state(request).messages.send(user, body)
     headers = {"Idempotent-Replayed": "true"} if sent.replayed else None
     return json_response(sent.message, headers=headers)
+
+
+class _BulkEnvelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A bulk send as first read: each item is checked on its own, so that one bad item is
+    that item's problem, not the request's."""
+
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+
+
+BULK_MAX_BYTES = 1024 * 1024
+
+
+def _item(raw: msgspec.Raw) -> SendMessageRequest | ChatError:
+    """One item of a bulk send, or its problem (``field`` names a field of the item)."""
+    try:
+        return decode_json(raw, SendMessageRequest)
+    except InvalidInput as exc:
+        return exc
+
+
+async def send_messages(request: Request) -> Response:
+    user = await _user(request)
+    envelope = await parse_body(request, _BulkEnvelope, max_bytes=BULK_MAX_BYTES)
+    items = [_item(raw) for raw in envelope.messages]
+    valid = [item for item in items if isinstance(item, SendMessageRequest)]
+    outcomes = iter(await state(request).messages.send_many(user, valid))
+    results = []
+    for index, item in enumerate(items):
+        outcome = item if isinstance(item, ChatError) else next(outcomes)
+        if isinstance(outcome, ChatError):
+            problem = problem_of(outcome)
+            results.append(BulkItemResult(index=index, status=problem.status, problem=problem))
+        else:
+            results.append(
+                BulkItemResult(
+                    index=index, status=200, message=outcome.message, replayed=outcome.replayed
+                )
+            )
+    return json_response(BulkSendResult(results=results))
 
 
 async def history(request: Request) -> Response:
@@ -120,6 +165,65 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
             tags=("messages",),
         ),
         send_message,
+    ),
+    (
+        Operation(
+            "POST",
+            "/api/chat/messages",
+            "Send up to 100 messages at once; each is answered on its own, in request order",
+            body=BulkSendRequest,
+            answer=BulkSendResult,
+            errors=(400, 401, 413, 422, 429),
+            tags=("messages",),
+            body_example={
+                "messages": [
+                    {
+                        "sessionId": "0b6f3c52-5f4e-4a34-9a52-2f4f4b7c1a10",
+                        "content": "hi Bob",
+                        "clientMessageId": "7d1c7e0e-2c1b-4b6a-9d8e-0d6f1d2b3c4a",
+                    },
+                    {
+                        "sessionId": "0b6f3c52-5f4e-4a34-9a52-2f4f4b7c1a10",
+                        "content": "",
+                        "clientMessageId": "e3a9b7c2-4f5d-4e6a-8b9c-1d2e3f4a5b6c",
+                    },
+                ]
+            },
+            answer_example={
+                "results": [
+                    {
+                        "index": 0,
+                        "status": 200,
+                        "message": {
+                            "messageId": "5c0e9a8b-7d6f-4e3a-9b2c-1a0f9e8d7c6b",
+                            "sessionId": "0b6f3c52-5f4e-4a34-9a52-2f4f4b7c1a10",
+                            "seq": 42,
+                            "senderId": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
+                            "senderDisplayName": "Alice",
+                            "senderEmail": "alice@example.com",
+                            "content": "hi Bob",
+                            "clientMessageId": "7d1c7e0e-2c1b-4b6a-9d8e-0d6f1d2b3c4a",
+                            "sentAt": "2026-12-04T21:00:00Z",
+                            "delivered": False,
+                            "seen": False,
+                        },
+                    },
+                    {
+                        "index": 1,
+                        "status": 422,
+                        "problem": {
+                            "type": "https://chat.example/problems/content-blank",
+                            "title": "Invalid input",
+                            "status": 422,
+                            "detail": "content must not be blank",
+                            "code": "CONTENT_BLANK",
+                            "field": "content",
+                        },
+                    },
+                ]
+            },
+        ),
+        send_messages,
     ),
     (
         Operation(

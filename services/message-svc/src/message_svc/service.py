@@ -145,10 +145,14 @@ class MessageService:
         self, user_email: str, requests: Sequence[SendMessageRequest]
     ) -> list[Sent | ChatError]:
         """Several sends of one sender, each with its own outcome (a refused one never fails
-        the others), stored in the order given."""
-        prepared = await asyncio.gather(
-            *(self._prepare(user_email, r) for r in requests), return_exceptions=True
-        )
+        the others), stored in the order given. They are checked one after the other, so the
+        sender's send tokens go to the first ones when there are not enough for all."""
+        prepared: list[_Prepared | BaseException] = []
+        for r in requests:
+            try:
+                prepared.append(await self._prepare(user_email, r))
+            except Exception as exc:
+                prepared.append(exc)
         pending: list[asyncio.Future[Stored] | None] = [
             self._commit.enqueue(p.draft)  # in request order, so stored in request order
             if isinstance(p, _Prepared) and p.draft is not None
