@@ -27,7 +27,8 @@ SELECT c.relname AS table_name,
        COALESCE(s.n_live_tup, 0) AS live_rows,
        COALESCE(s.n_dead_tup, 0) AS dead_rows
 FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relname = ANY($1::text[]) OR c.relname LIKE 'chat_message_outbox\\_%'
+WHERE c.relkind IN ('r', 'p')
+  AND (c.relname = ANY($1::text[]) OR c.relname ~ '^chat_message_outbox_[0-9]+$')
 ORDER BY c.relname
 """
 

@@ -118,6 +118,34 @@ async def test_sends_arriving_during_a_write_go_together_next() -> None:
     assert [m for b in writer.batches[1:] for m in b] == [d.message_id for d in later]
 
 
+async def test_close_sends_gather_for_the_window_and_a_quiet_send_goes_at_once() -> None:
+    writer = FakeWriter()
+    commit = GroupCommit(writer, window=0.2)
+    loop = asyncio.get_running_loop()
+    await commit.store(fake_draft())  # after a quiet spell: at once
+    started = loop.time()
+    close = [commit.enqueue(fake_draft()) for _ in range(3)]  # right after a batch: gathered
+    await asyncio.sleep(0.05)
+    close.append(commit.enqueue(fake_draft()))
+    await asyncio.gather(*close)
+    assert [len(b) for b in writer.batches] == [1, 4]
+    assert loop.time() - started >= 0.1  # it waited out the window
+    await asyncio.sleep(0.25)  # quiet again
+    quiet = loop.time()
+    await commit.store(fake_draft())
+    assert loop.time() - quiet < 0.1
+    assert [len(b) for b in writer.batches] == [1, 4, 1]
+
+
+async def test_a_full_batch_does_not_wait_for_the_window() -> None:
+    writer = FakeWriter()
+    commit = GroupCommit(writer, window=5.0, max_batch=3)
+    await commit.store(fake_draft())
+    async with asyncio.timeout(1):  # not the 5 s window
+        await asyncio.gather(*(commit.enqueue(fake_draft()) for _ in range(3)))
+    assert [len(b) for b in writer.batches] == [1, 3]
+
+
 async def test_a_repeated_client_id_in_a_batch_is_written_once() -> None:
     writer = FakeWriter()
     writer.gate.clear()

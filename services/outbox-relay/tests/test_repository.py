@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from outbox_relay import repository
 from outbox_relay.domain import OutboxRow, RowState, publishable_in_order
 
-from .conftest import Insert, bury_rows, held_rows, statuses
+from .conftest import Insert, bury_rows, eventually, held_rows, statuses
 
 
 def ids(rows: list[repository.Claimed]) -> list[int]:
@@ -84,6 +84,13 @@ async def test_a_round_the_server_ended_changes_nothing(
         assert await paused.claim() == rows
         pid = stale.get_server_pid()
         await db_pool.execute("SELECT pg_terminate_backend($1)", pid)
+
+        async def ended() -> bool:  # the backend is gone, and its locks with it
+            return not await db_pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            )
+
+        await eventually(ended, within=5)
         async with Round(fresh) as taking_over:
             assert await taking_over.claim() == rows
             with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):

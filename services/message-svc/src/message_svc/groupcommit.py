@@ -1,12 +1,14 @@
 """Group commit: concurrent sends stored by one statement in one transaction.
 
 A send hands its draft to :meth:`GroupCommit.enqueue` and awaits the answer. When no batch is
-being written, the waiting drafts go at once as one batch (a lone send waits for nothing:
-there is no timer); while a batch is being written, new drafts wait and go together as the next
-one (at most ``max_batch`` each). Under load, batches therefore grow with the rate and the
-database commits once per batch instead of once per message; at light load every send is its
-own batch. With ``max_flushes`` 1 (the default), batches are written one after the other, so
-drafts enqueued in order are stored in that order (a bulk send's items keep their order).
+being written, the waiting drafts go as one batch; while a batch is being written, new drafts
+wait and go together as the next one (at most ``max_batch`` each). Under load, batches
+therefore grow with the rate and the database commits once per batch instead of once per
+message. Besides, when sends come close together (a batch started less than ``window``
+seconds ago), the next batch waits out the rest of that window to gather more (or until it is
+full); a send after a quiet spell goes at once, so light load waits for nothing. With
+``max_flushes`` 1 (the default), batches are written one after the other, so drafts enqueued
+in order are stored in that order (a bulk send's items keep their order).
 
 Within a batch, a draft whose sender and client id equal an earlier draft's is not written: it
 gets the earlier one's outcome as a replay. Each caller is answered only after the commit. If
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,13 +61,19 @@ class GroupCommit:
         max_batch: int = 256,
         max_flushes: int = 1,
         attempts: int = 3,
+        window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._max_flushes = max_flushes
         self._attempts = attempts
+        self._window = window
+        self._clock = clock
         self._waiting: list[tuple[Draft, asyncio.Future[Stored]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._last_flush = -float("inf")  # when the last batch started
+        self._timer: asyncio.TimerHandle | None = None
 
     def enqueue(self, draft: Draft) -> asyncio.Future[Stored]:
         """Queue ``draft`` (synchronously: drafts enqueued in order are stored in order)."""
@@ -79,18 +88,41 @@ class GroupCommit:
     async def close(self) -> None:
         """Wait for the batches under way and what is still queued."""
         while self._flushing or self._waiting:
+            if self._timer is not None:  # no more gathering: what waits goes now
+                self._timer.cancel()
+                self._timer = None
+                self._last_flush = -float("inf")
             if self._flushing:
                 await asyncio.gather(*self._flushing, return_exceptions=True)
             else:
                 self._start()
+                await asyncio.sleep(0)
 
     def _start(self) -> None:
+        if self._timer is not None:
+            if len(self._waiting) < self._max_batch:
+                return  # a busy spell's batch is being gathered; the timer starts it
+            self._timer.cancel()  # full already: no need to wait any longer
+            self._timer = None
+            self._last_flush = -float("inf")
         while self._waiting and len(self._flushing) < self._max_flushes:
+            now = self._clock()
+            due = self._last_flush + self._window
+            if now < due and len(self._waiting) < self._max_batch:
+                # Busy: a batch started less than a window ago, so more sends are likely on
+                # their way; gather them until the window is over (or the batch is full).
+                self._timer = asyncio.get_running_loop().call_later(due - now, self._gathered)
+                return
+            self._last_flush = now
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
             task = asyncio.create_task(self._flush(batch))
             self._flushing.add(task)
             task.add_done_callback(self._done)
+
+    def _gathered(self) -> None:
+        self._timer = None
+        self._start()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._flushing.discard(task)

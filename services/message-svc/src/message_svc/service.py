@@ -112,13 +112,14 @@ class MessageService:
         *,
         roster_seconds: float = 10.0,
         max_batch: int = 256,
+        batch_window: float = 0.0,
     ) -> None:
         self._pool = pool
         self._notifier = notifier or Notifier(pool)
         self._limiter = limiter
         self._max_content = max_content_bytes
         self._roster = Roster(self._load_members, ttl=roster_seconds)
-        self._commit = GroupCommit(self._write_batch, max_batch=max_batch)
+        self._commit = GroupCommit(self._write_batch, max_batch=max_batch, window=batch_window)
 
     async def close(self) -> None:
         """Finish the batches under way (the pool must still be open)."""

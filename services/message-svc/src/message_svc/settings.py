@@ -24,6 +24,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     history_default_limit: int = 50
     # Concurrent sends are stored together, at most this many per statement (group commit).
     send_batch_max: int = 256
+    # While sends come close together (a batch started less than this ago), the next batch
+    # gathers for the rest of this window; after a quiet spell a send goes at once.
+    send_batch_window_seconds: float = 0.004
     # A session's participants are read once and kept this long by the send path: the most a
     # change to a session (a block, a closed session) can take to reach sends.
     members_cache_seconds: float = 10.0

@@ -30,6 +30,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     lease_seconds: float = 30.0
     # NOTIFY wakes the relay right after a commit; this poll is only the fallback.
     poll_interval_seconds: float = 1.0
+    # Rounds start at most this often: under load a round gathers what was committed since the
+    # last one; after a quiet spell a NOTIFY starts a round at once.
+    round_interval_seconds: float = 0.004
     # A publish round (every frame written, every confirm back) must end within this, or the
     # rows are released and the broker connection is dropped. Shorter than the lease, and
     # shorter than the shutdown grace by at least SHUTDOWN_MARGIN_SECONDS.
