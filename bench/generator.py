@@ -55,7 +55,6 @@ class SessionSpec:
 @dataclass
 class Process:
     proc: asyncio.subprocess.Process
-    config_file: Path
     sessions: list[SessionSpec]
     stderr: list[str] = field(default_factory=list)
 
@@ -167,7 +166,7 @@ async def started(
                     stderr=asyncio.subprocess.PIPE,
                     limit=1 << 30,  # a result is one long line
                 )
-                process = Process(proc, config_file, share)
+                process = Process(proc, share)
                 running.append(process)
                 tasks.append(asyncio.create_task(_drain_stderr(process)))
             for process in running:

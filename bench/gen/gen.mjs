@@ -35,7 +35,6 @@ class Connection {
     this.reader = new FrameReader();
     this.receipts = new Map(); // receipt id -> callback(ok, detail)
     this.onMessage = null;
-    this.onReceipt = null; // receipts the generator did not register (send receipts)
     this.closed = false;
     this.connected = null;
   }
@@ -73,7 +72,7 @@ class Connection {
         if (callback) {
           this.receipts.delete(id);
           callback(true);
-        } else if (this.onReceipt) this.onReceipt(id);
+        }
       } else if (f.command === 'CONNECTED') {
         const callback = this.connected;
         this.connected = null;
@@ -319,7 +318,7 @@ async function runOnce(command) {
     capWaits: r.capWaits,
     lagP50: quantile(r.lag.subarray(0, fired), 0.5),
     lagP99: quantile(r.lag.subarray(0, fired), 0.99),
-    lagMax: fired ? Math.max(...r.lag.subarray(0, fired)) : null,
+    lagMax: quantile(r.lag.subarray(0, fired), 1),
     errors: r.errors,
   });
 }

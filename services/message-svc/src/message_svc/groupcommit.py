@@ -163,14 +163,12 @@ class GroupCommit:
             _settle(future, Stored(row, False) if row is not None else None)
 
     async def _write_with_retries(self, drafts: Sequence[Draft]) -> Mapping[int, Any]:
-        for attempt in range(1, self._attempts + 1):
+        for _ in range(self._attempts - 1):
             try:
                 return await self._write(drafts)
             except ClientIdTaken:
-                if attempt == self._attempts:
-                    raise
                 log.info("a client id of the batch was stored meanwhile; writing it again")
-        raise AssertionError("unreachable")
+        return await self._write(drafts)
 
 
 def _settle(future: asyncio.Future[Stored], stored: Stored | None) -> None:

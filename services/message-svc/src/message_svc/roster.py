@@ -74,6 +74,3 @@ class Roster:
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
         return members
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -60,14 +60,12 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A send checked and with its limits reserved: the draft to store, or (the limits being
-    spent) the replay of the sender's stored message with this client id."""
+    """A send checked and with its limits reserved: the draft to store."""
 
     user_email: str
     request: SendMessageRequest
     fingerprint: str
-    draft: Draft | None
-    replay: Sent | None
+    draft: Draft
 
 
 def _view(row: Row, recipient: Member | None) -> MessageView:
@@ -140,7 +138,11 @@ class MessageService:
         one commit (:mod:`message_svc.groupcommit`); the answer comes after the commit. The
         send limits are reserved first and given back when nothing was stored."""
         prepared = await self._prepare(user_email, request)
-        return await self._finish(prepared, await self._stored(prepared))
+        if isinstance(prepared, Sent):
+            return prepared
+        return await self._finish(
+            prepared, await self._settled(prepared, self._commit.enqueue(prepared.draft))
+        )
 
     async def send_many(
         self, user_email: str, requests: Sequence[SendMessageRequest]
@@ -148,26 +150,25 @@ class MessageService:
         """Several sends of one sender, each with its own outcome (a refused one never fails
         the others), stored in the order given. They are checked one after the other, so the
         sender's send tokens go to the first ones when there are not enough for all."""
-        prepared: list[_Prepared | BaseException] = []
+        prepared: list[_Prepared | Sent | Exception] = []
         for r in requests:
             try:
                 prepared.append(await self._prepare(user_email, r))
             except Exception as exc:
                 prepared.append(exc)
-        pending: list[asyncio.Future[Stored] | None] = [
-            self._commit.enqueue(p.draft)  # in request order, so stored in request order
-            if isinstance(p, _Prepared) and p.draft is not None
-            else None
-            for p in prepared
+        pending = [  # enqueued in request order, so stored in request order
+            self._commit.enqueue(p.draft) if isinstance(p, _Prepared) else None for p in prepared
         ]
         results: list[Sent | ChatError] = []
         for item, future in zip(prepared, pending, strict=True):
             try:
-                if isinstance(item, BaseException):
+                if isinstance(item, Exception):
                     raise item
-                stored = item.replay if future is None else await self._settled(item, future)
-                assert stored is not None
-                results.append(await self._finish(item, stored))
+                if isinstance(item, Sent):
+                    results.append(item)
+                    continue
+                assert future is not None
+                results.append(await self._finish(item, await self._settled(item, future)))
             except ChatError as exc:
                 results.append(exc)
             except DATABASE_UNAVAILABLE as exc:
@@ -175,10 +176,10 @@ class MessageService:
                 results.append(DependencyUnavailable("the database did not answer; send again"))
         return results
 
-    async def _prepare(self, user_email: str, request: SendMessageRequest) -> _Prepared:
+    async def _prepare(self, user_email: str, request: SendMessageRequest) -> _Prepared | Sent:
         """Check and reserve what a send needs before it is stored: content, membership, the
-        send limits. A retry of a stored send is answered from the store even when the
-        limits are spent."""
+        send limits. A retry of a stored send is answered (the replay) from the store even
+        when the limits are spent."""
         check_content(request.content, self._max_content)
         members = await self._roster.members(request.session_id)
         me, peer = _split(members, user_email)
@@ -193,8 +194,7 @@ class MessageService:
                 )
             if prior is None:
                 raise
-            replay = await self._replay(prior, request, user_email)
-            return _Prepared(user_email, request, fingerprint, None, replay)
+            return await self._replay(prior, request, user_email)
         sent_at = dt.datetime.now(dt.UTC)
         message_id = uuid.uuid4()
         view = MessageView(
@@ -217,13 +217,7 @@ class MessageService:
             sent_at=sent_at,
             event=message_event_template(view, [me, peer]),
         )
-        return _Prepared(user_email, request, fingerprint, draft, None)
-
-    async def _stored(self, prepared: _Prepared) -> Stored | Sent:
-        if prepared.draft is None:
-            assert prepared.replay is not None
-            return prepared.replay
-        return await self._settled(prepared, self._commit.enqueue(prepared.draft))
+        return _Prepared(user_email, request, fingerprint, draft)
 
     async def _settled(self, prepared: _Prepared, pending: asyncio.Future[Stored]) -> Stored:
         """The batch's outcome for this send; its limits given back if it failed."""
@@ -239,9 +233,7 @@ class MessageService:
             await self._give_back(prepared, content=True)
             raise
 
-    async def _finish(self, prepared: _Prepared, stored: Stored | Sent) -> Sent:
-        if isinstance(stored, Sent):
-            return stored
+    async def _finish(self, prepared: _Prepared, stored: Stored) -> Sent:
         if stored.new:
             return Sent(_view(stored.row, None), replayed=False)
         # an earlier message of this sender with this client id: nothing new was stored
