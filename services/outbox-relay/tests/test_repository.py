@@ -100,6 +100,40 @@ async def test_a_round_the_server_ended_changes_nothing(
     assert [r["id"] for r in await db_pool.fetch("SELECT id FROM chat_message_outbox")] == [rows[1]]
 
 
+async def test_a_relay_round_held_past_the_lease_is_ended_by_another_relay(
+    database_url: str, db_pool: asyncpg.Pool, insert: Insert
+) -> None:
+    """Whatever its connection's state, a relay transaction older than the lease is ended, and
+    its rows are free; younger ones and other applications' transactions are left alone."""
+    rows = await insert([uuid.uuid4(), uuid.uuid4()], notify=False)
+    stuck = await asyncpg.connect(
+        database_url, server_settings={"application_name": "outbox-relay frozen"}
+    )
+    bystander = await asyncpg.connect(
+        database_url, server_settings={"application_name": "someone else"}
+    )
+    try:
+        await stuck.transaction().start()  # never ended by its owner: the server ends it
+        assert ids(await repository.claim(stuck, 10)) == rows
+        async with Round(bystander):
+            await bystander.execute("SELECT 1")
+            async with db_pool.acquire() as conn:
+                assert await repository.end_stale_rounds(conn, lease_seconds=30) == 0
+                await asyncio.sleep(0.3)
+                assert await repository.end_stale_rounds(conn, lease_seconds=0.2) == 1
+            assert await bystander.fetchval("SELECT 1") == 1  # not a relay: untouched
+
+        async def ended() -> bool:
+            return await held_rows(db_pool) == 0
+
+        await eventually(ended, within=5)
+    finally:
+        stuck.terminate()
+        await bystander.close()
+    async with db_pool.acquire() as conn, conn.transaction():
+        assert ids(await repository.claim(conn, 10)) == rows
+
+
 async def test_session_order_holds_across_a_row_in_backoff_and_dead_rows_block_nothing(
     db_pool: asyncpg.Pool, insert: Insert, connections: list[asyncpg.Connection]
 ) -> None:

@@ -28,3 +28,7 @@ LATENCY = Histogram(
     "From an outbox row's creation (its transaction) to the broker's confirm",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+STALE_ROUNDS = Counter(
+    "chat_outbox_stale_rounds_total",
+    "Relay rounds ended by another relay because they were held past the lease",
+)

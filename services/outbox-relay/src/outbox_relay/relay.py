@@ -74,7 +74,7 @@ class Relay:
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen(), name="outbox-listen"),
             asyncio.create_task(self._every(s.stats_interval_seconds, self.refresh_stats)),
-            asyncio.create_task(self._every(s.rotate_check_seconds, self.rotate)),
+            asyncio.create_task(self._every(s.rotate_check_seconds, self.maintain)),
         ]
 
     async def stop(self) -> None:
@@ -335,6 +335,15 @@ class Relay:
             count, age = await repository.backlog(conn)
         metrics.PENDING.set(count)
         metrics.LAG.set(age)
+
+    async def maintain(self) -> None:
+        """End other relays' rounds that outlived the lease, then rotate the outbox."""
+        async with self._pool.acquire() as conn:
+            ended = await repository.end_stale_rounds(conn, self._settings.lease_seconds)
+        if ended:
+            metrics.STALE_ROUNDS.inc(ended)
+            log.warning("ended %d relay round(s) held past the lease", ended)
+        await self.rotate()
 
     async def rotate(self) -> repository.Rotation:
         """Empty drained partitions of the outbox and move its current slot on."""

@@ -9,7 +9,8 @@ one commit per round, each row written once (its delete). Rows it could not publ
 write: the locks go with the transaction. The transaction is the lease and the fence: a relay
 paused past the lease has its session ended by the server
 (``idle_in_transaction_session_timeout``), its locks go, another relay takes the rows, and the
-paused relay's late commit fails without changing anything.
+paused relay's late commit fails without changing anything; a round still open past the lease
+in a state that timeout does not cover is ended by the other relays (:func:`end_stale_rounds`).
 
 Per-session order is kept by two rules, both in SQL:
 
@@ -176,6 +177,26 @@ async def backlog(conn: Conn) -> tuple[int, float]:
     )
     assert row is not None
     return int(row["n"]), float(row["age"])
+
+
+async def end_stale_rounds(conn: Conn, lease_seconds: float) -> int:
+    """End every relay round (a transaction of an ``outbox-relay`` connection) older than the
+    lease, whatever state its connection is in; how many were ended. A round never outlives
+    ``PUBLISH_TIMEOUT_SECONDS`` (shorter than the lease) while its relay runs, so an older one
+    belongs to a relay that is paused or cut off. ``idle_in_transaction_session_timeout`` ends
+    most of those, but not one paused in the middle of a statement's messages (its server
+    process waits for the rest, as "active", with no timeout): without this, its row locks
+    would hold its sessions back from every other relay for as long as it stays paused."""
+    ended = await conn.fetchval(
+        """
+        SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND application_name LIKE 'outbox-relay %'
+          AND xact_start < now() - make_interval(secs => $1)
+        """,
+        lease_seconds,
+    )
+    return int(ended or 0)
 
 
 @dataclass(frozen=True, slots=True)
