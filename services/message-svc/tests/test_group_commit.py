@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from chat_common.batching import PacingPolicy
 from chat_common.dto import MessageView, SendMessageRequest
 from chat_common.errors import Conflict
 from chat_common.ratelimit import BucketPolicy
@@ -118,13 +119,15 @@ async def test_sends_arriving_during_a_write_go_together_next() -> None:
     assert [m for b in writer.batches[1:] for m in b] == [d.message_id for d in later]
 
 
-async def test_close_sends_gather_for_the_window_and_a_quiet_send_goes_at_once() -> None:
+async def test_busy_sends_gather_for_the_window_and_a_quiet_send_goes_at_once() -> None:
     writer = FakeWriter()
-    commit = GroupCommit(writer, window=0.2)
+    # busy from 15 sends/s (two at once); a window of up to 0.2 s
+    pacing = PacingPolicy(max_window=0.2, target_batch=1_000, busy_rate=15.0, horizon=0.1)
+    commit = GroupCommit(writer, pacing=pacing)
     loop = asyncio.get_running_loop()
     await commit.store(fake_draft())  # after a quiet spell: at once
     started = loop.time()
-    close = [commit.enqueue(fake_draft()) for _ in range(3)]  # right after a batch: gathered
+    close = [commit.enqueue(fake_draft()) for _ in range(3)]  # a burst: gathered
     await asyncio.sleep(0.05)
     close.append(commit.enqueue(fake_draft()))
     await asyncio.gather(*close)
@@ -137,9 +140,21 @@ async def test_close_sends_gather_for_the_window_and_a_quiet_send_goes_at_once()
     assert [len(b) for b in writer.batches] == [1, 4, 1]
 
 
+async def test_sends_below_the_busy_rate_never_wait_for_the_window() -> None:
+    writer = FakeWriter()
+    pacing = PacingPolicy(max_window=5.0, target_batch=16, busy_rate=250.0)
+    commit = GroupCommit(writer, pacing=pacing)
+    async with asyncio.timeout(2):  # a single 5 s window would not fit
+        for _ in range(10):  # about 100 sends/s, each right after the previous batch
+            await commit.store(fake_draft())
+            await asyncio.sleep(0.01)
+    assert [len(b) for b in writer.batches] == [1] * 10
+
+
 async def test_a_full_batch_does_not_wait_for_the_window() -> None:
     writer = FakeWriter()
-    commit = GroupCommit(writer, window=5.0, max_batch=3)
+    pacing = PacingPolicy(max_window=5.0, target_batch=1_000, busy_rate=1.0)
+    commit = GroupCommit(writer, pacing=pacing, max_batch=3)
     await commit.store(fake_draft())
     async with asyncio.timeout(1):  # not the 5 s window
         await asyncio.gather(*(commit.enqueue(fake_draft()) for _ in range(3)))

@@ -35,3 +35,18 @@ def test_a_grace_too_short_fails_at_start_naming_both_variables() -> None:
 def test_the_publish_timeout_must_stay_below_the_lease() -> None:
     with pytest.raises(ValueError, match="shorter than lease_seconds"):
         Settings(lease_seconds=4.0, publish_timeout_seconds=4.0, shutdown_grace_seconds=10.0)
+
+
+def test_round_pacing_from_the_environment_and_its_checks() -> None:
+    settings = load(
+        Settings,
+        environ={
+            "ROUND_INTERVAL_SECONDS": "0.01",
+            "ROUND_TARGET_ROWS": "8",
+            "ROUND_BUSY_RATE": "50",
+        },
+    )
+    policy = settings.pacing()
+    assert (policy.max_window, policy.target_batch, policy.busy_rate) == (0.01, 8, 50.0)
+    with pytest.raises(SettingsError, match="target_batch"):
+        load(Settings, environ={"ROUND_TARGET_ROWS": "0"})

@@ -8,7 +8,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 
-async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """Nothing to undo: the services set no session state (no SET, LISTEN or advisory locks on
     pooled connections). asyncpg still rolls back a transaction left open before calling this,
     so only its default reset query (one more round trip per borrow) is skipped."""
@@ -16,7 +16,7 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=10, reset=_keep_session
+        dsn, min_size=min_size, max_size=max_size, command_timeout=10, reset=keep_session
     )
     assert pool is not None
     return pool

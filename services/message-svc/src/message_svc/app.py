@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> Starlette:
                 settings.max_content_bytes,
                 roster_seconds=settings.members_cache_seconds,
                 max_batch=settings.send_batch_max,
-                batch_window=settings.send_batch_window_seconds,
+                pacing=settings.pacing(),
             )
             stack.push_async_callback(messages.close)
             if settings.consume_ws_sends:

@@ -4,9 +4,10 @@ A send hands its draft to :meth:`GroupCommit.enqueue` and awaits the answer. Whe
 being written, the waiting drafts go as one batch; while a batch is being written, new drafts
 wait and go together as the next one (at most ``max_batch`` each). Under load, batches
 therefore grow with the rate and the database commits once per batch instead of once per
-message. Besides, when sends come close together (a batch started less than ``window``
-seconds ago), the next batch waits out the rest of that window to gather more (or until it is
-full); a send after a quiet spell goes at once, so light load waits for nothing. With
+message. Besides, while sends arrive faster than the pacing's busy rate
+(:mod:`chat_common.batching`), the next batch waits until a window after the previous one
+started, to gather more (or until it is full); below that rate a send goes at once, so light
+load waits for nothing. With
 ``max_flushes`` 1 (the default), batches are written one after the other, so drafts enqueued
 in order are stored in that order (a bulk send's items keep their order).
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Histogram
+
+from chat_common.batching import Pacing, PacingPolicy
 
 from .repository import ClientIdTaken, Draft
 
@@ -61,14 +64,14 @@ class GroupCommit:
         max_batch: int = 256,
         max_flushes: int = 1,
         attempts: int = 3,
-        window: float = 0.0,
+        pacing: PacingPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._max_flushes = max_flushes
         self._attempts = attempts
-        self._window = window
+        self._pacing = Pacing(pacing or PacingPolicy(max_window=0.0))
         self._clock = clock
         self._waiting: list[tuple[Draft, asyncio.Future[Stored]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
@@ -79,6 +82,7 @@ class GroupCommit:
         """Queue ``draft`` (synchronously: drafts enqueued in order are stored in order)."""
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._waiting.append((draft, future))
+        self._pacing.arrived(self._clock())
         self._start()
         return future
 
@@ -107,10 +111,11 @@ class GroupCommit:
             self._last_flush = -float("inf")
         while self._waiting and len(self._flushing) < self._max_flushes:
             now = self._clock()
-            due = self._last_flush + self._window
+            due = self._last_flush + self._pacing.window(now)
             if now < due and len(self._waiting) < self._max_batch:
-                # Busy: a batch started less than a window ago, so more sends are likely on
-                # their way; gather them until the window is over (or the batch is full).
+                # Busy: sends arrive fast and a batch started less than a window ago, so more
+                # are on their way; gather them until the window is over (or the batch is
+                # full).
                 self._timer = asyncio.get_running_loop().call_later(due - now, self._gathered)
                 return
             self._last_flush = now

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from chat_common.batching import PacingPolicy
 from chat_common.dto import (
     HistoryPage,
     LastMessage,
@@ -110,14 +111,14 @@ class MessageService:
         *,
         roster_seconds: float = 10.0,
         max_batch: int = 256,
-        batch_window: float = 0.0,
+        pacing: PacingPolicy | None = None,
     ) -> None:
         self._pool = pool
         self._notifier = notifier or Notifier(pool)
         self._limiter = limiter
         self._max_content = max_content_bytes
         self._roster = Roster(self._load_members, ttl=roster_seconds)
-        self._commit = GroupCommit(self._write_batch, max_batch=max_batch, window=batch_window)
+        self._commit = GroupCommit(self._write_batch, max_batch=max_batch, pacing=pacing)
 
     async def close(self) -> None:
         """Finish the batches under way (the pool must still be open)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chat_common import settings
+from chat_common.batching import PacingPolicy
 from chat_common.config import BaseSettings
 
 
@@ -24,9 +25,12 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     history_default_limit: int = 50
     # Concurrent sends are stored together, at most this many per statement (group commit).
     send_batch_max: int = 256
-    # While sends come close together (a batch started less than this ago), the next batch
-    # gathers for the rest of this window; after a quiet spell a send goes at once.
-    send_batch_window_seconds: float = 0.004
+    # While sends arrive at SEND_BATCH_BUSY_RATE per second or faster, a batch gathers for the
+    # time SEND_BATCH_TARGET sends take to arrive, at most SEND_BATCH_WINDOW_SECONDS after the
+    # previous batch started (0: never gathers); below that rate a send goes at once.
+    send_batch_window_seconds: float = 0.020
+    send_batch_target: int = 16
+    send_batch_busy_rate: float = 250.0
     # A session's participants are read once and kept this long by the send path: the most a
     # change to a session (a block, a closed session) can take to reach sends.
     members_cache_seconds: float = 10.0
@@ -36,6 +40,16 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     consumer_prefetch: int = 64
     consumer_workers: int = 8
     send_delivery_limit: int = 20
+
+    def __post_init__(self) -> None:
+        self.pacing()  # its own checks
+
+    def pacing(self) -> PacingPolicy:
+        return PacingPolicy(
+            max_window=self.send_batch_window_seconds,
+            target_batch=self.send_batch_target,
+            busy_rate=self.send_batch_busy_rate,
+        )
 
 
 def from_env() -> Settings:

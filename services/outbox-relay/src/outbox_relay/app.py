@@ -15,7 +15,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from chat_common.db import ping
+from chat_common.db import keep_session, ping
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
 from .publisher import BrokerUnavailable, RabbitPublisher
@@ -40,6 +40,7 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
         min_size=1,
         max_size=4,
         command_timeout=10,
+        reset=keep_session,
         server_settings={
             "application_name": f"outbox-relay {settings.instance_id}"[:63],
             # The claim is a short statement; compiling it would cost more than running it.

@@ -24,6 +24,7 @@ from typing import Final
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from chat_common.batching import Pacing
 from chat_common.db import Conn
 
 from . import batch, metrics, repository
@@ -56,6 +57,7 @@ class Relay:
             base_delay=settings.retry_base_seconds,
             max_delay=settings.retry_max_seconds,
         )
+        self._pacing = Pacing(settings.pacing())
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,10 +118,11 @@ class Relay:
         broker_delay = 0.1
         last_round = -float("inf")
         while not self._stopping.is_set():
-            # While rounds come close together, the next one waits out the rest of
-            # ROUND_INTERVAL_SECONDS, so that rows committed meanwhile go in it (fewer, larger
-            # rounds under load); after a quiet spell a round starts at once.
-            pause = last_round + self._settings.round_interval_seconds - time.monotonic()
+            # Under load (rows coming fast lately), the next round waits out the pacing's
+            # window after the previous one, so that rows committed meanwhile go in it (fewer,
+            # larger rounds); at light load a round starts at once.
+            now = time.monotonic()
+            pause = last_round + self._pacing.window(now) - now
             if pause > 0:
                 await self._sleep(pause)
             last_round = time.monotonic()
@@ -170,6 +173,7 @@ class Relay:
                 asked_at = time.monotonic()
                 rows = await repository.claim(conn, self._settings.batch_size)
                 claimed_at = time.monotonic()
+                self._pacing.arrived(claimed_at, len(rows))
                 if not rows:
                     await transaction.commit()
                     return True

@@ -9,6 +9,7 @@ from typing import Final
 import msgspec
 
 from chat_common import settings
+from chat_common.batching import PacingPolicy
 from chat_common.config import BaseSettings
 
 SHUTDOWN_MARGIN_SECONDS: Final = 2.0
@@ -30,9 +31,13 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     lease_seconds: float = 30.0
     # NOTIFY wakes the relay right after a commit; this poll is only the fallback.
     poll_interval_seconds: float = 1.0
-    # Rounds start at most this often: under load a round gathers what was committed since the
-    # last one; after a quiet spell a NOTIFY starts a round at once.
-    round_interval_seconds: float = 0.004
+    # While rows come at ROUND_BUSY_RATE per second or faster, a round starts no sooner than
+    # the time ROUND_TARGET_ROWS rows take to come after the previous one, and at most
+    # ROUND_INTERVAL_SECONDS after it (0: never waits), so that it gathers what was committed
+    # meanwhile (fewer commits); below that rate a NOTIFY starts a round at once.
+    round_interval_seconds: float = 0.005
+    round_target_rows: int = 16
+    round_busy_rate: float = 250.0
     # A publish round (every frame written, every confirm back) must end within this, or the
     # rows are released and the broker connection is dropped. Shorter than the lease, and
     # shorter than the shutdown grace by at least SHUTDOWN_MARGIN_SECONDS.
@@ -78,6 +83,14 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             )
         if not 0 <= self.retry_base_seconds <= self.retry_max_seconds:
             raise ValueError("need 0 <= retry_base_seconds <= retry_max_seconds")
+        self.pacing()  # its own checks
+
+    def pacing(self) -> PacingPolicy:
+        return PacingPolicy(
+            max_window=self.round_interval_seconds,
+            target_batch=self.round_target_rows,
+            busy_rate=self.round_busy_rate,
+        )
 
 
 def from_env() -> Settings:
