@@ -78,11 +78,11 @@ async def test_only_participants_subscribe_and_unknown_destinations_are_errors(
 async def test_chat_send_publishes_the_verified_user_and_the_ack_brings_the_receipt(
     world: Any,
 ) -> None:
-    """Nobody consumes this edge's send queue: the command is read from it, then answered
-    as message-svc answers it."""
+    """With SEND_ROUTE=queue. Nobody consumes this edge's send queue: the command is read
+    from it, then answered as message-svc answers it."""
     chat = await world.chat()
     queue_name = f"{world.send_queue}.manual"
-    edge = await world.edge(send_queue=queue_name)
+    edge = await world.edge(send_queue=queue_name, send_route="queue")
     alice = await world.raw(edge, chat.alice_token)
     await alice.subscribe("/user/queue/ack")
     cid = uuid.uuid4()

@@ -22,7 +22,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection as Socket
 from websockets.exceptions import ConnectionClosed
 
-from chat_common.dto import Membership
+from chat_common.dto import Membership, SendMessageRequest
 from chat_common.errors import ChatError
 from chat_common.ratelimit import Bucket, BucketPolicy
 from ws_edge.stomp.connection import ServerConnection
@@ -45,12 +45,15 @@ from .hub import USER_QUEUES, UnknownDestination, session_of
 from .marks import DeliveredMarks, message_id
 from .resume import Fetch, ResumeOverflow, SeqGate, resume_point
 from .sender import CLOSE_TIMEOUT_SECONDS, Sender
+from .sends import PendingSend, SendPipe
+from .upstream import SendAnswer, Stored
 
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 ERROR_QUEUE = "/user/queue/error"
+ACK_QUEUE = "/user/queue/ack"
 
 Held = tuple[str, str, EncodedMessage]  # destination, message-id, encoded tail
 
@@ -93,6 +96,7 @@ class ClientSession:
         self._marks = DeliveredMarks()
         self._marks_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sends: SendPipe | None = None  # made at the first SEND
 
     @property
     def ending(self) -> Disconnect | None:
@@ -269,11 +273,44 @@ class ClientSession:
 
     def _error_queues(self) -> list[str]:
         """This connection's accepted ``/user/queue/error`` subscriptions."""
+        return self._user_queue(ERROR_QUEUE)
+
+    def _user_queue(self, destination: str) -> list[str]:
         return [
             sub_id
             for sub_id, sub in self.core.subscriptions.items()
-            if sub.destination == ERROR_QUEUE and sub_id in self._queues
+            if sub.destination == destination and sub_id in self._queues
         ]
+
+    def acked(self, receipt: str | None, stored: Stored) -> None:
+        """message-svc stored a SEND of this connection: the stored message on this
+        connection's ``/user/queue/ack`` subscriptions, then the RECEIPT."""
+        if self._ending is not None:
+            return
+        encoded = encode("ack", stored.session, stored.seq, stored.body)
+        for sub_id in self._user_queue(ACK_QUEUE):
+            self.core.send_encoded(sub_id, ACK_QUEUE, f"ack-{uuid.uuid4().hex}", encoded)
+        if receipt is not None:
+            self.core.send_receipt(receipt)
+        self._flush()
+
+    def sends(self) -> SendPipe:
+        """This connection's SENDs on their way to message-svc (:mod:`ws_edge.sends`)."""
+        if self._sends is None:
+            self._sends = SendPipe(
+                self._store,
+                self._answer,
+                self.spawn,
+                max_waiting=self.edge.settings.max_waiting_sends,
+            )
+        return self._sends
+
+    async def _store(self, requests: list[SendMessageRequest]) -> list[SendAnswer]:
+        assert self.token is not None
+        return await self.edge.upstream.send(self.token, requests)
+
+    async def _answer(self, pending: PendingSend, answer: SendAnswer) -> None:
+        await commands.answer_send(self, pending, answer)
 
     async def member(self, session: uuid.UUID) -> Membership | None:
         assert self.email is not None

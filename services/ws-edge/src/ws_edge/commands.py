@@ -1,11 +1,17 @@
 """SEND frames to ``/app/*``: what a client asks the chat to do.
 
-- ``/app/chat.send`` ``{sessionId, content, clientMessageId}``: a ``SendCommand`` (the verified
+- ``/app/chat.send`` ``{sessionId, content, clientMessageId}``: with ``SEND_ROUTE=direct``
+  (the default) the SEND joins the connection's pipe to message-svc (:mod:`ws_edge.sends`):
+  the read loop goes on at once, the SENDs of a connection are stored in order, in one request
+  per batch, with the user's own token. Stored: the message on the connection's
+  ``/user/queue/ack`` subscriptions, then the RECEIPT. Refused: ``/user/queue/error`` (with
+  ``receipt-id``; no RECEIPT, and an ERROR with ``receipt-id`` when the connection has no
+  ``/user/queue/error`` subscription). Unanswered (message-svc unreachable or failing): the
+  SEND goes to the send queue as below, so an accepted SEND is stored once message-svc is
+  back. With ``SEND_ROUTE=queue`` every SEND takes that path: a ``SendCommand`` (the verified
   user, the SEND's receipt, this connection's id) published, persistent and confirmed, to the
-  send queue. The edge does not answer the receipt: message-svc commits, then publishes an
-  ``ack`` event (the RECEIPT and ``/user/queue/ack``) or an ``error`` event
-  (``/user/queue/error`` with ``receipt-id``; no RECEIPT for a refused message, and an ERROR
-  with ``receipt-id`` when the connection has no ``/user/queue/error`` subscription).
+  send queue; message-svc commits, then publishes an ``ack`` event (the RECEIPT and
+  ``/user/queue/ack``) or an ``error`` event.
 - ``/app/chat.typing`` ``{sessionId, typing}``: participants only; published straight to the
   session's key, never stored.
 - ``/app/chat.read`` ``{sessionId, upToSeq}``: message-svc moves the read mark (the peer gets
@@ -26,6 +32,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
+from prometheus_client import Counter
 
 from chat_common import routing, tracing
 from chat_common.dto import SendCommand, SendMessageRequest
@@ -33,12 +40,21 @@ from chat_common.errors import ChatError
 from chat_common.ratelimit import take
 from ws_edge.stomp.events import SendReceived
 
+from .sends import PendingSend
+from .upstream import Refused, SendAnswer, Stored
+
 if TYPE_CHECKING:
     from .client import ClientSession
 
 log = logging.getLogger(__name__)
 
 SEND, TYPING, READ = "/app/chat.send", "/app/chat.typing", "/app/chat.read"
+
+SENDS = Counter(
+    "chat_edge_sends_total",
+    "/app/chat.send messages by how they were answered",
+    ["outcome"],
+)
 
 
 class Typing(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -92,28 +108,73 @@ async def _send(client: ClientSession, event: SendReceived) -> None:
     except _DECODE_ERRORS as exc:
         client.error_message("INVALID_INPUT", str(exc), event.receipt, **_client_id(event.body))
         return
+    headers: dict[str, Any] = {}
+    tracing.inject(headers)
+    pending = PendingSend(request, event.receipt, headers)
+    if client.edge.settings.send_route == "queue":
+        await _enqueue(client, pending)
+    elif not client.sends().submit(pending):
+        SENDS.labels("too_many").inc()
+        client.error_message(
+            "RATE_LIMITED",
+            "too many SENDs waiting for their answer; wait for their receipts",
+            event.receipt,
+            **_labels(request),
+        )
+
+
+async def answer_send(client: ClientSession, pending: PendingSend, answer: SendAnswer) -> None:
+    """message-svc's answer to a SEND (:mod:`ws_edge.sends`): stored is the RECEIPT and
+    ``/user/queue/ack``, refused is ``/user/queue/error``; unanswered (message-svc unreachable
+    or failing) puts the SEND on the send queue, whose consumer stores it once message-svc can
+    (a retry of the same ``clientMessageId`` if the first attempt was stored after all), and
+    answers it from there."""
+    if isinstance(answer, Stored):
+        SENDS.labels("stored").inc()
+        client.acked(pending.receipt, answer)
+    elif isinstance(answer, Refused):
+        SENDS.labels("refused").inc()
+        client.error_message(
+            answer.code, answer.detail, pending.receipt, **_labels(pending.request)
+        )
+    else:
+        SENDS.labels("queued").inc()
+        log.info("message-svc did not answer a SEND (%s); it goes to the send queue", answer.detail)
+        await _enqueue(client, pending)
+
+
+async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
+    """The SEND as a ``SendCommand`` on the send queue (persistent, confirmed); message-svc's
+    consumer answers it with an ``ack`` or ``error`` event."""
     assert client.email is not None
+    request = pending.request
     command = SendCommand(
         user=client.email,
         session_id=request.session_id,
         content=request.content,
         client_message_id=request.client_message_id,
-        receipt=event.receipt,
+        receipt=pending.receipt,
         connection=client.id,
     )
-    headers: dict[str, Any] = {"x-user": client.email}
-    tracing.inject(headers)
+    headers: dict[str, Any] = {"x-user": client.email, **pending.headers}
     try:
         await client.edge.broker.publish_send(msgspec.json.encode(command), headers)
     except Exception as exc:
         log.warning("chat.send publish failed: %s", exc)
+        SENDS.labels("failed").inc()
         client.error_message(
             "UNAVAILABLE",
             "the message was not accepted; send it again",
-            event.receipt,
-            clientMessageId=str(request.client_message_id),
-            sessionId=str(request.session_id),
+            pending.receipt,
+            **_labels(request),
         )
+
+
+def _labels(request: SendMessageRequest) -> dict[str, Any]:
+    return {
+        "clientMessageId": str(request.client_message_id),
+        "sessionId": str(request.session_id),
+    }
 
 
 async def _typing(client: ClientSession, event: SendReceived) -> None:

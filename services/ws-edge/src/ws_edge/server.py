@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -192,13 +193,26 @@ class Running:
         return self.edge_server.edge
 
 
+def _send_client(settings: Settings) -> aiohttp.ClientSession:
+    """message-svc's pool for SENDs: keep-alive, no cookies, bounded like the httpx one."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, limit_per_host=200),
+        timeout=aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds, sock_connect=1.0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Running]:
     """The edge and its server, listening; shut down gracefully on exit."""
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=1.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-    ) as http_client:
+    async with (
+        httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=1.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        ) as http_client,
+        _send_client(settings) as send_client,
+    ):
         tracing.trace_client(http_client)
         upstream = Upstream(
             http_client,
@@ -207,6 +221,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             yes_seconds=settings.membership_cache_seconds,
             no_seconds=settings.membership_cache_negative_seconds,
             max_entries=settings.membership_cache_entries,
+            send_client=send_client,
         )
         holder: list[Edge] = []
         broker = RabbitBroker(

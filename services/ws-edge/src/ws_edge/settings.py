@@ -47,6 +47,12 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # first retry after gap_fill_backoff_seconds, doubling; then what arrived is delivered.
     gap_fill_attempts: int = 3
     gap_fill_backoff_seconds: float = 0.2
+    # /app/chat.send: "direct" asks message-svc over HTTP (pipelined per connection; the
+    # chat.send queue only when message-svc does not answer), "queue" always goes through the
+    # chat.send queue.
+    send_route: str = "direct"
+    # SENDs of one connection waiting for message-svc's answer, at most.
+    max_waiting_sends: int = 1_000
     # SENDs per connection (token bucket over every /app destination).
     sends_burst: int = 20
     sends_per_second: float = 10.0
@@ -56,6 +62,12 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     upstream_timeout_seconds: float = 5.0
     delivered_flush_seconds: float = 0.25
     shutdown_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.send_route not in ("direct", "queue"):
+            raise ValueError(f"send_route must be 'direct' or 'queue', got {self.send_route!r}")
+        if self.max_waiting_sends < 1:
+            raise ValueError("max_waiting_sends must be >= 1")
 
 
 def from_env() -> Settings:

@@ -1,6 +1,6 @@
 """What the edge asks the other services, always with the user's own token: membership
 (session-svc, cached briefly and looked up once for concurrent askers), history pages for a
-resume or a gap fill, and read/delivered marks (message-svc)."""
+resume or a gap fill, read/delivered marks, and the messages a client SENDs (message-svc)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import msgspec
 
-from chat_common.dto import Membership
+from chat_common import tracing
+from chat_common.dto import BulkSendRequest, Membership, SendMessageRequest
 from chat_common.errors import DependencyUnavailable
 
 from .cache import TtlCache
@@ -29,7 +31,56 @@ class _Seq(msgspec.Struct):
     seq: int
 
 
+class Stored(msgspec.Struct, frozen=True):
+    """A SEND message-svc stored (or had stored before: a replay): the message as JSON."""
+
+    body: bytes
+    session: str
+    seq: int
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """A SEND message-svc refused for good (invalid, not a participant, rate limited...)."""
+
+    code: str
+    detail: str
+
+
+class Unanswered(msgspec.Struct, frozen=True):
+    """message-svc could not be asked or could not answer (unreachable, 5xx): the SEND may
+    or may not be stored."""
+
+    detail: str
+
+
+SendAnswer = Stored | Refused | Unanswered
+
+
+class _Stored(msgspec.Struct):
+    session_id: str = msgspec.field(name="sessionId")
+    seq: int = 0
+
+
+class _Problem(msgspec.Struct):
+    code: str = "REFUSED"
+    detail: str = "the message was refused"
+
+
+class _Item(msgspec.Struct):
+    index: int
+    status: int
+    message: msgspec.Raw = msgspec.Raw()  # empty when absent (a Raw cannot be in a union)
+    problem: _Problem | None = None
+
+
+class _Bulk(msgspec.Struct):
+    results: list[_Item]
+
+
 _page = msgspec.json.Decoder(_Page)
+_stored = msgspec.json.Decoder(_Stored)
+_problem = msgspec.json.Decoder(_Problem)
+_bulk = msgspec.json.Decoder(_Bulk)
 _seq = msgspec.json.Decoder(_Seq)
 _membership = msgspec.json.Decoder(Membership)
 
@@ -47,8 +98,12 @@ class Upstream:
         no_seconds: float = 5.0,
         max_entries: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
+        send_client: aiohttp.ClientSession | None = None,
     ) -> None:
         self._http = http
+        # SENDs go by aiohttp: one request per batch of a connection's SENDs, the edge's
+        # busiest call, where httpx's pool costs several times more CPU per request.
+        self._send_client = send_client
         self._sessions = session_svc.rstrip("/")
         self._messages = message_svc.rstrip("/")
         self._yes, self._no = yes_seconds, no_seconds
@@ -135,6 +190,35 @@ class Upstream:
         answer = await self._call("POST", url, token, {"upToSeq": up_to})
         return answer.status_code
 
+    async def send(self, token: str, requests: list[SendMessageRequest]) -> list[SendAnswer]:
+        """Store messages from one user (1 to ``BULK_MAX``), as ``POST /api/chat/message`` or,
+        for several, one bulk ``POST /api/chat/messages``: an answer per request, in order."""
+        if self._send_client is None:
+            raise RuntimeError("this Upstream was made without a client for sends")
+        single = len(requests) == 1
+        path = "/api/chat/message" if single else "/api/chat/messages"
+        payload: object = requests[0] if single else BulkSendRequest(messages=requests)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        tracing.inject(headers)
+        try:
+            async with self._send_client.post(
+                f"{self._messages}{path}", data=msgspec.json.encode(payload), headers=headers
+            ) as answer:
+                status, content = answer.status, await answer.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return [Unanswered(f"message-svc unreachable: {type(exc).__name__}")] * len(requests)
+        if status != 200:
+            return [_refusal(status, content)] * len(requests)
+        try:
+            if single:
+                return [_stored_answer(content)]
+            items = sorted(_bulk.decode(content).results, key=lambda item: item.index)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return [Unanswered(f"send answer unreadable: {exc}")] * len(requests)
+        if [item.index for item in items] != list(range(len(requests))):
+            return [Unanswered("send answer does not match the request")] * len(requests)
+        return [_item_answer(item) for item in items]
+
     async def _call(
         self, method: str, url: str, token: str, body: dict[str, Any] | None = None
     ) -> httpx.Response:
@@ -145,3 +229,31 @@ class Upstream:
         except httpx.HTTPError as exc:
             host = httpx.URL(url).host
             raise DependencyUnavailable(f"{host} unreachable: {type(exc).__name__}") from None
+
+
+def _stored_answer(body: bytes) -> Stored:
+    head = _stored.decode(body)
+    return Stored(body=body, session=head.session_id, seq=head.seq)
+
+
+def _refusal(status: int, body: bytes) -> SendAnswer:
+    """A whole request's or an item's non-200 answer: a server fault is unanswered, the rest
+    refused with the problem's code and detail."""
+    if status >= 500:
+        return Unanswered(f"message-svc answered {status}")
+    try:
+        problem = _problem.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        problem = _Problem(detail=f"message-svc answered {status}")
+    return Refused(problem.code, problem.detail)
+
+
+def _item_answer(item: _Item) -> SendAnswer:
+    if item.status == 200 and item.message:
+        try:
+            return _stored_answer(bytes(item.message))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Unanswered(f"send answer unreadable: {exc}")
+    if item.status >= 500 or item.problem is None:
+        return Unanswered(f"message-svc answered {item.status} for a message")
+    return Refused(item.problem.code, item.problem.detail)
