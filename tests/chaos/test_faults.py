@@ -47,9 +47,17 @@ async def run_fault(
     heal: Step,
     *,
     hold: float = 0.0,
+    send_path: str = "rest",
 ) -> Report:
     """Load; ``inject``; wait ``hold`` s; ``heal`` (always, once injected); more load; check."""
-    load = Load(stack.gateway, stack.flairbit, sessions=knobs.sessions, rate=knobs.rate, name=name)
+    load = Load(
+        stack.gateway,
+        stack.flairbit,
+        sessions=knobs.sessions,
+        rate=knobs.rate,
+        name=name,
+        send_path=send_path,
+    )
     await load.open()
     load.start()
     fault_at = healed_at = None
@@ -131,6 +139,19 @@ async def test_kill_message_svc(
     """kill -9 message-svc, then start it again at once (same port, same environment)."""
     inject, heal = kill_and_restart(chaos_stack, "message-svc")
     report = await run_fault(chaos_stack, knobs, "kill -9 message-svc", inject, heal)
+    judge(report, tmp_path, reports)
+
+
+async def test_kill_message_svc_under_stomp_sends(
+    chaos_stack: Stack, knobs: Knobs, tmp_path: Path, reports: list[Report]
+) -> None:
+    """The same with every message sent over STOMP (SEND /app/chat.send with a receipt): a
+    SEND in flight when message-svc dies is answered later through the send queue, or not at
+    all and retried; a RECEIPT always means a stored row, and nothing is lost."""
+    inject, heal = kill_and_restart(chaos_stack, "message-svc")
+    report = await run_fault(
+        chaos_stack, knobs, "kill -9 message-svc, STOMP sends", inject, heal, send_path="stomp"
+    )
     judge(report, tmp_path, reports)
 
 

@@ -154,6 +154,100 @@ class Subscriber:
         self.last_seq = max(self.last_seq, delivery.seq)
 
 
+class StompOutcome(Exception):
+    """A SEND over STOMP that got no stored answer: ``code`` from ``/user/queue/error``, or
+    ``DROPPED`` when the connection went before an answer."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class StompSender:
+    """One user's STOMP connection for ``SEND /app/chat.send``, kept alive across faults.
+    :meth:`send` answers the stored message (from ``/user/queue/ack``, then the RECEIPT) or
+    raises :class:`StompOutcome`."""
+
+    def __init__(self, ws_url: str, user: User) -> None:
+        self.ws_url = ws_url
+        self.user = user
+        self.live = asyncio.Event()
+        self._client: StompClient | None = None
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._acks: dict[str, dict[str, Any]] = {}  # clientMessageId -> stored message
+        self._receipts = itertools.count()
+        self.drops = 0
+        self.last_drop = ""
+
+    async def run(self) -> None:
+        backoff = 0.05
+        url = f"{self.ws_url}?access_token={self.user.token}"
+        while True:
+            client: StompClient | None = None
+            try:
+                async with asyncio.timeout(5):
+                    client = await StompClient.open(url)
+                await client.subscribe("/user/queue/ack")
+                await client.subscribe("/user/queue/error", ("receipt", "live"))
+                async for frame in client.frames():
+                    self._on(client, frame)
+            except Exception as exc:  # any drop: reconnect; the checker judges the outcome
+                self.last_drop = f"{type(exc).__name__}: {exc}"
+            finally:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1):
+                            await client.close()
+            self.live.clear()
+            self._client = None
+            self.drops += 1
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(StompOutcome("DROPPED"))
+            self._waiting.clear()
+            await asyncio.sleep(backoff * (1 + random.random()))
+            backoff = min(backoff * 2, 1.0)
+
+    def _on(self, client: StompClient, frame: Any) -> None:
+        if frame.command == "RECEIPT":
+            receipt = frame.header("receipt-id") or ""
+            if receipt == "live":
+                self._client = client
+                self.live.set()
+                return
+            future = self._waiting.pop(receipt, None)
+            stored = self._acks.pop(receipt.rpartition(":")[0], None)
+            if future is not None and not future.done():
+                if stored is None:
+                    future.set_exception(StompOutcome("RECEIPT_WITHOUT_ACK"))
+                else:
+                    future.set_result(stored)
+        elif frame.command == "MESSAGE" and frame.header("x-event") == "ack":
+            stored = json.loads(frame.body)
+            self._acks[str(stored["clientMessageId"])] = stored
+        elif frame.command == "MESSAGE" and frame.header("x-event") == "error":
+            future = self._waiting.pop(frame.header("receipt-id") or "", None)
+            if future is not None and not future.done():
+                future.set_exception(StompOutcome(str(json.loads(frame.body).get("code"))))
+        elif frame.command == "ERROR":
+            raise ConnectionError(frame.header("message"))
+
+    async def send(self, body: dict[str, Any], within: float) -> dict[str, Any]:
+        async with asyncio.timeout(within):
+            await self.live.wait()
+            client = self._client
+            if client is None:
+                raise StompOutcome("DROPPED")
+            receipt = f"{body['clientMessageId']}:{next(self._receipts)}"
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._waiting[receipt] = future
+            try:
+                await client.send("/app/chat.send", json.dumps(body).encode(), ("receipt", receipt))
+                return await future
+            finally:
+                self._waiting.pop(receipt, None)
+
+
 @dataclass
 class Report:
     """What one load run saw; ``problems()`` lists every broken guarantee."""
@@ -235,11 +329,14 @@ class Load:
         name: str = "load",
         request_timeout: float = 5.0,
         max_in_flight: int = 32,
+        send_path: str = "rest",
     ) -> None:
         self.gateway = gateway
         self.flairbit = flairbit
         self.ws_url = gateway.replace("http://", "ws://", 1) + "/ws"
         self.session_count = sessions
+        self.send_path = send_path  # "rest", or "stomp": SEND /app/chat.send with a receipt
+        self.senders: dict[str, StompSender] = {}
         self.rate = rate
         self.name = name
         self.tag = uuid.uuid4().hex[:8]
@@ -301,8 +398,13 @@ class Load:
         )
         self.subscribers = [Subscriber(self.ws_url, c, u) for c in self.chats for u in (0, 1)]
         self._listeners = [asyncio.create_task(s.run()) for s in self.subscribers]
+        if self.send_path == "stomp":
+            users = [u for c in self.chats for u in c.users]
+            self.senders = {u.email: StompSender(self.ws_url, u) for u in users}
+            self._listeners += [asyncio.create_task(s.run()) for s in self.senders.values()]
         async with asyncio.timeout(within):
             await asyncio.gather(*(s.live.wait() for s in self.subscribers))
+            await asyncio.gather(*(s.live.wait() for s in self.senders.values()))
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -337,6 +439,9 @@ class Load:
             await self._attempts(send)
 
     async def _attempts(self, send: Send) -> None:
+        if self.send_path == "stomp":
+            await self._stomp_attempts(send)
+            return
         chat = self.chats[send.chat]
         headers = {"Authorization": f"Bearer {chat.users[send.sender].token}"}
         body = {"sessionId": chat.id, "content": send.content, "clientMessageId": send.client_id}
@@ -370,6 +475,36 @@ class Load:
                     with contextlib.suppress(ValueError):
                         wait = max(wait, float(answer.headers.get("retry-after", "0")))
             await asyncio.sleep(wait)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _stomp_attempts(self, send: Send) -> None:
+        """SEND with a receipt; retried with the same ``clientMessageId`` on no answer, a
+        dropped connection or ``UNAVAILABLE``/``RATE_LIMITED``; refused on any other error."""
+        chat = self.chats[send.chat]
+        sender = self.senders[chat.users[send.sender].email]
+        body = {"sessionId": chat.id, "content": send.content, "clientMessageId": send.client_id}
+        backoff = 0.05
+        while time.monotonic() < self._give_up_at:
+            send.attempts += 1
+            try:
+                stored = await sender.send(body, self._request_timeout)
+            except TimeoutError:
+                send.errors["no answer"] += 1
+            except StompOutcome as outcome:
+                send.errors[outcome.code] += 1
+                if outcome.code not in ("DROPPED", "UNAVAILABLE", "RATE_LIMITED"):
+                    send.status, send.answer = "refused", 400
+                    return
+            else:
+                message_id = str(stored["messageId"])
+                if send.message_id is None:
+                    send.message_id, send.seq = message_id, int(stored["seq"])
+                    send.acked_at = time.monotonic()
+                elif message_id != send.message_id:
+                    send.other_ids.add(message_id)
+                send.status, send.answer = "acked", 200
+                return
+            await asyncio.sleep(backoff * (1 + random.random()))
             backoff = min(backoff * 2, 1.0)
 
     # ---- the end ----------------------------------------------------------------------------
