@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from chat_common.batching import PacingPolicy
+from chat_common.db import create_pool
 from chat_common.dto import MessageView, SendMessageRequest
 from chat_common.errors import Conflict
 from chat_common.ratelimit import BucketPolicy
@@ -374,3 +375,47 @@ def _batches() -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value("chat_send_batch_size_count") or 0.0
+
+
+async def _seq_scans_of_messages(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        value = await conn.fetchval(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'chat_messages'"
+        )
+    return int(value)
+
+
+async def test_the_batch_statement_keeps_using_the_client_id_index_as_the_table_grows(
+    db_pool: asyncpg.Pool, database_url: str, new_session: SessionFactory
+) -> None:
+    """The service's pool plans each execution for its parameters: a plan cached while
+    chat_messages was empty (a full scan is cheapest then) must not be used once it holds
+    thousands of rows. Counted with PostgreSQL's own per-table scan counter."""
+    pool = await create_pool(database_url, max_size=1)  # the services' pool, one connection
+    try:
+        session = await new_session()
+        async with pool.acquire() as conn:
+            for _ in range(8):  # enough executions for PostgreSQL to weigh a generic plan
+                await repository.insert_batch(conn, await drafts_for(db_pool, session, 1))
+        other = await new_session("carol@example.com", "dave@example.com")
+        await db_pool.execute(
+            """
+            INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, sender_email,
+                                       sender_display_name, content, client_msg_id, sent_at)
+            SELECT gen_random_uuid(), $1, n, $2, 'carol@example.com', 'Carol', 'm' || n,
+                   gen_random_uuid(), now()
+            FROM generate_series(1, 20000) AS n
+            """,
+            other.id,
+            other.a_profile,
+        )
+        before = await _seq_scans_of_messages(db_pool)
+        async with pool.acquire() as conn:
+            stored = await repository.insert_batch(conn, await drafts_for(db_pool, session, 1))
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        assert stored[0]["new"] is True
+        await asyncio.sleep(0.05)  # the backend flushes its counts once idle
+        assert await _seq_scans_of_messages(db_pool) == before
+    finally:
+        await pool.close()
