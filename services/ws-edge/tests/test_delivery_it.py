@@ -281,3 +281,27 @@ async def test_a_message_published_once_reaches_subscribers_on_two_edges(world: 
         assert json.loads(frame.body)["messageId"] == sent["messageId"]
     with pytest.raises(TimeoutError):  # one copy each, however many keys matched
         await on_two.messages(1, within=0.3)
+
+
+async def test_deliveries_are_acknowledged_in_batches_and_none_is_left_waiting(
+    world: Any,
+) -> None:
+    """A prefetch of 10 lets RabbitMQ hand out 10 unacknowledged deliveries at a time: 60
+    messages all arrive only if every batch got its ack (the last one by the timer, with
+    nothing after it), and the acks are fewer than the deliveries."""
+    chat = await world.chat()
+    edge = await world.edge(amqp_prefetch=10)
+    bob = await world.stomp_py(edge, passcode=chat.bob_token)
+    bob.conn.subscribe(chat.topic, id="t", headers={"receipt": "r"})
+    assert (await bob.next())[0] == "RECEIPT"
+    for seq in range(1, 61):
+        body = {"messageId": str(uuid.uuid4()), "sessionId": str(chat.id), "seq": seq}
+        await world.publish(
+            routing.session_key(chat.id),
+            {"x-event": "message", "x-session-id": str(chat.id), "x-seq": seq},
+            json.dumps(body).encode(),
+        )
+    frames = await bob.messages(60)
+    assert [json.loads(f.body)["seq"] for f in frames] == list(range(1, 61))
+    acks = edge.edge.broker.acks.sent
+    assert 0 < acks < 60

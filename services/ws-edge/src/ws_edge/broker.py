@@ -2,7 +2,10 @@
 
 :class:`RabbitBroker`: one exclusive, auto-deleted queue per edge instance
 (``ws-edge.{instance}``), bound to ``chat.events`` key by key as the edge asks; consumed with
-manual acks and a prefetch window, so a burst waits in RabbitMQ rather than in this process;
+manual acks and a prefetch window, so a burst waits in RabbitMQ rather than in this process.
+A delivery is handed to every local subscriber's buffer before anything acknowledges it, and
+the acks go in batches (:class:`Acks`: one ``basic.ack`` with ``multiple`` for up to
+``ACK_BATCH`` handled deliveries, or ``ACK_DELAY_SECONDS`` after the first of them);
 ``/app/chat.send`` commands published to the durable send queue and typing events to
 ``chat.events``, both with publisher confirms. When the connection to RabbitMQ drops, the
 queue and everything routed to it meanwhile is gone: the broker reports the loss (the edge
@@ -39,6 +42,9 @@ from chat_common import amqp, routing, tracing
 log = logging.getLogger(__name__)
 TRACER = tracing.tracer(__name__)
 
+ACK_BATCH = 64  # deliveries per basic.ack at most (the prefetch must be larger)
+ACK_DELAY_SECONDS = 0.005  # the longest a handled delivery waits for its ack
+
 # (routing key, headers, body); called in delivery order and must not block.
 Handler = Callable[[str, Mapping[str, Any], bytes], None]
 Listener = Callable[[], None]
@@ -65,6 +71,55 @@ class Broker(Protocol):
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None: ...
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None: ...
+
+
+class Acks:
+    """Batched acknowledgements. :meth:`handled` is called for each delivery once it has been
+    handed to its subscribers, in delivery order; one ``basic.ack`` with ``multiple`` then
+    covers it and every earlier delivery of the channel, when ``batch`` are waiting or
+    ``delay`` seconds after the first of them. Deliveries of a channel that closed meanwhile
+    are not acknowledged (RabbitMQ requeues them, or dropped them with an exclusive queue)."""
+
+    def __init__(self, batch: int = ACK_BATCH, delay: float = ACK_DELAY_SECONDS) -> None:
+        self._batch = batch
+        self._delay = delay
+        self._last: AbstractIncomingMessage | None = None
+        self._waiting = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._acking: set[asyncio.Task[None]] = set()
+        self.sent = 0  # basic.ack frames sent
+
+    def handled(self, message: AbstractIncomingMessage) -> None:
+        if self._last is not None and message.channel is not self._last.channel:
+            self._cancel()  # the earlier channel is gone with its deliveries
+        self._last = message
+        self._waiting += 1
+        if self._waiting >= self._batch:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        last = self._last
+        self._cancel()
+        if last is None:
+            return
+        self.sent += 1
+        task = asyncio.get_running_loop().create_task(_ack(last))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._last = None
+        self._waiting = 0
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    with contextlib.suppress(Exception):  # a lost channel takes its deliveries with it
+        await message.ack(multiple=True)
 
 
 class RabbitBroker:
@@ -94,6 +149,7 @@ class RabbitBroker:
         self._lock = asyncio.Lock()
         self._closing = False
         self._up = True
+        self.acks = Acks(min(ACK_BATCH, max(1, prefetch // 2)))
 
     @property
     def connected(self) -> bool:
@@ -175,8 +231,7 @@ class RabbitBroker:
                 self._handle(message)
         else:
             self._handle(message)
-        with contextlib.suppress(Exception):  # a lost channel takes its deliveries with it
-            await message.ack()
+        self.acks.handled(message)
 
     def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
