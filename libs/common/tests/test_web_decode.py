@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from chat_common import errors
 from chat_common.problems import PROBLEM_CONTENT_TYPE, MalformedBody
-from chat_common.web import EXCEPTION_HANDLERS, decode_json, parse_body
+from chat_common.web import EXCEPTION_HANDLERS, ascii_int, decode_json, parse_body
 
 
 class Mark(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -76,3 +76,28 @@ async def test_the_problem_body_carries_the_field() -> None:
         assert answer.headers["content-type"] == PROBLEM_CONTENT_TYPE
         assert answer.json()["field"] == field
         assert answer.json()["code"] == "INVALID_INPUT"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("5", 5),
+        ("0", None),
+        ("200", 200),
+        ("201", None),
+        ("²", None),
+        ("١٢", None),
+        ("9" * 5000, None),
+        ("", None),
+        ("-1", None),
+        (" 5", None),
+        ("1e3", None),
+    ],
+)
+def test_ascii_int_takes_ascii_digits_in_range_only(raw: str, expected: int | None) -> None:
+    assert ascii_int(raw, 1, 200) == expected
+
+
+def test_a_body_nested_past_the_parser_stack_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedBody, match="nests too deeply"):
+        decode_json(b"[" * 5000 + b"]" * 5000, object)

@@ -50,6 +50,19 @@ def decode_json(body: bytes, type_: type[T]) -> T:
         raise errors.InvalidInput(message, field=invalid_field(message)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"body is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:  # msgspec gives up on nesting deeper than its stack
+        raise MalformedBody("body nests too deeply") from None
+
+
+def ascii_int(raw: str, low: int, high: int) -> int | None:
+    """``raw`` as an integer from ``low`` (at least 0) to ``high`` when it is written with ASCII
+    digits only and no longer than ``high`` is; None otherwise. ``str.isdigit`` alone lets
+    through digits ``int`` refuses (``²``) or other scripts' digits (``١٢``), and ``int`` refuses
+    strings over 4,300 digits: both would be a 500 instead of a 4xx."""
+    if not raw or len(raw) > len(str(high)) or not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
 
 
 def invalid_field(message: str) -> str | None:
@@ -68,7 +81,12 @@ def invalid_field(message: str) -> str | None:
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and ascii_int(declared, 0, max_bytes) is None  # over the limit, however many digits
+    ):
         raise errors.ContentTooLarge(f"request body is over {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

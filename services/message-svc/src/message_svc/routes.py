@@ -29,7 +29,7 @@ from chat_common.dto import (
 from chat_common.errors import ChatError, InvalidInput
 from chat_common.openapi import Endpoint, Operation, Param
 from chat_common.problems import problem_of
-from chat_common.web import bearer_token, decode_json, json_response, parse_body
+from chat_common.web import ascii_int, bearer_token, decode_json, json_response, parse_body
 
 from .service import MAX_PAGE
 from .state import AppState
@@ -55,9 +55,10 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = ascii_int(raw, low, high)
+    if value is None:
         raise InvalidInput(f"{name} must be an integer from {low} to {high}", field=name)
-    return int(raw)
+    return value
 
 
 async def send_message(request: Request) -> Response:

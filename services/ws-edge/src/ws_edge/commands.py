@@ -96,7 +96,7 @@ def _client_id(body: bytes) -> dict[str, Any]:
     """``clientMessageId`` of a body, when it has a readable one (to label an error)."""
     try:
         value = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return {}
     cid = value.get("clientMessageId") if isinstance(value, dict) else None
     return {"clientMessageId": cid} if isinstance(cid, str) else {}
