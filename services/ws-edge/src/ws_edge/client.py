@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_common.dto import Membership, SendMessageRequest
 from chat_common.errors import ChatError
-from chat_common.ratelimit import Bucket, BucketPolicy
+from chat_common.ratelimit import Bucket, BucketPolicy, take
 from ws_edge.stomp.connection import ServerConnection
 from ws_edge.stomp.events import (
     Acked,
@@ -86,6 +86,16 @@ class ClientSession:
         )
         self.bucket: Bucket | None = None
         self.send_policy = BucketPolicy(settings.sends_burst, settings.sends_per_second)
+        # SUBSCRIBE and UNSUBSCRIBE frames: each may bind or unbind a broker key and start a
+        # history fetch, so they are metered like SENDs.
+        self._subscribe_bucket: Bucket | None = None
+        self._subscribe_policy = BucketPolicy(
+            settings.subscribes_burst, settings.subscribes_per_second
+        )
+        # One history fetch (a resume or a gap fill) at a time per connection; a fetch of a
+        # subscription that goes away is cancelled.
+        self._fetching = asyncio.Lock()
+        self._fetches: dict[str, asyncio.Task[None]] = {}
         self._opened = time.monotonic()
         self._sender = Sender(socket, settings.max_outbound_bytes, settings.slow_close_seconds)
         self._timer: asyncio.TimerHandle | None = None
@@ -232,7 +242,7 @@ class ClientSession:
                 self.core.send_encoded(subscription, destination_, message_id_, encoded_)
             fetch = gate.take_fetch()
             if fetch is not None:  # a gap opened: fetch it, the live events wait meanwhile
-                self.spawn(self._fetch(subscription, destination, gate, fetch))
+                self._start_fetch(subscription, destination, gate, fetch)
         self._flush()
 
     def receipt(self, receipt_id: str) -> None:
@@ -342,10 +352,13 @@ class ClientSession:
     async def _on(self, event: Event) -> None:
         if isinstance(event, ConnectRequested):
             await self._on_connect(event)
-        elif isinstance(event, Subscribed):
-            await self._on_subscribe(event)
-        elif isinstance(event, Unsubscribed):
-            await self._on_unsubscribe(event)
+        elif isinstance(event, Subscribed | Unsubscribed):
+            if not self._take_subscribe_token():
+                self.refuse("too many SUBSCRIBE/UNSUBSCRIBE frames; slow down", _receipt_of(event))
+            elif isinstance(event, Subscribed):
+                await self._on_subscribe(event)
+            else:
+                await self._on_unsubscribe(event)
         elif isinstance(event, SendReceived):
             await commands.handle_send(self, event)
         elif isinstance(event, Acked):
@@ -370,6 +383,11 @@ class ClientSession:
         await self.edge.registered(self, identity.email)  # bound before CONNECTED goes out
         self.core.accept(identity.email, time.monotonic())
         self._arm_timer()  # heart-beats negotiated, token expiry known
+
+    def _take_subscribe_token(self) -> bool:
+        decision = take(self._subscribe_bucket, time.monotonic(), self._subscribe_policy)
+        self._subscribe_bucket = decision.bucket
+        return decision.allowed
 
     async def _on_subscribe(self, event: Subscribed) -> None:
         destination, sub_id = event.destination, event.subscription_id
@@ -398,7 +416,7 @@ class ClientSession:
             self._topics[sub_id] = session
             fetch = gate.take_fetch()
             if fetch is not None:
-                self.spawn(self._fetch(sub_id, destination, gate, fetch))
+                self._start_fetch(sub_id, destination, gate, fetch)
         SUBSCRIPTIONS.inc()
         if event.receipt:
             self.core.send_receipt(event.receipt)
@@ -406,6 +424,9 @@ class ClientSession:
     async def _on_unsubscribe(self, event: Unsubscribed) -> None:
         sub_id = event.subscription_id
         self._gates.pop(sub_id, None)
+        fetching = self._fetches.pop(sub_id, None)
+        if fetching is not None:
+            fetching.cancel()
         if sub_id in self._topics:
             session = self._topics.pop(sub_id)
             SUBSCRIPTIONS.dec()
@@ -415,11 +436,33 @@ class ClientSession:
             SUBSCRIPTIONS.dec()
             await self.edge.unsubscribed(self, sub_id, None)
 
+    def _start_fetch(
+        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
+    ) -> None:
+        task = asyncio.create_task(self._fetch(sub_id, destination, gate, first))
+        self._tasks.add(task)
+        self._fetches[sub_id] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self._fetches.get(sub_id) is finished:
+                del self._fetches[sub_id]
+
+        task.add_done_callback(done)
+
     async def _fetch(
         self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
     ) -> None:
         """Fetch a range of the topic's history and deliver it, then release what the gate
-        held meanwhile; again for each gap the released events open."""
+        held meanwhile; again for each gap the released events open. One connection's
+        fetches take turns."""
+        async with self._fetching:
+            if self._gates.get(sub_id) is gate and self._ending is None:
+                await self._fetch_now(sub_id, destination, gate, first)
+
+    async def _fetch_now(
+        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
+    ) -> None:
         session = session_of(destination)
         fetch: Fetch | None = first
         while fetch is not None:

@@ -53,6 +53,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     send_route: str = "direct"
     # SENDs of one connection waiting for message-svc's answer, at most.
     max_waiting_sends: int = 1_000
+    # SUBSCRIBE and UNSUBSCRIBE frames per connection (token bucket); past it, ERROR and close.
+    subscribes_burst: int = 100
+    subscribes_per_second: float = 10.0
     # SENDs per connection (token bucket over every /app destination).
     sends_burst: int = 20
     sends_per_second: float = 10.0

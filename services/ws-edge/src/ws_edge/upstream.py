@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import httpx
 import msgspec
+from prometheus_client import Counter
 
 from chat_common import tracing
 from chat_common.dto import BulkSendRequest, Membership, SendMessageRequest
@@ -21,6 +22,11 @@ from chat_common.errors import DependencyUnavailable
 from .cache import TtlCache
 
 PAGE = 200  # message-svc's largest history page
+
+HISTORY_PAGES = Counter(
+    "chat_edge_history_pages_total",
+    "History pages asked of message-svc (resumes and gap fills)",
+)
 
 
 class _Page(msgspec.Struct):
@@ -169,6 +175,7 @@ class Upstream:
             url = f"{self._messages}/api/chat/{session}/history?after={after}&limit={limit}"
             if up_to is not None:
                 url += f"&before={up_to + 1}"
+            HISTORY_PAGES.inc()
             answer = await self._call("GET", url, token)
             if answer.status_code != 200:
                 raise DependencyUnavailable(f"history answered {answer.status_code}")
