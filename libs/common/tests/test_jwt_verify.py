@@ -228,3 +228,115 @@ async def test_concurrent_first_verifications_load_the_jwks_once(
         claims = await asyncio.gather(*(verifier.verify_async(t) for t in tokens))
     assert [c.subject for c in claims] == [f"user{i}@example.com" for i in range(20)]
     assert hits[0] == 1
+
+
+class Jwks:
+    """FlairBit's JWKS endpoint as a stand-in: the document served, failures, fetches."""
+
+    def __init__(self, doc: dict[str, Any], cache_control: str | None = None) -> None:
+        self.doc = doc
+        self.cache_control = cache_control
+        self.failing = False
+        self.hits = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.hits += 1
+        if self.failing:
+            return httpx.Response(503)
+        headers = {"Cache-Control": self.cache_control} if self.cache_control else None
+        return httpx.Response(200, json=self.doc, headers=headers)
+
+
+async def test_a_key_withdrawn_from_the_jwks_is_refused_once_the_key_set_is_due(
+    issuer_keys: Any, service_keys: Any, make_token: Any
+) -> None:
+    both = {"keys": _jwks(issuer_keys)["keys"] + _jwks(service_keys)["keys"]}
+    served = Jwks(both)
+    now = [0.0]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(served)) as client:
+        keys = JwksKeys("http://keys/jwks.json", client, max_age=300, clock=lambda: now[0])
+        verifier = TokenVerifier(keys, POLICY)
+        old = make_token(key=service_keys)
+        assert (await verifier.verify_async(old)).subject == "alice@example.com"
+        served.doc = _jwks(issuer_keys)  # FlairBit withdraws the key
+        now[0] = 299.0
+        assert (await verifier.verify_async(old)).subject == "alice@example.com"  # not due yet
+        assert served.hits == 1
+        now[0] = 301.0
+        with pytest.raises(UnknownKey):  # due: the whole set reloaded, the token refused
+            await verifier.verify_async(old)
+        assert served.hits == 2
+        assert (await verifier.verify_async(make_token())).subject == "alice@example.com"
+
+
+async def test_the_documents_cache_control_sets_the_max_age_within_bounds(
+    issuer_keys: Any, make_token: Any
+) -> None:
+    now = [0.0]
+    for header, reload_after in [("public, max-age=60", 60.0), ("max-age=5", 30.0)]:
+        served = Jwks(_jwks(issuer_keys), cache_control=header)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(served)) as client:
+            now[0] = 0.0
+            keys = JwksKeys(
+                "http://keys/jwks.json", client, refresh_interval=30, clock=lambda: now[0]
+            )
+            verifier = TokenVerifier(keys, POLICY)
+            token = make_token()
+            await verifier.verify_async(token)
+            now[0] = reload_after - 1
+            await verifier.verify_async(token)
+            assert served.hits == 1, header
+            now[0] = reload_after
+            await verifier.verify_async(token)
+            assert served.hits == 2, header
+
+
+async def test_a_failing_jwks_is_asked_once_then_backed_off_and_the_last_keys_serve(
+    issuer_keys: Any, make_token: Any
+) -> None:
+    served = Jwks(_jwks(issuer_keys))
+    now = [0.0]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(served)) as client:
+        keys = JwksKeys(
+            "http://keys/jwks.json", client, max_age=60, retry_base=1, clock=lambda: now[0]
+        )
+        verifier = TokenVerifier(keys, POLICY)
+        await verifier.verify_async(make_token())
+        served.failing = True
+        now[0] = 61.0  # due, and the JWKS fails: the loaded keys still verify
+        tokens = [make_token(sub=f"u{i}@example.com") for i in range(20)]
+        answers = await asyncio.gather(*(verifier.verify_async(t) for t in tokens))
+        assert {a.subject for a in answers} == {f"u{i}@example.com" for i in range(20)}
+        assert served.hits == 2  # one attempt for the twenty
+        now[0] = 61.5  # backing off: nobody asks
+        await verifier.verify_async(make_token(sub="v@example.com"))
+        assert served.hits == 2
+        now[0] = 62.1  # the next attempt, which fails again: the delay doubles
+        await verifier.verify_async(make_token(sub="w@example.com"))
+        assert served.hits == 3
+        now[0] = 63.5
+        await verifier.verify_async(make_token(sub="x@example.com"))
+        assert served.hits == 3
+        served.failing = False
+        now[0] = 64.2
+        await verifier.verify_async(make_token(sub="y@example.com"))
+        assert served.hits == 4
+
+
+async def test_no_key_set_loaded_yet_and_the_jwks_failing_is_503_then_backed_off(
+    issuer_keys: Any, make_token: Any
+) -> None:
+    served = Jwks(_jwks(issuer_keys))
+    served.failing = True
+    now = [0.0]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(served)) as client:
+        keys = JwksKeys("http://keys/jwks.json", client, retry_base=1, clock=lambda: now[0])
+        verifier = TokenVerifier(keys, POLICY)
+        for _ in range(3):
+            with pytest.raises(DependencyUnavailable):
+                await verifier.verify_async(make_token())
+        assert served.hits == 1
+        served.failing = False
+        now[0] = 1.0
+        assert (await verifier.verify_async(make_token())).subject == "alice@example.com"
+        assert served.hits == 2

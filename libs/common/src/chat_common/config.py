@@ -15,3 +15,6 @@ class BaseSettings(msgspec.Struct, kw_only=True, frozen=True):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: float = 30.0
+    # A JWKS key set is used for this long (or its Cache-Control max-age, within 30 s..1 h),
+    # then loaded again: a key FlairBit withdrew is refused within this time.
+    jwt_jwks_max_age_seconds: float = 300.0

@@ -2,14 +2,23 @@
 
 RS256 only: the algorithm list is fixed here and never read from the token. ``exp`` and ``sub``
 are required; ``iss``, ``aud`` and ``nbf`` are checked when configured or present. Keys come from
-a PEM file or from a JWKS document (selected by ``kid``), refreshed when an unknown ``kid``
-appears, at most once per ``refresh_interval``.
+a PEM file or from a JWKS document (selected by ``kid``).
+
+A JWKS key set is replaced whole on each load, and loaded again once it is older than its max
+age (``Cache-Control: max-age`` when the document gives one, clamped to ``refresh_interval``
+.. ``max_age_cap``; ``max_age`` otherwise), so a key FlairBit withdrew is refused within that
+time; an unknown ``kid`` loads it early, at most once per ``refresh_interval``. A failed load
+backs off (``retry_base`` doubling to ``retry_max``): meanwhile nobody fetches, and tokens are
+checked against the last key set loaded (none loaded yet: 503). Verified tokens are
+remembered until the key set changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,15 +105,31 @@ class JwksKeys:
         client: httpx.AsyncClient,
         *,
         refresh_interval: float = 30.0,
+        max_age: float = 300.0,
+        max_age_cap: float = 3600.0,
+        retry_base: float = 1.0,
+        retry_max: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
         self._client = client
         self._refresh_interval = refresh_interval
+        self._max_age = max_age
+        self._max_age_cap = max(max_age_cap, refresh_interval)
+        self._retry_base = retry_base
+        self._retry_max = retry_max
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
         self._loaded_at: float | None = None
+        self._expires_at = -math.inf
+        self._failures = 0
+        self._retry_at = -math.inf
         self._loading = asyncio.Lock()
+        self.generation = 0  # one more on each load: verified tokens are forgotten
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at is not None
 
     def key_for(self, kid: str | None) -> RSAPublicKey:
         if kid is None:
@@ -116,27 +141,58 @@ class JwksKeys:
         except KeyError:
             raise UnknownKey("token signed with an unknown key") from None
 
+    def due(self) -> bool:
+        """Never loaded, or older than its max age, and not backing off after a failure."""
+        now = self._clock()
+        return now >= self._expires_at and now >= self._retry_at
+
     def may_refresh(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at >= self._refresh_interval
+        """An early load for an unknown ``kid`` is allowed now."""
+        now = self._clock()
+        recent = self._loaded_at is not None and now - self._loaded_at < self._refresh_interval
+        return not recent and now >= self._retry_at
 
     async def refresh(self) -> None:
         """Load the key set again, unless a concurrent call just did: callers that arrive
-        while a load runs wait for it instead of fetching the document once each."""
-        asked_at = self._loaded_at
+        while a load runs wait for it instead of fetching the document once each (and a
+        load that failed fails them all). Raises :class:`DependencyUnavailable` when the
+        document cannot be loaded, at once while backing off."""
+        asked = (self._loaded_at, self._failures)
         async with self._loading:
-            if self._loaded_at != asked_at:
+            if (self._loaded_at, self._failures) != asked:
+                if self._loaded_at == asked[0]:
+                    raise DependencyUnavailable("cannot load the JWKS; retrying later")
                 return
+            now = self._clock()
+            if now < self._retry_at:
+                raise DependencyUnavailable("cannot load the JWKS; retrying later")
             try:
                 response = await self._client.get(self._url)
                 response.raise_for_status()
                 document = response.json()
+                entries = document.get("keys") if isinstance(document, dict) else None
+                if not isinstance(entries, list):
+                    raise ValueError("the JWKS document has no list of keys")
             except (httpx.HTTPError, ValueError) as exc:
+                self._failures += 1
+                delay = min(self._retry_max, self._retry_base * 2 ** (self._failures - 1))
+                self._retry_at = self._clock() + delay
+                log.warning("cannot load the JWKS (%s); next attempt in %.0f s", exc, delay)
                 raise DependencyUnavailable(f"cannot load the JWKS: {exc}") from exc
-            entries = document.get("keys") if isinstance(document, dict) else None
-            if not isinstance(entries, list):
-                raise DependencyUnavailable("the JWKS document has no list of keys")
             self._keys = _rsa_signing_keys(entries)
-            self._loaded_at = self._clock()
+            self._loaded_at = now = self._clock()
+            self._expires_at = now + self._age_of(response.headers.get("cache-control"))
+            self._failures, self._retry_at = 0, -math.inf
+            self.generation += 1
+
+    def _age_of(self, cache_control: str | None) -> float:
+        found = _MAX_AGE.search(cache_control or "")
+        if found is None:
+            return self._max_age
+        return min(self._max_age_cap, max(self._refresh_interval, float(found.group(1))))
+
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age=(\d{1,9})(?:$|[,\s])", re.IGNORECASE)
 
 
 def _rsa_signing_keys(entries: list[Any]) -> dict[str, RSAPublicKey]:
@@ -166,6 +222,7 @@ class TokenVerifier:
         self._keys = keys
         self._policy = policy
         self._cache: VerifiedTokens[Claims] = VerifiedTokens() if cache is None else cache
+        self._generation = 0  # of the JWKS key set the cached tokens were verified with
 
     def verify(self, token: str) -> Claims:
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -221,17 +278,35 @@ class TokenVerifier:
         )
 
     async def verify_async(self, token: str) -> Claims:
-        """Like :meth:`verify`, loading a JWKS key set first when needed."""
+        """Like :meth:`verify`, loading a JWKS key set first when it is due (or when the
+        token names a key it does not have)."""
         keys = self._keys
-        if isinstance(keys, JwksKeys):
+        if not isinstance(keys, JwksKeys):
+            return self.verify(token)
+        if keys.due():
             try:
-                return self.verify(token)
-            except UnknownKey:
-                if not keys.may_refresh():
+                await keys.refresh()
+            except DependencyUnavailable:
+                if not keys.loaded:
                     raise
-            await keys.refresh()
-            self._cache.clear()  # a key may have been withdrawn
+                # the last key set loaded stays in use until a load succeeds
+        if not keys.loaded:
+            raise DependencyUnavailable("the JWKS has not been loaded yet; retrying later")
+        self._follow(keys)
+        try:
+            return self.verify(token)
+        except UnknownKey:
+            if not keys.may_refresh():
+                raise
+        await keys.refresh()
+        self._follow(keys)
         return self.verify(token)
+
+    def _follow(self, keys: JwksKeys) -> None:
+        """Forget the tokens verified with an earlier key set (a key may be gone)."""
+        if keys.generation != self._generation:
+            self._cache.clear()
+            self._generation = keys.generation
 
 
 class UserTokenVerifier:
@@ -252,13 +327,17 @@ class UserTokenVerifier:
 
 
 def key_source(
-    *, pem_file: str | None, jwks_url: str | None, client: httpx.AsyncClient
+    *,
+    pem_file: str | None,
+    jwks_url: str | None,
+    client: httpx.AsyncClient,
+    jwks_max_age: float = 300.0,
 ) -> KeySource:
     """The key source a service configured: a PEM file wins over a JWKS URL."""
     if pem_file:
         return StaticKey.from_file(pem_file)
     if jwks_url:
-        return JwksKeys(jwks_url, client)
+        return JwksKeys(jwks_url, client, max_age=jwks_max_age)
     raise ValueError("configure a public key file or a JWKS URL")
 
 
@@ -279,7 +358,10 @@ def verifiers(
     flairbit_audience: str = "chat-service",
 ) -> Verifiers:
     keys = key_source(
-        pem_file=settings.jwt_public_key_file, jwks_url=settings.jwt_jwks_url, client=client
+        pem_file=settings.jwt_public_key_file,
+        jwks_url=settings.jwt_jwks_url,
+        client=client,
+        jwks_max_age=settings.jwt_jwks_max_age_seconds,
     )
     user_policy = TokenPolicy(
         issuer=settings.jwt_issuer,
