@@ -28,6 +28,7 @@ class FakeClient:
     receipts: list[str] = field(default_factory=list)
     refusals: list[tuple[str, bytes]] = field(default_factory=list)
     ended: list[Disconnect] = field(default_factory=list)
+    seated: bool = False
 
     def deliver(
         self, subscription: str, destination: str, message_id: str, encoded: Any, seq: Any

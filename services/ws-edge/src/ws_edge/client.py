@@ -107,6 +107,7 @@ class ClientSession:
         self._marks_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends: SendPipe | None = None  # made at the first SEND
+        self.seated = False  # holds one of its user's connection seats (ws_edge.seats)
 
     @property
     def ending(self) -> Disconnect | None:
@@ -379,6 +380,11 @@ class ClientSession:
         except ChatError as exc:
             self.core.reject(exc.detail)
             return
+        if not await self.edge.seats.take(identity.email, self.id):
+            limit = self.edge.settings.max_connections_per_user
+            self.core.reject(f"too many open connections for this user (at most {limit})")
+            return
+        self.seated = True
         self.token, self.email, self.expires_at = token, identity.email, identity.expires_at
         await self.edge.registered(self, identity.email)  # bound before CONNECTED goes out
         self.core.accept(identity.email, time.monotonic())

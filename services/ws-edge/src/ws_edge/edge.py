@@ -26,6 +26,7 @@ from .broker import Broker
 from .disconnect import Disconnect
 from .fanout import BadEvent, encode_event, parse_event
 from .hub import Hub
+from .seats import MemorySeats, Seats
 from .settings import Settings
 from .upstream import Upstream
 
@@ -65,8 +66,10 @@ class Edge:
         broker: Broker,
         upstream: Upstream,
         users: Identities,
+        seats: Seats | None = None,
     ) -> None:
         self.settings = settings
+        self.seats: Seats = seats or MemorySeats(settings.max_connections_per_user)
         self.broker = broker
         self.upstream = upstream
         self.users = users
@@ -107,7 +110,18 @@ class Edge:
         elif self.hub.remove_topic(client.id, subscription, session):
             await self._unbind(routing.session_key(session))
 
+    def seats_held(self) -> dict[str, list[str]]:
+        """This edge's seated connections by user (their leases to renew)."""
+        held: dict[str, list[str]] = {}
+        for client in self.clients.values():
+            if client.seated and client.email is not None:
+                held.setdefault(client.email, []).append(client.id)
+        return held
+
     async def closed(self, client: ClientSession, reason: Disconnect) -> None:
+        if client.seated and client.email is not None:
+            client.seated = False
+            await self.seats.release(client.email, client.id)
         if self.clients.pop(client.id, None) is None:
             return
         CONNECTIONS.set(len(self.clients))

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
@@ -37,6 +38,7 @@ from .broker import RabbitBroker
 from .client import ClientSession, bearer
 from .disconnect import Disconnect
 from .edge import Edge
+from .seats import MemorySeats, RedisSeats, Seats
 from .settings import Settings
 from .stomp.frames import error_frame, serialize
 from .upstream import Upstream
@@ -233,10 +235,19 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_lost=lambda: holder[0].broker_lost(),
             on_restored=lambda: holder[0].broker_restored(),
         )
-        edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users)
+        redis = _redis(settings)
+        seats: Seats = (
+            MemorySeats(settings.max_connections_per_user)
+            if redis is None
+            else RedisSeats(
+                redis, settings.max_connections_per_user, settings.connection_lease_seconds
+            )
+        )
+        edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users, seats)
         holder.append(edge)
         await broker.start()
         edge_server = EdgeServer(settings, edge)
+        renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
         try:
             async with serve(
                 edge_server.handle,
@@ -259,7 +270,29 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 finally:
                     await edge_server.shutdown(server)
         finally:
+            renewing.cancel()
             await broker.close()  # the exclusive queue and its bindings go with the connection
+            if redis is not None:
+                await redis.aclose()
+
+
+def _redis(settings: Settings) -> Redis | None:
+    """The seat store, when configured: short timeouts, so an outage degrades at once."""
+    if not settings.redis_url:
+        return None
+    timeout = settings.redis_timeout_seconds
+    return Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+
+
+async def _renew_seats(edge: Edge, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await edge.seats.renew(edge.seats_held())
+        except Exception:
+            log.exception("renewing the connection seats failed")
 
 
 async def main(settings: Settings) -> None:

@@ -53,6 +53,13 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     send_route: str = "direct"
     # SENDs of one connection waiting for message-svc's answer, at most.
     max_waiting_sends: int = 1_000
+    # Open STOMP connections per user across every edge (0: no cap), counted in Redis when
+    # REDIS_URL is set (else per edge); an edge renews its connections' leases every third
+    # of CONNECTION_LEASE_SECONDS, so a dead edge's connections stop counting within one.
+    max_connections_per_user: int = 20
+    connection_lease_seconds: float = 60.0
+    redis_url: str | None = None
+    redis_timeout_seconds: float = 0.5
     # SUBSCRIBE and UNSUBSCRIBE frames per connection (token bucket); past it, ERROR and close.
     subscribes_burst: int = 100
     subscribes_per_second: float = 10.0
@@ -71,6 +78,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             raise ValueError(f"send_route must be 'direct' or 'queue', got {self.send_route!r}")
         if self.max_waiting_sends < 1:
             raise ValueError("max_waiting_sends must be >= 1")
+        if self.max_connections_per_user < 0 or self.connection_lease_seconds <= 0:
+            raise ValueError(
+                "max_connections_per_user must be >= 0 and connection_lease_seconds > 0"
+            )
 
 
 def from_env() -> Settings:
