@@ -164,3 +164,17 @@ async def test_two_gateways_share_a_users_bucket_through_redis(
         await redis.aclose()
     assert [a.status_code for a in answers] == [200] * 4 + [429] * 2
     assert int(answers[-1].headers["Retry-After"]) >= 1
+
+
+async def test_opening_chats_has_its_own_tighter_limit(
+    issuer_keys: Any, tmp_path: Any, make_token: Any
+) -> None:
+    async with gateway(issuer_keys, tmp_path, init_burst=3, init_rate_per_second=0.01) as gw:
+        prober = {"Authorization": f"Bearer {make_token('prober@example.com')}"}
+        body = {"toEmail": "someone@example.com", "intent": "dating"}
+        answers = [await gw.post("/api/chat/init", json=body, headers=prober) for _ in range(5)]
+        assert [a.status_code for a in answers] == [201] * 3 + [429] * 2  # the echo upstream
+        assert answers[-1].json()["code"] == "RATE_LIMITED"
+        assert "new chats" in answers[-1].json()["detail"]
+        # the rest of the API is not held back by it
+        assert (await gw.get("/api/chat/sessions", headers=prober)).status_code == 200

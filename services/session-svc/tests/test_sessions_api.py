@@ -159,20 +159,30 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, flairbit_reset: 
     assert answer.json()["code"] == "MALFORMED_BODY"
 
 
-@pytest.mark.parametrize(
-    ("peer", "code"),
-    [("nouser.carol@example.com", "USER_NOT_FOUND")],
-)
-async def test_unknown_user_is_404(
-    client: httpx.AsyncClient, flairbit_reset: Any, peer: str, code: str
+async def test_a_missing_peer_and_a_missing_profile_are_one_answer(
+    client: httpx.AsyncClient, flairbit_reset: Any
 ) -> None:
-    answer = await init(client, flairbit_reset, "alice@example.com", peer)
-    assert answer.status_code == 404
-    assert answer.json()["code"] == code
-
-
-async def test_missing_profile_is_404(client: httpx.AsyncClient, flairbit_reset: Any) -> None:
+    """No account at all, or no profile for the intent: the same 404, naming neither the
+    address nor the intent (the endpoint must not tell who uses the app for what)."""
     flairbit_reset.control("DELETE", "/dev/users/bob@example.com/profile/dating")
+    answers = [
+        await init(client, flairbit_reset, "alice@example.com", "nouser.carol@example.com"),
+        await init(client, flairbit_reset, "alice@example.com", "bob@example.com"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 404
+        problem = answer.json()
+        assert problem["code"] == "PEER_NOT_FOUND"
+        assert "carol" not in problem["detail"]
+        assert "bob" not in problem["detail"]
+        assert "dating" not in problem["detail"]
+    assert answers[0].json()["detail"] == answers[1].json()["detail"]
+
+
+async def test_the_callers_own_missing_profile_is_404(
+    client: httpx.AsyncClient, flairbit_reset: Any
+) -> None:
+    flairbit_reset.control("DELETE", "/dev/users/alice@example.com/profile/dating")
     answer = await init(client, flairbit_reset, "alice@example.com", "bob@example.com")
     assert answer.status_code == 404
     assert answer.json()["code"] == "PROFILE_NOT_FOUND"

@@ -67,6 +67,9 @@ def _state(request: Request | WebSocket) -> AppState:
     return cast(AppState, request.state.app)
 
 
+INIT_PATH = "/api/chat/init"
+
+
 async def api(request: Request) -> Response:
     state = _state(request)
     rule = rule_for(request.url.path)
@@ -80,6 +83,8 @@ async def api(request: Request) -> Response:
     else:
         user = await state.users.identify(bearer_token(request))
         await check(state.limiters.per_user, user.email, "requests")
+        if request.method == "POST" and request.url.path == INIT_PATH:
+            await check(state.limiters.init_per_user, user.email, "new chats")
     body = await read_body(request, state.bulk_max_body if rule.bulk else state.max_body)
     upstream = rule.upstream
     return await forward(
@@ -190,6 +195,9 @@ def create_app(settings: Settings) -> Starlette:
                     redis,
                     BucketPolicy(settings.ws_connect_burst, settings.ws_connect_rate_per_second),
                     "ws",
+                ),
+                init_per_user=_buckets(
+                    redis, BucketPolicy(settings.init_burst, settings.init_rate_per_second), "init"
                 ),
             )
             try:

@@ -24,6 +24,7 @@ class Limiters:
     per_ip: Buckets
     per_user: Buckets
     ws_per_user: Buckets
+    init_per_user: Buckets
 
 
 async def check(buckets: Buckets, key: str, what: str) -> None:

@@ -35,6 +35,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     user_rate_per_second: float = 50.0
     ws_connect_burst: int = 10
     ws_connect_rate_per_second: float = 1.0
+    # POST /api/chat/init per user, on top of the general limit: opening chats with addresses
+    # one after the other is how an account would probe who uses the app.
+    init_burst: int = 10
+    init_rate_per_second: float = 0.2
     # Take the client address from X-Forwarded-For (only behind a trusted proxy or Ingress).
     trust_forwarded_for: bool = False
     flairbit_service_issuer: str = "flairbit"

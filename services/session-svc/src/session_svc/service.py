@@ -12,7 +12,7 @@ from chat_common.errors import Forbidden, InvalidInput, NotFound
 from chat_common.identity import normalise_email
 
 from . import repository
-from .domain import canonical_pair
+from .domain import Profile, canonical_pair
 from .flairbit import ProfileDirectory
 
 
@@ -48,18 +48,29 @@ class SessionService:
                 field="fromEmail",
             )
         peer_email = normalise_email(request.to_email, field="toEmail")
-        return await self.open_between(user_email, peer_email, request.intent)
+        return await self.open_between(user_email, peer_email, request.intent, peer_hidden=True)
 
-    async def open_between(self, user_email: str, peer_email: str, intent: str) -> SessionView:
-        """Get or create the session of two users for ``intent`` (emails normalised)."""
+    async def open_between(
+        self, user_email: str, peer_email: str, intent: str, *, peer_hidden: bool = False
+    ) -> SessionView:
+        """Get or create the session of two users for ``intent`` (emails normalised).
+
+        ``peer_hidden`` (a user asking): whether the peer has no account at all or no profile
+        for ``intent`` is one answer, ``PEER_NOT_FOUND``, naming neither the address nor the
+        intent, so that the endpoint cannot be used to learn who uses the app for what."""
         if peer_email == user_email:
             raise InvalidInput(
                 "you cannot open a chat with yourself", code="SELF_CHAT", field="toEmail"
             )
         mine, theirs = await asyncio.gather(
             self._profiles.profile(user_email, intent),
-            self._profiles.profile(peer_email, intent),
+            self._profile_of_peer(peer_email, intent, hidden=peer_hidden),
+            return_exceptions=True,
         )
+        if isinstance(mine, BaseException):  # the caller's own problem first
+            raise mine
+        if isinstance(theirs, BaseException):
+            raise theirs
         pair = canonical_pair(mine, theirs)
         async with self._pool.acquire() as conn, conn.transaction():
             await repository.insert_session_if_absent(conn, uuid.uuid4(), pair, intent)
@@ -74,6 +85,16 @@ class SessionService:
         if row is None:  # only if the session was deleted between the two statements
             raise NotFound("the session disappeared while opening it; try again")
         return _view(row)
+
+    async def _profile_of_peer(self, email: str, intent: str, *, hidden: bool) -> Profile:
+        try:
+            return await self._profiles.profile(email, intent)
+        except NotFound:
+            if not hidden:
+                raise
+            raise NotFound(
+                "nobody to chat with at that address for this intent", code="PEER_NOT_FOUND"
+            ) from None
 
     async def membership(self, user_email: str, session_id: uuid.UUID) -> Membership:
         """The caller's place in a session: 404 unknown session, 403 not a participant."""
