@@ -46,50 +46,53 @@ FLAIRBIT_ROUTE = {
     "no_token": UNAUTHENTICATED,
     "service_token": OK,
 }
-MATRIX: dict[tuple[str, str], tuple[str, Callable[[str], Any], dict[str, int]]] = {
+# Bodies are made from the session id and the test's own people (a fresh set per route, so that
+# no per-user limit of one route's case carries over to the next).
+People = dict[str, str]
+MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str, int]]] = {
     ("POST", "/api/chat/init"): (
         "gateway",
-        lambda sid: {"toEmail": "bob.authz@example.com", "intent": "dating"},
+        lambda sid, p: {"toEmail": p["bob"], "intent": "dating"},
         # anyone with a user token may open their own chat with bob
         {**OWN_DATA_ROUTE},
     ),
     ("POST", "/api/chat/message"): (
         "gateway",
-        lambda sid: {"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())},
+        lambda sid, p: {"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())},
         USER_ROUTE,
     ),
     ("POST", "/api/chat/messages"): (
         "gateway",
-        lambda sid: {
+        lambda sid, p: {
             "messages": [{"sessionId": sid, "content": "hi", "clientMessageId": str(uuid.uuid4())}]
         },
         # a bulk send answers 200 with a result per item; who may send is that item's status
         OWN_DATA_ROUTE,
     ),
-    ("GET", "/api/chat/sessions"): ("gateway", lambda sid: None, OWN_DATA_ROUTE),
-    ("GET", "/api/chat/{sessionId}/history"): ("gateway", lambda sid: None, USER_ROUTE),
-    ("GET", "/api/chat/{sessionId}/unread"): ("gateway", lambda sid: None, USER_ROUTE),
-    ("POST", "/api/chat/{sessionId}/read"): ("gateway", lambda sid: {"upToSeq": 1}, USER_ROUTE),
+    ("GET", "/api/chat/sessions"): ("gateway", lambda sid, p: None, OWN_DATA_ROUTE),
+    ("GET", "/api/chat/{sessionId}/history"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    ("GET", "/api/chat/{sessionId}/unread"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    ("POST", "/api/chat/{sessionId}/read"): ("gateway", lambda sid, p: {"upToSeq": 1}, USER_ROUTE),
     ("POST", "/api/chat/{sessionId}/delivered"): (
         "gateway",
-        lambda sid: {"upToSeq": 1},
+        lambda sid, p: {"upToSeq": 1},
         USER_ROUTE,
     ),
     ("GET", "/internal/sessions/{session_id}/membership"): (
         "session-svc",
-        lambda sid: None,
+        lambda sid, p: None,
         USER_ROUTE,
     ),
     ("POST", "/internal/flairbit/profile-changed"): (
         "gateway",
-        lambda sid: {"email": "bob.authz@example.com"},
+        lambda sid, p: {"email": p["bob"]},
         {**FLAIRBIT_ROUTE, "service_token": 204},
     ),
     ("POST", "/internal/flairbit/sessions"): (
         "gateway",
-        lambda sid: {
-            "firstEmail": "alice.authz@example.com",
-            "secondEmail": "bob.authz@example.com",
+        lambda sid, p: {
+            "firstEmail": p["alice"],
+            "secondEmail": p["bob"],
             "intent": "dating",
         },
         FLAIRBIT_ROUTE,
@@ -131,10 +134,12 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
     method, path = route
     where, make_body, expected = MATRIX[route]
     service = httpx.post(f"{stack.flairbit}/dev/service-token", timeout=5).json()["token"]
+    tag = uuid.uuid4().hex[:6]
+    people = {name: f"{name}.authz.{tag}@example.com" for name in ("alice", "bob", "eve", "carol")}
     tokens = {
-        "participant": stack.token("alice.authz@example.com"),
-        "other_user": stack.token("eve.authz@example.com"),
-        "other_intent_user": stack.token("carol.authz@example.com"),
+        "participant": stack.token(people["alice"]),
+        "other_user": stack.token(people["eve"]),
+        "other_intent_user": stack.token(people["carol"]),
         "no_token": None,
         "service_token": service,
     }
@@ -143,14 +148,14 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
         alice = {"Authorization": f"Bearer {tokens['participant']}"}
         session_id = client.post(
             f"{stack.gateway}/api/chat/init",
-            json={"toEmail": "bob.authz@example.com", "intent": "dating"},
+            json={"toEmail": people["bob"], "intent": "dating"},
             headers=alice,
         ).json()["sessionId"]
         # carol shares a session with bob, but for another intent
         carol = {"Authorization": f"Bearer {tokens['other_intent_user']}"}
         other = client.post(
             f"{stack.gateway}/api/chat/init",
-            json={"toEmail": "bob.authz@example.com", "intent": "freelance"},
+            json={"toEmail": people["bob"], "intent": "freelance"},
             headers=carol,
         )
         assert other.status_code == 200
@@ -158,7 +163,9 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
         for caller in CALLERS:
             token = tokens[caller]
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            answer = client.request(method, url, json=make_body(session_id), headers=headers)
+            answer = client.request(
+                method, url, json=make_body(session_id, people), headers=headers
+            )
             assert answer.status_code == expected[caller], (caller, answer.text)
             if path == "/api/chat/messages" and answer.status_code == 200:
                 item = answer.json()["results"][0]
