@@ -78,6 +78,22 @@ def test_odd_numbers_in_query_parameters_are_4xx(
     _problem(answer)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("limit", v) for v in ODD_NUMBERS] + [("before", v) for v in ["²", "x" * 5000, "", "a|b"]],
+)
+def test_odd_session_list_parameters_are_4xx(
+    stack: Stack, chat: Chat, no_tracebacks: None, name: str, value: str
+) -> None:
+    answer = httpx.get(
+        f"{stack.gateway}/api/chat/sessions",
+        params={name: value},
+        headers={"Authorization": f"Bearer {chat.alice_token}"},
+        timeout=10,
+    )
+    _problem(answer)
+
+
 def _bodies(chat: Chat) -> list[tuple[str, str]]:
     """(path, body) pairs for every JSON route: deep nesting at the root and in each field,
     huge and non-ASCII numbers where a seq goes."""

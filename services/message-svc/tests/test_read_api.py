@@ -411,3 +411,39 @@ async def test_only_participants_read_or_mark(
     assert garbage.headers["content-type"] == "application/problem+json"
     assert garbage.json()["field"] == "sessionId"
     assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == before
+
+
+async def test_the_session_list_is_paged_by_activity_with_a_cursor(
+    client: httpx.AsyncClient, new_session: SessionFactory, as_user: Headers
+) -> None:
+    chats = [await new_session(b=f"peer{i}@example.com") for i in range(5)]
+    for i, chat in enumerate(chats):  # activity: chats[4] most recent, chats[0] the oldest
+        await send(client, chat, chat.b, as_user, i + 1)
+    seen: list[str] = []
+    unread: list[int] = []
+    url = "/api/chat/sessions?limit=2"
+    pages = 0
+    while url:
+        answer = await client.get(url, headers=as_user("alice@example.com"))
+        assert answer.status_code == 200
+        page = answer.json()
+        seen += [s["sessionId"] for s in page["sessions"]]
+        unread += [s["unreadCount"] for s in page["sessions"]]
+        pages += 1
+        link = answer.headers.get("link")
+        assert (link is None) == ("nextBefore" not in page)
+        url = link.split(">")[0].lstrip("<") if link else ""
+    assert seen == [str(c.id) for c in reversed(chats)]  # most recent first, each once
+    assert unread == [5, 4, 3, 2, 1]
+    assert pages == 3
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "²", "x" * 300, "MjAyNnwxMjM"])
+async def test_a_cursor_the_api_did_not_give_is_422(
+    client: httpx.AsyncClient, as_user: Headers, cursor: str
+) -> None:
+    answer = await client.get(
+        "/api/chat/sessions", params={"before": cursor}, headers=as_user("alice@example.com")
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "before"

@@ -113,8 +113,12 @@ class SessionSummary(Response, frozen=True):
     created_at: dt.datetime
 
 
-class SessionList(Response, frozen=True):
+class SessionList(Response, frozen=True, omit_defaults=True):
+    """A page of the caller's sessions, most recently active first; ``nextBefore``, when there
+    may be more, is the ``before`` cursor of the next page (also in the ``Link`` header)."""
+
     sessions: list[SessionSummary]
+    next_before: str | None = None
 
 
 class Marks(Response, frozen=True):

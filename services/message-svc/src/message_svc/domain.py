@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import hashlib
+import uuid
 
 from chat_common.errors import ContentTooLarge, InvalidInput
 
@@ -30,3 +34,24 @@ def content_fingerprint(content: str) -> str:
 def next_mark(current: int, requested: int, last_seq: int) -> int:
     """A read/delivered mark never moves backwards and never passes the last message."""
     return max(current, min(requested, last_seq))
+
+
+def session_cursor(activity: dt.datetime, session_id: uuid.UUID) -> str:
+    """The ``before`` cursor after a session of a session-list page: opaque to clients."""
+    raw = f"{activity.isoformat()}|{session_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_session_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
+    """The (activity, session id) a cursor names; :class:`InvalidInput` for anything else."""
+    try:
+        if len(text) > 200:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        when, _, sid = raw.partition("|")
+        activity = dt.datetime.fromisoformat(when)
+        if activity.tzinfo is None:
+            raise ValueError("no time zone")
+        return activity, uuid.UUID(sid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("before is not a cursor this API gave", field="before") from None

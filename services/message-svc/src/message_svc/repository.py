@@ -284,34 +284,56 @@ async def unread(
     return count, [r for r in rows if r["id"] is not None]
 
 
-async def sessions_of(conn: Conn, user_email: str) -> list[asyncpg.Record]:
-    """Every session of a user with the peer, the last message and the unread count."""
+async def sessions_of(
+    conn: Conn,
+    user_email: str,
+    *,
+    limit: int,
+    before: tuple[dt.datetime, uuid.UUID] | None = None,
+) -> list[asyncpg.Record]:
+    """A page of a user's sessions, most recently active first (the last message's time, or
+    the session's creation), with the peer, the last message and the unread count; ``before``
+    is the (activity, session id) of the previous page's last session. The unread counts are
+    taken for the page's sessions only."""
     return list(
         await conn.fetch(
             """
-            SELECT s.id AS session_id, s.intent, s.created_at,
-                   me.profile_id AS me_profile_id, me.display_name AS me_display_name,
-                   me.user_email AS me_email,
-                   peer.profile_id AS peer_profile_id, peer.display_name AS peer_display_name,
-                   peer.user_email AS peer_email,
-                   last.id AS last_id, last.seq AS last_seq, last.sender_email AS last_sender,
-                   last.content AS last_content, last.sent_at AS last_sent_at,
+            WITH page AS (
+                SELECT s.id AS session_id, s.intent, s.created_at,
+                       me.profile_id AS me_profile_id, me.display_name AS me_display_name,
+                       me.user_email AS me_email, me.read_seq,
+                       peer.profile_id AS peer_profile_id,
+                       peer.display_name AS peer_display_name, peer.user_email AS peer_email,
+                       last.id AS last_id, last.seq AS last_seq,
+                       last.sender_email AS last_sender, last.content AS last_content,
+                       last.sent_at AS last_sent_at,
+                       COALESCE(last.sent_at, s.created_at) AS activity
+                FROM chat_participants me
+                JOIN chat_sessions s ON s.id = me.session_id
+                JOIN chat_participants peer
+                  ON peer.session_id = me.session_id AND peer.profile_id <> me.profile_id
+                LEFT JOIN LATERAL (
+                    SELECT m.id, m.seq, m.sender_email, m.content, m.sent_at
+                    FROM chat_messages m
+                    WHERE m.session_id = s.id AND m.seq = s.last_seq
+                ) last ON true
+                WHERE me.user_email = $1
+                  AND ($3::timestamptz IS NULL
+                       OR (COALESCE(last.sent_at, s.created_at), s.id) < ($3, $4::uuid))
+                ORDER BY activity DESC, s.id DESC
+                LIMIT $2
+            )
+            SELECT page.*,
                    (SELECT count(*) FROM chat_messages u
-                     WHERE u.session_id = s.id AND u.seq > me.read_seq
-                       AND u.sender_email <> me.user_email) AS unread_count
-            FROM chat_participants me
-            JOIN chat_sessions s ON s.id = me.session_id
-            JOIN chat_participants peer
-              ON peer.session_id = me.session_id AND peer.profile_id <> me.profile_id
-            LEFT JOIN LATERAL (
-                SELECT m.id, m.seq, m.sender_email, m.content, m.sent_at
-                FROM chat_messages m
-                WHERE m.session_id = s.id AND m.seq = s.last_seq
-            ) last ON true
-            WHERE me.user_email = $1
-            ORDER BY COALESCE(last.sent_at, s.created_at) DESC, s.id
+                     WHERE u.session_id = page.session_id AND u.seq > page.read_seq
+                       AND u.sender_email <> page.me_email) AS unread_count
+            FROM page
+            ORDER BY activity DESC, session_id DESC
             """,
             user_email,
+            limit,
+            before[0] if before else None,
+            before[1] if before else None,
         )
     )
 

@@ -31,6 +31,7 @@ from chat_common.openapi import Endpoint, Operation, Param
 from chat_common.problems import problem_of
 from chat_common.web import ascii_int, bearer_token, decode_json, json_response, parse_body
 
+from .domain import read_session_cursor
 from .service import MAX_PAGE
 from .state import AppState
 
@@ -135,7 +136,15 @@ async def unread(request: Request) -> Response:
 
 async def sessions(request: Request) -> Response:
     user = await _user(request)
-    return json_response(await state(request).messages.sessions(user))
+    limit = _int_param(request, "limit", 1, MAX_PAGE) or state(request).history_default_limit
+    cursor = request.query_params.get("before")
+    before = None if cursor is None else read_session_cursor(cursor)
+    page = await state(request).messages.sessions(user, limit=limit, before=before)
+    headers = None
+    if page.next_before is not None:
+        query = urlencode({"limit": limit, "before": page.next_before})
+        headers = {"Link": f'<{request.url.path}?{query}>; rel="next"'}
+    return json_response(page, headers=headers)
 
 
 def _mark(kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -230,9 +239,15 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
         Operation(
             "GET",
             "/api/chat/sessions",
-            "The caller's sessions with peer, last message and unread count",
+            "A page of the caller's sessions with peer, last message and unread count, most"
+            " recently active first; the next page is in Link and nextBefore",
             answer=SessionList,
-            errors=(401, 429),
+            params=(
+                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+                Param("before", "query", {"type": "string"}),
+            ),
+            errors=(401, 422, 429),
+            headers={"Link": 'the next page, rel="next"'},
             tags=("sessions",),
         ),
         sessions,

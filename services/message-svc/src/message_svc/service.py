@@ -37,7 +37,7 @@ from chat_common.errors import (
 from chat_common.web import DATABASE_UNAVAILABLE
 
 from . import repository
-from .domain import check_content, content_fingerprint
+from .domain import check_content, content_fingerprint, session_cursor
 from .events import message_event_template, receipt_event
 from .groupcommit import GroupCommit, SessionGone, Stored
 from .notifier import Notifier
@@ -292,10 +292,20 @@ class MessageService:
             count, rows = await repository.unread(conn, session_id, me, MAX_PAGE)
         return UnreadView(session_id=session_id, count=count, messages=[_view(r, me) for r in rows])
 
-    async def sessions(self, user_email: str) -> SessionList:
+    async def sessions(
+        self,
+        user_email: str,
+        *,
+        limit: int = 50,
+        before: tuple[dt.datetime, uuid.UUID] | None = None,
+    ) -> SessionList:
         async with self._pool.acquire() as conn:
-            rows = await repository.sessions_of(conn, user_email)
+            rows = await repository.sessions_of(conn, user_email, limit=limit, before=before)
+        following = None
+        if len(rows) == limit:
+            following = session_cursor(rows[-1]["activity"], rows[-1]["session_id"])
         return SessionList(
+            next_before=following,
             sessions=[
                 SessionSummary(
                     session_id=r["session_id"],
@@ -323,7 +333,7 @@ class MessageService:
                     created_at=r["created_at"],
                 )
                 for r in rows
-            ]
+            ],
         )
 
     async def mark(self, user_email: str, session_id: uuid.UUID, kind: str, up_to: int) -> Marks:
