@@ -342,3 +342,17 @@ def test_websocket_timeouts(variant: str, request: pytest.FixtureRequest) -> Non
         assert int(annotations[f"nginx.ingress.kubernetes.io/{key}"]) >= 3600, key
     _, api_ingress = routes["/api"]
     assert api_ingress is not ws_ingress, "REST keeps short timeouts on its own Ingress"
+
+
+@pytest.mark.parametrize("variant", ["manifests", "manifests_ws_direct"])
+def test_the_websocket_route_logs_no_request_lines(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    """A browser's handshake URL carries its token (?access_token=): the Ingress serving /ws
+    must not write it to nginx's access log, and no Ingress route of the API takes it."""
+    routes = _routes(request.getfixturevalue(variant))
+    _, ws_ingress = routes["/ws"]
+    annotations = ws_ingress["metadata"]["annotations"]
+    assert annotations.get("nginx.ingress.kubernetes.io/enable-access-log") == "false"
+    ws_paths = {p["path"] for r in ws_ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert ws_paths == {"/ws"}
