@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
+
+from session_svc.app import create_app
+from session_svc.settings import Settings
 
 from .test_sessions_api import auth, client, init  # noqa: F401 - the client fixture
 
 __all__ = ["client"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def service_token(flairbit: Any) -> str:
@@ -97,3 +111,67 @@ async def test_anything_but_flairbits_service_token_is_401(
     ):
         answer = await client.post(path, json=body, headers=headers)
         assert answer.status_code == 401, (path, answer.text)
+
+
+@contextlib.asynccontextmanager
+async def instance(
+    database_url: str, flairbit: Any, redis_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One more session-svc instance, its profile changes shared through Redis."""
+    settings = Settings(
+        database_url=database_url,
+        flairbit_url=flairbit.url,
+        service_private_key_file=flairbit.service_private_key_file,
+        jwt_jwks_url=flairbit.jwks_url,
+        jwt_issuer="flairbit",
+        jwt_audience="chat",
+        redis_url=redis_url,
+    )
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://session-svc") as c:
+            yield c
+
+
+async def test_a_profile_change_reaches_every_instance_through_redis(
+    db_pool: Any, database_url: str, flairbit_reset: Any
+) -> None:
+    redis = "redis://127.0.0.1:6379/0"
+    async with (
+        instance(database_url, flairbit_reset, redis) as one,
+        instance(database_url, flairbit_reset, redis) as two,
+    ):
+        await asyncio.sleep(0.3)  # both subscribed
+        for c in (one, two):  # both cache Bob's profile
+            seen = await init(c, flairbit_reset, "alice@example.com", "bob@example.com")
+            assert "Bob" in {p["displayName"] for p in seen.json()["participants"]}
+        flairbit_reset.control(
+            "PUT", "/dev/users/bob@example.com/profile/dating", json={"displayName": "Robert"}
+        )
+        told = await one.post(  # FlairBit reaches instance one only
+            "/internal/flairbit/profile-changed",
+            json={"email": "bob@example.com"},
+            headers={"Authorization": f"Bearer {service_token(flairbit_reset)}"},
+        )
+        assert told.status_code == 204
+        async with asyncio.timeout(5):
+            while True:
+                fresh = await init(two, flairbit_reset, "alice@example.com", "bob@example.com")
+                if "Robert" in {p["displayName"] for p in fresh.json()["participants"]}:
+                    break
+                await asyncio.sleep(0.05)
+
+
+async def test_a_change_that_cannot_reach_the_others_is_503_for_flairbit_to_retry(
+    db_pool: Any, database_url: str, flairbit_reset: Any
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    async with instance(database_url, flairbit_reset, nowhere) as one:
+        told = await one.post(
+            "/internal/flairbit/profile-changed",
+            json={"email": "bob@example.com"},
+            headers={"Authorization": f"Bearer {service_token(flairbit_reset)}"},
+        )
+        assert told.status_code == 503
+        assert told.json()["code"] == "DEPENDENCY_UNAVAILABLE"

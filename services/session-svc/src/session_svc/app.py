@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,12 +19,22 @@ from chat_common.observability import RequestContextMiddleware
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
 from .flairbit import ProfileDirectory
+from .invalidation import Invalidations
 from .routes import routes, state
 from .service import SessionService
 from .settings import Settings
 from .state import AppState
 
 SERVICE = "session-svc"
+
+
+def _redis(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    timeout = settings.redis_timeout_seconds
+    return Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -34,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             tracing.trace_client(http)
             pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+            redis = _redis(settings)
             try:
                 tokens = verifiers(
                     settings,
@@ -55,18 +67,26 @@ def create_app(settings: Settings) -> Starlette:
                     breaker_threshold=settings.breaker_threshold,
                     breaker_reset_seconds=settings.breaker_reset_seconds,
                 )
-                yield {
-                    "app": AppState(
-                        pool=pool,
-                        http=http,
-                        users=tokens.users,
-                        flairbit_tokens=tokens.flairbit,
-                        profiles=profiles,
-                        sessions=SessionService(pool, profiles),
-                    )
-                }
+                invalidations = Invalidations(profiles, redis)
+                invalidations.start()
+                try:
+                    yield {
+                        "app": AppState(
+                            pool=pool,
+                            http=http,
+                            users=tokens.users,
+                            flairbit_tokens=tokens.flairbit,
+                            profiles=profiles,
+                            sessions=SessionService(pool, profiles),
+                            invalidations=invalidations,
+                        )
+                    }
+                finally:
+                    await invalidations.stop()
             finally:
                 await pool.close()
+                if redis is not None:
+                    await redis.aclose()
 
     def checks(request: Request) -> Sequence[ReadinessCheck]:
         pool = state(request).pool

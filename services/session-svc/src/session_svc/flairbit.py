@@ -80,6 +80,9 @@ class ProfileDirectory:
             await self._cache.delete(self.cache_key(email, cached_intent))
         await self._cache.delete(index)
 
+    async def forget_all(self) -> None:
+        await self._cache.clear()
+
     async def _remember(self, email: str, intent: str, value: object, ttl: int) -> None:
         await self._cache.set(self.cache_key(email, intent), value, ttl=ttl)
         index = self.cache_key(email, "*")

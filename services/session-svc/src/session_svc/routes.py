@@ -59,7 +59,7 @@ async def profile_changed(request: Request) -> Response:
     await _flairbit(request)
     body = await parse_body(request, ProfileChanged, max_bytes=4096)
     email = normalise_email(body.email)
-    await state(request).profiles.invalidate(email, body.intent)
+    await state(request).invalidations.changed(email, body.intent)
     return Response(status_code=204)
 
 

@@ -18,6 +18,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     service_jwt_audience: str = "flairbit"
     service_jwt_ttl_seconds: float = 120.0
     profile_cache_ttl_seconds: int = 300
+    # FlairBit's profile-changed reaches one instance; through Redis pub/sub it reaches all.
+    # Without it, each instance's cache forgets a changed profile within its TTL.
+    redis_url: str | None = None
+    redis_timeout_seconds: float = 0.5
     breaker_threshold: int = 5
     breaker_reset_seconds: float = 15.0
     # FlairBit's own service JWTs (for /internal/flairbit/*): its signing key is the one of the

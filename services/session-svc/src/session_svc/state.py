@@ -10,6 +10,7 @@ import httpx
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier
 
 from .flairbit import ProfileDirectory
+from .invalidation import Invalidations
 from .service import SessionService
 
 
@@ -21,3 +22,4 @@ class AppState:
     flairbit_tokens: TokenVerifier
     profiles: ProfileDirectory
     sessions: SessionService
+    invalidations: Invalidations
