@@ -6,15 +6,15 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from chat_common.handshake import client_address
+
 
 def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
     """One address for rate limits and for the ``X-Forwarded-For`` the upstreams and the
     WebSocket edge receive, for HTTP and WebSocket alike."""
-    if trust_forwarded_for:
-        forwarded = Headers(scope=scope).get("x-forwarded-for")
-        if forwarded:
-            first = forwarded.split(",")[0].strip()
-            if first:
-                return first
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return client_address(
+        str(client[0]) if client else None,
+        Headers(scope=scope).get("x-forwarded-for"),
+        trust_forwarded_for,
+    )

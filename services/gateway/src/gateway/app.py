@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from chat_common import tracing
 from chat_common.errors import AuthenticationFailed, ChatError, NotFound
+from chat_common.handshake import handshake_token
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.problems import error_response
@@ -108,16 +109,9 @@ async def docs(request: Request) -> Response:
     )
 
 
-def _handshake_token(websocket: WebSocket) -> str | None:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return websocket.query_params.get("access_token")
-
-
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = _state(websocket)
-    token = _handshake_token(websocket)
+    token = handshake_token(websocket.headers.get("authorization"), websocket.url.query)
     if token is not None:
         # Connection attempts per user when the handshake names the user; the edge checks
         # the token (also when it only comes in the CONNECT frame) and answers its errors.

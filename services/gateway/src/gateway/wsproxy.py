@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from chat_common.errors import ChatError, DependencyError, DependencyTimeout, DependencyUnavailable
+from chat_common.handshake import origin_allowed
 from chat_common.observability import request_id_var
 from chat_common.problems import error_response, problem_response
 
@@ -40,11 +41,6 @@ _PASSED_BACK = ("content-type", "retry-after", "www-authenticate")
 # Messages from the edge to the client (the edge caps what it sends well below this).
 MAX_MESSAGE = 1 << 20
 OPEN_TIMEOUT_SECONDS = 5.0
-
-
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    """Clients that send no Origin (not browsers) pass; browsers must be on the list."""
-    return origin is None or "*" in allowed or origin in allowed
 
 
 def edge_refusal(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
@@ -71,7 +67,7 @@ async def relay(
     websocket: WebSocket, edge_url: str, allowed_origins: tuple[str, ...], *, forwarded_for: str
 ) -> None:
     origin = websocket.headers.get("origin")
-    if not origin_allowed(origin, allowed_origins):
+    if not origin_allowed(origin, allowed_origins, websocket.headers.get("host")):
         refused = problem_response(
             403,
             title="Forbidden",

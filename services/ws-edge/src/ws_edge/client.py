@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_common.dto import Membership, SendMessageRequest
 from chat_common.errors import ChatError
+from chat_common.handshake import bearer
 from chat_common.ratelimit import Bucket, BucketPolicy, take
 from ws_edge.stomp.connection import ServerConnection
 from ws_edge.stomp.events import (
@@ -56,14 +57,6 @@ ERROR_QUEUE = "/user/queue/error"
 ACK_QUEUE = "/user/queue/ack"
 
 Held = tuple[str, str, EncodedMessage]  # destination, message-id, encoded tail
-
-
-def bearer(value: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer`` value."""
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 class ClientSession:

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -32,10 +33,13 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from chat_common import tracing
+from chat_common.errors import DependencyUnavailable
+from chat_common.handshake import client_address, handshake_token, origin_allowed
 from chat_common.jwt_verify import verifiers
+from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 
 from .broker import RabbitBroker
-from .client import ClientSession, bearer
+from .client import ClientSession
 from .disconnect import Disconnect
 from .edge import Edge
 from .seats import MemorySeats, RedisSeats, Seats
@@ -106,35 +110,20 @@ def select_subprotocol(
     return None
 
 
-def origin_allowed(origin: str | None, allowed: Sequence[str], host: str | None = None) -> bool:
-    """Browsers send Origin and must be on the list; other clients send none and pass. A
-    same-origin request (the Origin's host is the Host it asks, as websocket-client and so
-    stomp.py send by default) passes too: the edge serves no pages another site could use."""
-    if origin is None or "*" in allowed or origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    return host is not None and parts.scheme in ("http", "https") and parts.netloc == host
-
-
-def handshake_token(request: Request) -> str | None:
-    """The token of the handshake: ``Authorization: Bearer``, else ``?access_token=``."""
-    token = bearer(request.headers.get("Authorization"))
-    if token:
-        return token
-    values = parse_qs(urlsplit(request.path).query).get("access_token", [])
-    return values[0] if values and values[0] else None
-
-
 class EdgeServer:
-    def __init__(self, settings: Settings, edge: Edge) -> None:
+    def __init__(self, settings: Settings, edge: Edge, attempts: Buckets | None = None) -> None:
         self.settings = settings
         self.edge = edge
+        # WebSocket handshakes per client address (None: not limited here)
+        self._attempts = attempts
 
     @property
     def ready(self) -> bool:
         return self.edge.accepting and self.edge.broker.connected
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return _plain(http.HTTPStatus.OK, b'{"status":"ok"}', "application/json")
@@ -158,12 +147,36 @@ class EdgeServer:
             return _plain(http.HTTPStatus.FORBIDDEN, b"origin not allowed", "text/plain")
         if not self.ready:
             return _plain(http.HTTPStatus.SERVICE_UNAVAILABLE, b"not ready", "text/plain")
-        return None
+        return await self._metered(connection, headers)
+
+    async def _metered(self, connection: ServerConnection, headers: Headers) -> Response | None:
+        """429 past the handshakes allowed per client address (the TCP peer, or the first hop
+        of X-Forwarded-For with TRUST_FORWARDED_FOR). A limit store that cannot be asked
+        (Redis down) lets the handshake through: the connection still needs a valid token."""
+        if self._attempts is None:
+            return None
+        peer = connection.remote_address[0] if connection.remote_address else None
+        address = client_address(
+            peer, headers.get("X-Forwarded-For"), self.settings.trust_forwarded_for
+        )
+        try:
+            allowed, wait = await self._attempts.take(address)
+        except DependencyUnavailable as exc:
+            log.warning("handshake not metered (%s)", exc.detail)
+            return None
+        if allowed:
+            return None
+        response = _plain(
+            http.HTTPStatus.TOO_MANY_REQUESTS, b"too many connection attempts", "text/plain"
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     async def handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        await ClientSession(self.edge, connection, handshake_token(request)).run()
+        token = handshake_token(request.headers.get("Authorization"), urlsplit(request.path).query)
+        await ClientSession(self.edge, connection, token).run()
 
     async def shutdown(self, server: Server) -> None:
         """Stop accepting, tell every client to reconnect elsewhere (1012), wait for them to
@@ -246,7 +259,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users, seats)
         holder.append(edge)
         await broker.start()
-        edge_server = EdgeServer(settings, edge)
+        edge_server = EdgeServer(settings, edge, _attempts(settings, redis))
         renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
         try:
             async with serve(
@@ -274,6 +287,16 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             await broker.close()  # the exclusive queue and its bindings go with the connection
             if redis is not None:
                 await redis.aclose()
+
+
+def _attempts(settings: Settings, redis: Redis | None) -> Buckets | None:
+    """Handshakes per client address, shared through Redis when there is one."""
+    if settings.connect_ip_burst <= 0:
+        return None
+    policy = BucketPolicy(settings.connect_ip_burst, settings.connect_ip_rate_per_second)
+    if redis is None:
+        return MemoryBuckets(policy)
+    return RedisBuckets(redis, policy, prefix="chat:ws-edge:ip:")
 
 
 def _redis(settings: Settings) -> Redis | None:

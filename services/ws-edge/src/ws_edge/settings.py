@@ -53,6 +53,12 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     send_route: str = "direct"
     # SENDs of one connection waiting for message-svc's answer, at most.
     max_waiting_sends: int = 1_000
+    # WebSocket handshakes per client address (token bucket; 0: not limited here). Behind the
+    # gateway every handshake comes from the gateway, which limits per address itself: set
+    # TRUST_FORWARDED_FOR (the gateway and an Ingress send X-Forwarded-For) to count clients.
+    connect_ip_burst: int = 0
+    connect_ip_rate_per_second: float = 5.0
+    trust_forwarded_for: bool = False
     # Open STOMP connections per user across every edge (0: no cap), counted in Redis when
     # REDIS_URL is set (else per edge); an edge renews its connections' leases every third
     # of CONNECTION_LEASE_SECONDS, so a dead edge's connections stop counting within one.
