@@ -106,9 +106,10 @@ async def test_redis_down_answers_503_and_stores_nothing(
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == PROBLEM_CONTENT_TYPE
         assert answer.json()["code"] == "DEPENDENCY_UNAVAILABLE"
-        ready = await client.get("/readyz")
-        assert ready.status_code == 503
-        assert "redis" in ready.json()["detail"]
+        ready = await client.get("/readyz")  # Redis is down for every instance alike
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert "redis" in ready.json()["dependencies"]
     assert await counts(db_pool) == (0, 0)
 
 
@@ -188,3 +189,34 @@ async def test_concurrent_identical_sends_pass_the_duplicate_rule_only_up_to_the
         await redis.delete(*await user_keys(redis, session.a))
     finally:
         await redis.aclose()
+
+
+async def readiness_until(
+    client: httpx.AsyncClient, wanted: Callable[[dict[str, Any]], bool]
+) -> httpx.Response:
+    """Ask /readyz until its body is ``wanted`` (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            answer = await client.get("/readyz")
+            if wanted(answer.json()):
+                return answer
+            await asyncio.sleep(0.1)
+
+
+async def test_readiness_sees_rabbitmq_reconnecting_and_stays_ready(
+    settings_factory: Callable[..., Any],
+) -> None:
+    """A robust AMQP connection is not "closed" while it reconnects: readiness asks whether it
+    is connected, and reports it as a degraded dependency, not as a reason to leave the
+    Service."""
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        amqp_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.2"
+        async with serving(settings_factory(amqp_url=amqp_url)) as client:
+            ready = await client.get("/readyz")
+            assert ready.json() == {"status": "ready"}
+            proxy.cut()  # the broker vanishes: the connection drops and cannot come back
+            ready = await readiness_until(client, lambda r: "rabbitmq" in r.get("dependencies", {}))
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "degraded"
+            proxy.restore()
+            await readiness_until(client, lambda r: r == {"status": "ready"})

@@ -4,8 +4,8 @@
 dropped past ``max_keys``); :class:`RedisBuckets` keeps them in Redis, updated by one atomic Lua
 script using Redis's clock, so every instance of a service shares them. When Redis cannot be
 reached (refused, reset, timed out), :class:`RedisBuckets` raises
-:class:`~chat_common.errors.DependencyUnavailable`, which callers answer as 503 rather than
-letting a request through unmetered.
+:class:`~chat_common.errors.DependencyUnavailable`; :class:`FallbackBuckets` answers from its
+own process's buckets instead (each instance then meters alone: degraded, never unmetered).
 """
 
 from __future__ import annotations
@@ -172,3 +172,26 @@ def _unavailable(exc: Exception) -> DependencyUnavailable:
     return DependencyUnavailable(
         f"the rate-limit store (Redis) is unavailable: {type(exc).__name__}"
     )
+
+
+class FallbackBuckets:
+    """Shared buckets, and this process's own while the shared store cannot be asked: a Redis
+    outage degrades a limit to per instance instead of refusing every request."""
+
+    def __init__(self, shared: Buckets, local: Buckets, on_fallback: Callable[[], None]) -> None:
+        self._shared = shared
+        self._local = local
+        self._on_fallback = on_fallback
+
+    async def take(self, key: str) -> tuple[bool, float]:
+        try:
+            return await self._shared.take(key)
+        except DependencyUnavailable:
+            self._on_fallback()
+            return await self._local.take(key)
+
+    async def refund(self, key: str) -> None:
+        try:
+            await self._shared.refund(key)
+        except DependencyUnavailable:
+            await self._local.refund(key)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -178,21 +178,41 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
 }
 
 
+DEPENDENCY_UP = Gauge(
+    "chat_dependency_up",
+    "Whether a shared dependency answered this instance's last readiness probe (1) or not (0)",
+    ["dependency"],
+)
+
+
 def operational_routes(
-    checks: Callable[[Request], Sequence[ReadinessCheck]], timeout: float = 2.0
+    checks: Callable[[Request], Sequence[ReadinessCheck]],
+    timeout: float = 2.0,
+    *,
+    dependencies: Callable[[Request], Sequence[ReadinessCheck]] | None = None,
 ) -> list[BaseRoute]:
-    """``/healthz`` (alive), ``/readyz`` (dependencies answer) and ``/metrics``."""
+    """``/healthz`` (alive), ``/readyz`` and ``/metrics``.
+
+    ``/readyz`` is 503 only when one of ``checks`` fails: what this instance itself cannot do.
+    ``dependencies`` are the shared ones (the database, the broker, Redis, upstream services):
+    one that fails is down for every instance alike, and taking them all out of their Service
+    would turn each request's clear 503 into the load balancer's blanket one; so it is reported
+    (``"status": "degraded"``, and ``chat_dependency_up``) with 200."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def probe(found: Sequence[ReadinessCheck]) -> dict[str, str]:
         failed: dict[str, str] = {}
-        for name, check in checks(request):
+        for name, check in found:
             try:
                 await asyncio.wait_for(check(), timeout)
             except Exception as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"[:200]
+        return failed
+
+    async def readyz(request: Request) -> Response:
+        failed = await probe(checks(request))
         if failed:
             return problem_response(
                 503,
@@ -200,6 +220,12 @@ def operational_routes(
                 detail="; ".join(f"{k}: {v}" for k, v in failed.items()),
                 code="NOT_READY",
             )
+        shared = dependencies(request) if dependencies is not None else ()
+        down = await probe(shared)
+        for name, _ in shared:
+            DEPENDENCY_UP.labels(name).set(0 if name in down else 1)
+        if down:
+            return JSONResponse({"status": "degraded", "dependencies": down})
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:

@@ -9,6 +9,7 @@ from typing import cast
 
 import aiohttp
 import httpx
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -26,7 +27,13 @@ from chat_common.handshake import handshake_token
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.problems import error_response
-from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
+from chat_common.ratelimit import (
+    BucketPolicy,
+    Buckets,
+    FallbackBuckets,
+    MemoryBuckets,
+    RedisBuckets,
+)
 from chat_common.web import (
     EXCEPTION_HANDLERS,
     ReadinessCheck,
@@ -129,15 +136,28 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     )
 
 
+LIMITS_DEGRADED = Counter(
+    "chat_gateway_limits_degraded_total",
+    "Rate-limit checks answered by this instance alone because Redis could not be asked",
+    ["limit"],
+)
+
+
 def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
+    """Shared through Redis when configured; while Redis cannot be asked, this instance's own
+    buckets decide (each instance then meters alone: degraded, never unmetered)."""
     if redis is None:
         return MemoryBuckets(policy)
-    return RedisBuckets(redis, policy, prefix=f"chat:gateway:{name}:")
+    return FallbackBuckets(
+        RedisBuckets(redis, policy, prefix=f"chat:gateway:{name}:"),
+        MemoryBuckets(policy),
+        LIMITS_DEGRADED.labels(name).inc,
+    )
 
 
 def redis_client(settings: Settings) -> Redis | None:
     """The rate-limit store, when configured: short socket and connect timeouts and one
-    immediate retry (a pooled connection Redis dropped), so an outage is a prompt 503."""
+    immediate retry (a pooled connection Redis dropped), so an outage is noticed at once."""
     if not settings.redis_url:
         return None
     timeout = settings.redis_timeout_seconds
@@ -235,7 +255,7 @@ def create_app(settings: Settings) -> Starlette:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
         routes=[
-            *operational_routes(checks),
+            *operational_routes(lambda request: (), dependencies=checks),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
             Route("/api/{path:path}", api, methods=methods),

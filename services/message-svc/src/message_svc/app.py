@@ -106,8 +106,10 @@ def create_app(settings: Settings) -> Starlette:
         app_state = state(request)
 
         async def broker() -> None:
-            if app_state.amqp.is_closed:
-                raise ConnectionError("RabbitMQ connection is closed")
+            # A robust connection is not "closed" while it reconnects: ask whether it is up.
+            connection = app_state.amqp
+            if connection.is_closed or not connection.connected.is_set():
+                raise ConnectionError("RabbitMQ is not connected")
 
         found: list[ReadinessCheck] = [
             ("postgres", lambda: ping(app_state.pool)),
@@ -119,7 +121,7 @@ def create_app(settings: Settings) -> Starlette:
         return found
 
     return Starlette(
-        routes=[*routes(), *operational_routes(checks)],
+        routes=[*routes(), *operational_routes(lambda request: (), dependencies=checks)],
         middleware=[*tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

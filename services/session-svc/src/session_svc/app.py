@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         return [("postgres", lambda: ping(pool))]
 
     return Starlette(
-        routes=[*routes(), *operational_routes(checks)],
+        routes=[*routes(), *operational_routes(lambda request: (), dependencies=checks)],
         middleware=[*tracing.middleware(), Middleware(RequestContextMiddleware, service=SERVICE)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
