@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 
-from session_svc.app import create_app
-from session_svc.settings import Settings
-
-from .test_sessions_api import auth, client, init  # noqa: F401 - the client fixture
+from .test_sessions_api import auth, client, init, instance  # noqa: F401 - the client fixture
 
 __all__ = ["client"]
 
@@ -113,34 +107,13 @@ async def test_anything_but_flairbits_service_token_is_401(
         assert answer.status_code == 401, (path, answer.text)
 
 
-@contextlib.asynccontextmanager
-async def instance(
-    database_url: str, flairbit: Any, redis_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    """One more session-svc instance, its profile changes shared through Redis."""
-    settings = Settings(
-        database_url=database_url,
-        flairbit_url=flairbit.url,
-        service_private_key_file=flairbit.service_private_key_file,
-        jwt_jwks_url=flairbit.jwks_url,
-        jwt_issuer="flairbit",
-        jwt_audience="chat",
-        redis_url=redis_url,
-    )
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://session-svc") as c:
-            yield c
-
-
 async def test_a_profile_change_reaches_every_instance_through_redis(
     db_pool: Any, database_url: str, flairbit_reset: Any
 ) -> None:
     redis = "redis://127.0.0.1:6379/0"
     async with (
-        instance(database_url, flairbit_reset, redis) as one,
-        instance(database_url, flairbit_reset, redis) as two,
+        instance(database_url, flairbit_reset, redis_url=redis) as one,
+        instance(database_url, flairbit_reset, redis_url=redis) as two,
     ):
         await asyncio.sleep(0.3)  # both subscribed
         for c in (one, two):  # both cache Bob's profile
@@ -167,7 +140,7 @@ async def test_a_change_that_cannot_reach_the_others_is_503_for_flairbit_to_retr
     db_pool: Any, database_url: str, flairbit_reset: Any
 ) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    async with instance(database_url, flairbit_reset, nowhere) as one:
+    async with instance(database_url, flairbit_reset, redis_url=nowhere) as one:
         told = await one.post(
             "/internal/flairbit/profile-changed",
             json={"email": "bob@example.com"},

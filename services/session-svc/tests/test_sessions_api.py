@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,26 +18,39 @@ from session_svc.app import create_app
 from session_svc.settings import Settings
 
 
-@pytest.fixture
-async def client(
-    db_pool: asyncpg.Pool, database_url: str, flairbit_reset: Any
+@contextlib.asynccontextmanager
+async def instance(
+    database_url: str, flairbit: Any, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """A session-svc served in-process on the test database, talking to the FlairBit stand-in."""
     settings = Settings(
         database_url=database_url,
-        flairbit_url=flairbit_reset.url,
-        service_private_key_file=flairbit_reset.service_private_key_file,
-        jwt_jwks_url=flairbit_reset.jwks_url,
+        flairbit_url=flairbit.url,
+        service_private_key_file=flairbit.service_private_key_file,
+        jwt_jwks_url=flairbit.jwks_url,
         jwt_issuer="flairbit",
         jwt_audience="chat",
-        flairbit_timeout_seconds=0.5,
-        breaker_threshold=3,
-        breaker_reset_seconds=30,
+        **overrides,
     )
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://session-svc") as c:
             yield c
+
+
+@pytest.fixture
+async def client(
+    db_pool: asyncpg.Pool, database_url: str, flairbit_reset: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with instance(
+        database_url,
+        flairbit_reset,
+        flairbit_timeout_seconds=0.5,
+        breaker_threshold=3,
+        breaker_reset_seconds=30,
+    ) as c:
+        yield c
 
 
 def auth(flairbit: Any, email: str) -> dict[str, str]:

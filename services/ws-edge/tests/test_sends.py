@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from chat_common.dto import SendMessageRequest
+from chat_common.tracing import TraceContext
 from ws_edge.sends import PendingSend, SendPipe
 from ws_edge.upstream import Refused, SendAnswer, Stored
 
@@ -17,7 +18,7 @@ def pending(content: str) -> PendingSend:
     request = SendMessageRequest(
         session_id=uuid.uuid4(), content=content, client_message_id=uuid.uuid4()
     )
-    return PendingSend(request, f"r-{content}", {})
+    return PendingSend(request, f"r-{content}", TraceContext())
 
 
 class Store:

@@ -105,12 +105,23 @@ def trace_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     return client
 
 
-def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Write the current trace context (W3C traceparent) into message headers."""
+def inject(
+    headers: MutableMapping[str, Any], within: context.Context | None = None
+) -> MutableMapping[str, Any]:
+    """Write the current trace context (or ``within``, one captured earlier with
+    :func:`current`) into message headers (W3C traceparent)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=within)
     headers.update(carrier)
     return headers
+
+
+TraceContext = context.Context
+
+
+def current() -> context.Context:
+    """The trace context of now, to :func:`inject` later (cheap: a reference)."""
+    return context.get_current()
 
 
 def extract(headers: Mapping[str, Any] | None) -> context.Context:

@@ -11,8 +11,6 @@ import aiohttp
 import httpx
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -34,6 +32,7 @@ from chat_common.ratelimit import (
     MemoryBuckets,
     RedisBuckets,
 )
+from chat_common.redis_client import redis_client
 from chat_common.web import (
     EXCEPTION_HANDLERS,
     ReadinessCheck,
@@ -155,22 +154,8 @@ def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
     )
 
 
-def redis_client(settings: Settings) -> Redis | None:
-    """The rate-limit store, when configured: short socket and connect timeouts and one
-    immediate retry (a pooled connection Redis dropped), so an outage is noticed at once."""
-    if not settings.redis_url:
-        return None
-    timeout = settings.redis_timeout_seconds
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-    )
-
-
 def create_app(settings: Settings) -> Starlette:
-    redis = redis_client(settings)
+    redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
     per_ip = _buckets(redis, BucketPolicy(settings.ip_burst, settings.ip_rate_per_second), "ip")
 
     @contextlib.asynccontextmanager

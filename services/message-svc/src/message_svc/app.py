@@ -6,9 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,6 +15,7 @@ from chat_common.db import create_pool, ping
 from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.ratelimit import BucketPolicy
+from chat_common.redis_client import redis_client
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
 from .consumer import SendConsumer
@@ -28,17 +26,6 @@ from .settings import Settings
 from .state import AppState
 
 SERVICE = "message-svc"
-
-
-def redis_client(url: str, timeout: float) -> Redis:
-    """A client that fails fast when Redis is down: short connect and command timeouts and
-    one immediate retry (a dropped pooled connection is reopened once)."""
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -54,9 +41,8 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(connection.close)
             policy = BucketPolicy(settings.send_burst, settings.send_rate_per_second)
             limiter: SendLimiter
-            redis: Redis | None = None
-            if settings.redis_url:
-                redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
+            redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
+            if redis is not None:
                 stack.push_async_callback(redis.aclose)
                 limiter = RedisLimiter(
                     redis,

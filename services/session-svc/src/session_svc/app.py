@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -16,6 +15,7 @@ from chat_common.db import create_pool, ping
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
+from chat_common.redis_client import redis_client
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
 from .flairbit import ProfileDirectory
@@ -28,15 +28,6 @@ from .state import AppState
 SERVICE = "session-svc"
 
 
-def _redis(settings: Settings) -> Redis | None:
-    if not settings.redis_url:
-        return None
-    timeout = settings.redis_timeout_seconds
-    return Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-
-
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -45,7 +36,7 @@ def create_app(settings: Settings) -> Starlette:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             tracing.trace_client(http)
             pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
-            redis = _redis(settings)
+            redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
             try:
                 tokens = verifiers(
                     settings,

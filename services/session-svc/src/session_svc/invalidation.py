@@ -40,7 +40,6 @@ class Invalidations:
         self._profiles = profiles
         self._redis = redis
         self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # subscribed (tests and readiness may wait on it)
 
     async def changed(self, email: str, intent: str | None) -> None:
         """Forget the profile here, then tell the other instances."""
@@ -71,7 +70,6 @@ class Invalidations:
             try:
                 await pubsub.subscribe(CHANNEL)
                 await self._profiles.forget_all()  # what was missed meanwhile
-                self.listening.set()
                 delay = 0.2
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
@@ -80,7 +78,6 @@ class Invalidations:
             except (RedisError, OSError) as exc:
                 log.warning("profile changes not heard (%s); subscribing again", exc)
             finally:
-                self.listening.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)

@@ -108,9 +108,7 @@ async def _send(client: ClientSession, event: SendReceived) -> None:
     except _DECODE_ERRORS as exc:
         client.error_message("INVALID_INPUT", str(exc), event.receipt, **_client_id(event.body))
         return
-    headers: dict[str, Any] = {}
-    tracing.inject(headers)
-    pending = PendingSend(request, event.receipt, headers)
+    pending = PendingSend(request, event.receipt, tracing.current())
     if client.edge.settings.send_route == "queue":
         await _enqueue(client, pending)
     elif not client.sends().submit(pending):
@@ -156,7 +154,8 @@ async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
         receipt=pending.receipt,
         connection=client.id,
     )
-    headers: dict[str, Any] = {"x-user": client.email, **pending.headers}
+    headers: dict[str, Any] = {"x-user": client.email}
+    tracing.inject(headers, pending.trace)
     try:
         await client.edge.broker.publish_send(msgspec.json.encode(command), headers)
     except Exception as exc:

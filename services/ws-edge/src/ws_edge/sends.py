@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_common.dto import BULK_MAX, SendMessageRequest
+from chat_common.tracing import TraceContext
 
 from .upstream import SendAnswer
 
@@ -26,7 +27,7 @@ from .upstream import SendAnswer
 class PendingSend:
     request: SendMessageRequest
     receipt: str | None
-    headers: dict[str, Any]  # what travels with the message (trace context)
+    trace: TraceContext  # the SEND's trace context, for the send queue if it comes to that
 
 
 Store = Callable[[list[SendMessageRequest]], Awaitable[list[SendAnswer]]]

@@ -37,6 +37,7 @@ from chat_common.errors import DependencyUnavailable
 from chat_common.handshake import client_address, handshake_token, origin_allowed
 from chat_common.jwt_verify import verifiers
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
+from chat_common.redis_client import redis_client
 
 from .broker import RabbitBroker
 from .client import ClientSession
@@ -248,7 +249,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_lost=lambda: holder[0].broker_lost(),
             on_restored=lambda: holder[0].broker_restored(),
         )
-        redis = _redis(settings)
+        redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
         seats: Seats = (
             MemorySeats(settings.max_connections_per_user)
             if redis is None
@@ -297,16 +298,6 @@ def _attempts(settings: Settings, redis: Redis | None) -> Buckets | None:
     if redis is None:
         return MemoryBuckets(policy)
     return RedisBuckets(redis, policy, prefix="chat:ws-edge:ip:")
-
-
-def _redis(settings: Settings) -> Redis | None:
-    """The seat store, when configured: short timeouts, so an outage degrades at once."""
-    if not settings.redis_url:
-        return None
-    timeout = settings.redis_timeout_seconds
-    return Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
 
 
 async def _renew_seats(edge: Edge, every: float) -> None:
