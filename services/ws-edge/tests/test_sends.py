@@ -10,8 +10,8 @@ from typing import Any
 
 from chat_common.dto import SendMessageRequest
 from chat_common.tracing import TraceContext
+from ws_edge.answers import Refused, SendAnswer, Stored
 from ws_edge.sends import PendingSend, SendPipe
-from ws_edge.upstream import Refused, SendAnswer, Stored
 
 
 def pending(content: str) -> PendingSend:

@@ -66,6 +66,25 @@ class BulkSendRequest(Request, frozen=True):
     messages: Annotated[list[SendMessageRequest], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
 
 
+GROUPS_MAX = 100  # senders in one grouped send
+GROUPED_MAX = 1_000  # messages in one grouped send, all senders together
+
+
+class SendGroup(Request, frozen=True):
+    """One sender's part of a grouped send (``POST /internal/sends``): the sender's own
+    token, which authenticates these messages and no others, and up to 100 messages."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
+    messages: Annotated[list[SendMessageRequest], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+
+
+class GroupedSendRequest(Request, frozen=True):
+    """Messages of several senders stored in one request: how ws-edge forwards the STOMP
+    SENDs of many connections at once. Each group is answered as a bulk send of its own."""
+
+    groups: Annotated[list[SendGroup], msgspec.Meta(min_length=1, max_length=GROUPS_MAX)]
+
+
 class MarkRequest(Request, frozen=True):
     up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
@@ -185,3 +204,16 @@ class BulkItemResult(Response, frozen=True, omit_defaults=True):
 
 class BulkSendResult(Response, frozen=True):
     results: list[BulkItemResult]
+
+
+class GroupResult(Response, frozen=True, omit_defaults=True):
+    """One group of a grouped send: ``status`` 200 with a result per message (as a bulk
+    send's), or the problem that refused the whole group (its token, its shape)."""
+
+    status: int
+    results: list[BulkItemResult] = msgspec.field(default_factory=list)
+    problem: Problem | None = None
+
+
+class GroupedSendResult(Response, frozen=True):
+    groups: list[GroupResult]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, cast
@@ -10,14 +11,18 @@ from urllib.parse import urlencode
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from chat_common import openapi
 from chat_common.dto import (
     BULK_MAX,
+    GROUPED_MAX,
+    GROUPS_MAX,
     BulkItemResult,
     BulkSendRequest,
     BulkSendResult,
+    GroupedSendResult,
+    GroupResult,
     HistoryPage,
     MarkRequest,
     Marks,
@@ -32,7 +37,7 @@ from chat_common.problems import problem_of
 from chat_common.web import ascii_int, bearer_token, decode_json, json_response, parse_body
 
 from .domain import read_session_cursor
-from .service import MAX_PAGE
+from .service import MAX_PAGE, Sent
 from .state import AppState
 
 
@@ -88,15 +93,14 @@ def _item(raw: msgspec.Raw) -> SendMessageRequest | ChatError:
         return exc
 
 
-async def send_messages(request: Request) -> Response:
-    user = await _user(request)
-    envelope = await parse_body(request, _BulkEnvelope, max_bytes=BULK_MAX_BYTES)
-    items = [_item(raw) for raw in envelope.messages]
-    valid = [item for item in items if isinstance(item, SendMessageRequest)]
-    outcomes = iter(await state(request).messages.send_many(user, valid))
+def _bulk_results(
+    items: list[SendMessageRequest | ChatError], outcomes: list[Sent | ChatError]
+) -> list[BulkItemResult]:
+    """A result per item, in order: ``outcomes`` answer the valid items, in their order."""
+    answered = iter(outcomes)
     results = []
     for index, item in enumerate(items):
-        outcome = item if isinstance(item, ChatError) else next(outcomes)
+        outcome = item if isinstance(item, ChatError) else next(answered)
         if isinstance(outcome, ChatError):
             problem = problem_of(outcome)
             results.append(BulkItemResult(index=index, status=problem.status, problem=problem))
@@ -106,7 +110,54 @@ async def send_messages(request: Request) -> Response:
                     index=index, status=200, message=outcome.message, replayed=outcome.replayed
                 )
             )
+    return results
+
+
+async def _send_items(request: Request, user: str, raw: list[msgspec.Raw]) -> list[BulkItemResult]:
+    items = [_item(r) for r in raw]
+    valid = [item for item in items if isinstance(item, SendMessageRequest)]
+    return _bulk_results(items, await state(request).messages.send_many(user, valid))
+
+
+async def send_messages(request: Request) -> Response:
+    user = await _user(request)
+    envelope = await parse_body(request, _BulkEnvelope, max_bytes=BULK_MAX_BYTES)
+    results = await _send_items(request, user, envelope.messages)
     return json_response(BulkSendResult(results=results))
+
+
+class _RawGroup(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+
+
+class _GroupedEnvelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    groups: Annotated[list[_RawGroup], msgspec.Meta(min_length=1, max_length=GROUPS_MAX)]
+
+
+GROUPED_MAX_BYTES = 4 * 1024 * 1024
+
+
+async def send_grouped(request: Request) -> Response:
+    """``POST /internal/sends``: several senders' messages in one request, each group
+    authenticated by its own sender's token and answered as that sender's bulk send would be.
+    All groups are handed to the group commit together, so they share its commits. A group
+    whose token fails is refused alone; the request as a whole fails only for its shape."""
+    envelope = await parse_body(request, _GroupedEnvelope, max_bytes=GROUPED_MAX_BYTES)
+    if sum(len(g.messages) for g in envelope.groups) > GROUPED_MAX:
+        raise InvalidInput(f"at most {GROUPED_MAX} messages in one request", field="groups")
+    users = state(request).users
+
+    async def one(group: _RawGroup) -> GroupResult:
+        try:
+            user = (await users.identify(group.token)).email
+            return GroupResult(status=200, results=await _send_items(request, user, group.messages))
+        except ChatError as exc:
+            problem = problem_of(exc)
+            return GroupResult(status=problem.status, problem=problem)
+
+    answers = await asyncio.gather(*(one(group) for group in envelope.groups))
+    return json_response(GroupedSendResult(groups=list(answers)))
 
 
 async def history(request: Request) -> Response:
@@ -314,5 +365,7 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
 def routes() -> list[BaseRoute]:
     return [
         *openapi.routes(OPERATIONS),
+        # Not behind the gateway (it routes /api/* and /internal/flairbit/* only): ws-edge's.
+        Route("/internal/sends", send_grouped, methods=["POST"]),
         openapi.openapi_route("message-svc", "1", [op for op, _ in OPERATIONS]),
     ]

@@ -39,6 +39,7 @@ from ws_edge.stomp.frames import EncodedMessage
 from ws_edge.stomp.parser import Limits
 
 from . import commands
+from .answers import SendAnswer, Stored
 from .disconnect import Disconnect, from_core
 from .edge import GAP_FILLS, RESUME_DROPPED, SUBSCRIPTIONS, Edge
 from .fanout import encode, refusal_detail
@@ -47,7 +48,6 @@ from .marks import DeliveredMarks, message_id
 from .resume import Fetch, ResumeOverflow, SeqGate, resume_point
 from .sender import CLOSE_TIMEOUT_SECONDS, Sender
 from .sends import PendingSend, SendPipe
-from .upstream import SendAnswer, Stored
 
 log = logging.getLogger(__name__)
 

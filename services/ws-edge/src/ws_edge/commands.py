@@ -40,8 +40,8 @@ from chat_common.errors import ChatError
 from chat_common.ratelimit import take
 from ws_edge.stomp.events import SendReceived
 
+from .answers import Refused, SendAnswer, Stored
 from .sends import PendingSend
-from .upstream import Refused, SendAnswer, Stored
 
 if TYPE_CHECKING:
     from .client import ClientSession

@@ -20,7 +20,7 @@ from typing import Any
 from chat_common.dto import BULK_MAX, SendMessageRequest
 from chat_common.tracing import TraceContext
 
-from .upstream import SendAnswer
+from .answers import SendAnswer
 
 
 @dataclass(frozen=True, slots=True)

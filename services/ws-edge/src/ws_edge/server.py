@@ -238,6 +238,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             no_seconds=settings.membership_cache_negative_seconds,
             max_entries=settings.membership_cache_entries,
             send_client=send_client,
+            sends_in_flight=settings.send_requests_in_flight,
         )
         holder: list[Edge] = []
         broker = RabbitBroker(

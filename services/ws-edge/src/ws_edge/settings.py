@@ -53,6 +53,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     send_route: str = "direct"
     # SENDs of one connection waiting for message-svc's answer, at most.
     max_waiting_sends: int = 1_000
+    # Requests storing SENDs out to message-svc at once, for all connections together; what
+    # arrives meanwhile goes in the next one (ws_edge.sendbatch).
+    send_requests_in_flight: int = 2
     # WebSocket handshakes per client address (token bucket; 0: not limited here). Behind the
     # gateway every handshake comes from the gateway, which limits per address itself: set
     # TRUST_FORWARDED_FOR (the gateway and an Ingress send X-Forwarded-For) to count clients.
@@ -84,6 +87,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             raise ValueError(f"send_route must be 'direct' or 'queue', got {self.send_route!r}")
         if self.max_waiting_sends < 1:
             raise ValueError("max_waiting_sends must be >= 1")
+        if self.send_requests_in_flight < 1:
+            raise ValueError("send_requests_in_flight must be >= 1")
         if self.max_connections_per_user < 0 or self.connection_lease_seconds <= 0:
             raise ValueError(
                 "max_connections_per_user must be >= 0 and connection_lease_seconds > 0"

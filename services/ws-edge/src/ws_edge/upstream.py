@@ -16,10 +16,12 @@ import msgspec
 from prometheus_client import Counter
 
 from chat_common import tracing
-from chat_common.dto import BulkSendRequest, Membership, SendMessageRequest
+from chat_common.dto import GroupedSendRequest, Membership, SendGroup, SendMessageRequest
 from chat_common.errors import DependencyUnavailable
 
+from .answers import Refused, SendAnswer, Stored, Unanswered
 from .cache import TtlCache
+from .sendbatch import Group, SendBatcher
 
 PAGE = 200  # message-svc's largest history page
 
@@ -35,31 +37,6 @@ class _Page(msgspec.Struct):
 
 class _Seq(msgspec.Struct):
     seq: int
-
-
-class Stored(msgspec.Struct, frozen=True):
-    """A SEND message-svc stored (or had stored before: a replay): the message as JSON."""
-
-    body: bytes
-    session: str
-    seq: int
-
-
-class Refused(msgspec.Struct, frozen=True):
-    """A SEND message-svc refused for good (invalid, not a participant, rate limited...)."""
-
-    code: str
-    detail: str
-
-
-class Unanswered(msgspec.Struct, frozen=True):
-    """message-svc could not be asked or could not answer (unreachable, 5xx): the SEND may
-    or may not be stored."""
-
-    detail: str
-
-
-SendAnswer = Stored | Refused | Unanswered
 
 
 class _Stored(msgspec.Struct):
@@ -79,14 +56,20 @@ class _Item(msgspec.Struct):
     problem: _Problem | None = None
 
 
-class _Bulk(msgspec.Struct):
-    results: list[_Item]
+class _Group(msgspec.Struct):
+    status: int
+    results: list[_Item] = msgspec.field(default_factory=list)
+    problem: _Problem | None = None
+
+
+class _Grouped(msgspec.Struct):
+    groups: list[_Group]
 
 
 _page = msgspec.json.Decoder(_Page)
 _stored = msgspec.json.Decoder(_Stored)
 _problem = msgspec.json.Decoder(_Problem)
-_bulk = msgspec.json.Decoder(_Bulk)
+_grouped = msgspec.json.Decoder(_Grouped)
 _seq = msgspec.json.Decoder(_Seq)
 _membership = msgspec.json.Decoder(Membership)
 
@@ -105,11 +88,17 @@ class Upstream:
         max_entries: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
         send_client: aiohttp.ClientSession | None = None,
+        sends_in_flight: int = 2,
     ) -> None:
         self._http = http
-        # SENDs go by aiohttp: one request per batch of a connection's SENDs, the edge's
-        # busiest call, where httpx's pool costs several times more CPU per request.
+        # SENDs go by aiohttp: the edge's busiest call, where httpx's pool costs several
+        # times more CPU per request.
         self._send_client = send_client
+        self._sends = SendBatcher(
+            self._send_groups,
+            lambda exc: Unanswered(f"send failed: {type(exc).__name__}"),
+            max_in_flight=sends_in_flight,
+        )
         self._sessions = session_svc.rstrip("/")
         self._messages = message_svc.rstrip("/")
         self._yes, self._no = yes_seconds, no_seconds
@@ -198,33 +187,37 @@ class Upstream:
         return answer.status_code
 
     async def send(self, token: str, requests: list[SendMessageRequest]) -> list[SendAnswer]:
-        """Store messages from one user (1 to ``BULK_MAX``), as ``POST /api/chat/message`` or,
-        for several, one bulk ``POST /api/chat/messages``: an answer per request, in order."""
+        """Store messages from one user (1 to ``BULK_MAX``): an answer per request, in order.
+        Concurrent calls go to message-svc together (:mod:`ws_edge.sendbatch`)."""
+        return await self._sends.store(token, requests)
+
+    async def _send_groups(self, groups: list[Group]) -> list[list[SendAnswer]]:
+        """One ``POST /internal/sends`` for several senders' messages."""
         if self._send_client is None:
             raise RuntimeError("this Upstream was made without a client for sends")
-        single = len(requests) == 1
-        path = "/api/chat/message" if single else "/api/chat/messages"
-        payload: object = requests[0] if single else BulkSendRequest(messages=requests)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        payload = GroupedSendRequest(
+            groups=[SendGroup(token=token, messages=messages) for token, messages in groups]
+        )
+        headers = {"Content-Type": "application/json"}
         tracing.inject(headers)
         try:
             async with self._send_client.post(
-                f"{self._messages}{path}", data=msgspec.json.encode(payload), headers=headers
+                f"{self._messages}/internal/sends",
+                data=msgspec.json.encode(payload),
+                headers=headers,
             ) as answer:
                 status, content = answer.status, await answer.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return [Unanswered(f"message-svc unreachable: {type(exc).__name__}")] * len(requests)
+            return _all(groups, Unanswered(f"message-svc unreachable: {type(exc).__name__}"))
         if status != 200:
-            return [_refusal(status, content)] * len(requests)
+            return _all(groups, _refusal(status, content))
         try:
-            if single:
-                return [_stored_answer(content)]
-            items = sorted(_bulk.decode(content).results, key=lambda item: item.index)
+            results = _grouped.decode(content).groups
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return [Unanswered(f"send answer unreadable: {exc}")] * len(requests)
-        if [item.index for item in items] != list(range(len(requests))):
-            return [Unanswered("send answer does not match the request")] * len(requests)
-        return [_item_answer(item) for item in items]
+            return _all(groups, Unanswered(f"send answer unreadable: {exc}"))
+        if len(results) != len(groups):
+            return _all(groups, Unanswered("send answer does not match the request"))
+        return [_group_answers(g, r) for g, r in zip(groups, results, strict=True)]
 
     async def _call(
         self, method: str, url: str, token: str, body: dict[str, Any] | None = None
@@ -253,6 +246,22 @@ def _refusal(status: int, body: bytes) -> SendAnswer:
     except (msgspec.DecodeError, msgspec.ValidationError):
         problem = _Problem(detail=f"message-svc answered {status}")
     return Refused(problem.code, problem.detail)
+
+
+def _all(groups: list[Group], answer: SendAnswer) -> list[list[SendAnswer]]:
+    return [[answer] * len(messages) for _, messages in groups]
+
+
+def _group_answers(group: Group, result: _Group) -> list[SendAnswer]:
+    size = len(group[1])
+    if result.status != 200:
+        if result.status >= 500 or result.problem is None:
+            return [Unanswered(f"message-svc answered {result.status} for a sender")] * size
+        return [Refused(result.problem.code, result.problem.detail)] * size
+    items = sorted(result.results, key=lambda item: item.index)
+    if [item.index for item in items] != list(range(size)):
+        return [Unanswered("send answer does not match the request")] * size
+    return [_item_answer(item) for item in items]
 
 
 def _item_answer(item: _Item) -> SendAnswer:
