@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import msgspec
 import pytest
+from websockets.protocol import State
 
 from chat_common import routing
 from chat_common.dto import Membership
@@ -50,13 +51,46 @@ class Upstream:
         return cast(Membership, object()) if (email, session) == (ALICE, MINE) else None
 
 
+class Transport:
+    """An open transport whose kernel buffer always has room."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+@dataclass
+class Protocol:
+    """The WebSocket protocol of an open connection, recording each text message."""
+
+    sent: list[str]
+    state: State = State.OPEN
+
+    def send_text(self, data: bytes) -> None:
+        self.sent.append(data.decode())
+
+    def data_to_send(self) -> list[bytes]:
+        return []
+
+
 @dataclass
 class Socket:
-    """What the edge reads (one message per item) and writes."""
+    """What the edge reads (one message per item) and writes, directly or by ``send``."""
 
     inbound: list[bytes]
     sent: list[str] = field(default_factory=list)
     close_code: int | None = None
+    transport: Transport = field(default_factory=Transport)
+    send_in_progress: None = None
+
+    @property
+    def protocol(self) -> Protocol:
+        return Protocol(self.sent)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._read()

@@ -1,11 +1,13 @@
 """Writing one connection's frames to its socket, through the bounded outbound buffer.
 
-A writer task runs only while there is something to write (an idle connection has none). One
-WebSocket text message per STOMP frame. Closing waits for what is queued, then sends the close
-frame with the reason's code; a client that does not take the close frame within the grace
-period (a slow reader, a vanished peer) has its socket dropped. A slow reader's backlog is
-discarded at once and its blocked write abandoned, so its memory is given back before the
-grace period runs.
+One WebSocket text message per STOMP frame. When nothing is queued and the socket takes data
+(its transport holds nothing unsent), frames are written at once, all of them in one write,
+with no task; otherwise they queue, and a writer task runs while there is something to write
+(an idle connection has none) and waits for the socket to drain between frames. Closing
+waits for what is queued, then sends the close frame with the reason's code; a client that
+does not take the close frame within the grace period (a slow reader, a vanished peer) has its
+socket dropped. A slow reader's backlog is discarded at once and its blocked write abandoned,
+so its memory is given back before the grace period runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 
 from websockets.asyncio.server import ServerConnection as Socket
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from .disconnect import Disconnect
 from .outbound import OutboundBuffer
@@ -37,10 +40,38 @@ class Sender:
         return self._out.size
 
     def send(self, chunks: list[bytes]) -> bool:
-        """Queue ``chunks``; False when the buffer is full (the client is too slow)."""
-        if self._closing is Disconnect.SLOW_CONSUMER or not self._out.extend(chunks):
+        """Write or queue ``chunks``; False when the buffer is full (the client is too slow)."""
+        if self._closing is Disconnect.SLOW_CONSUMER:
+            return False
+        if (
+            self._task is None
+            and not self._out
+            and self._closing is None
+            and self._write_now(chunks)
+        ):
+            return True
+        if not self._out.extend(chunks):
             return False
         self._kick()
+        return True
+
+    def _write_now(self, chunks: list[bytes]) -> bool:
+        """Write ``chunks`` in one go if the socket is open and has nothing unsent (so the
+        kernel takes them, or what it leaves is one write's worth); False to queue them."""
+        socket = self._socket
+        transport = socket.transport
+        if (
+            socket.protocol.state is not State.OPEN
+            or socket.send_in_progress is not None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > 0
+        ):
+            return False
+        for chunk in chunks:
+            socket.protocol.send_text(chunk)
+        data = socket.protocol.data_to_send()  # frames only: the connection is open
+        if data:
+            transport.write(data[0] if len(data) == 1 else b"".join(data))
         return True
 
     def close(self, reason: Disconnect) -> None:
