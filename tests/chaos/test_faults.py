@@ -168,12 +168,50 @@ async def test_kill_outbox_relay(
 async def test_kill_ws_edge(
     chaos_stack: Stack, knobs: Knobs, tmp_path: Path, reports: list[Report]
 ) -> None:
-    """kill -9 the ws-edge every client is on (the gateway relays /ws to one edge URL), then
-    restart the killed one on the same port: the clients' sockets close, they reconnect
+    """kill -9 the ws-edge every client is on (the gateway relays /ws to one edge URL) at a
+    moment RabbitMQ counts deliveries to it that it has not acknowledged yet (its acks go in
+    batches), then restart it on the same port: the clients' sockets close, they reconnect
     through the gateway with backoff and resume with ``x-resume-after-seq``."""
-    inject, heal = kill_and_restart(chaos_stack, "ws-edge")
+    kill, heal = kill_and_restart(chaos_stack, "ws-edge")
+    unacked: list[int] = []
+
+    async def inject() -> float:
+        unacked.append(await _until_unacked(chaos_stack, "ws-edge."))
+        began = time.monotonic()
+        await kill()
+        return began
+
     report = await run_fault(chaos_stack, knobs, "kill -9 ws-edge", inject, heal)
+    print(f"deliveries not acknowledged when the edge was killed: {unacked}")
     judge(report, tmp_path, reports)
+
+
+async def _until_unacked(stack: Stack, prefix: str, within: float = 10.0) -> int:
+    """Wait until a queue named ``prefix...`` in the stack's vhost has deliveries that are
+    not acknowledged yet; their count."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("no rabbitmqctl on this machine")
+    deadline = time.monotonic() + within
+    while True:
+        listed = await asyncio.to_thread(
+            _run,
+            ctl,
+            "-q",
+            "list_queues",
+            "-p",
+            stack.env["AMQP_VHOST"],
+            "name",
+            "messages_unacknowledged",
+            "--no-table-headers",
+            timeout=30,
+        )
+        for line in listed.stdout.splitlines():
+            name, _, count = line.strip().rpartition("\t")
+            if name.startswith(prefix) and count.isdigit() and int(count) > 0:
+                return int(count)
+        assert time.monotonic() < deadline, f"no unacknowledged deliveries: {listed.stdout!r}"
+        await asyncio.sleep(0.05)
 
 
 async def test_sigstop_message_svc(

@@ -131,6 +131,8 @@ class RabbitBroker:
         *,
         send_queue: str = "chat.send",
         prefetch: int = 256,
+        ack_batch: int = ACK_BATCH,
+        ack_delay: float = ACK_DELAY_SECONDS,
         on_lost: Listener | None = None,
         on_restored: Listener | None = None,
     ) -> None:
@@ -149,7 +151,7 @@ class RabbitBroker:
         self._lock = asyncio.Lock()
         self._closing = False
         self._up = True
-        self.acks = Acks(min(ACK_BATCH, max(1, prefetch // 2)))
+        self.acks = Acks(min(ack_batch, max(1, prefetch // 2)), ack_delay)
 
     @property
     def connected(self) -> bool:

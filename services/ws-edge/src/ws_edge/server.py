@@ -247,6 +247,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             lambda key, headers, body: holder[0].on_event(key, headers, body),
             send_queue=settings.send_queue,
             prefetch=settings.amqp_prefetch,
+            ack_batch=settings.ack_batch,
+            ack_delay=settings.ack_delay_seconds,
             on_lost=lambda: holder[0].broker_lost(),
             on_restored=lambda: holder[0].broker_restored(),
         )

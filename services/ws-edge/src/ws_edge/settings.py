@@ -25,6 +25,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # The queue message-svc consumes /app/chat.send from (message-svc's SEND_QUEUE).
     send_queue: str = "chat.send"
     amqp_prefetch: int = 256
+    # Handled deliveries acknowledged by one basic.ack (multiple) at most, and the longest one
+    # waits for its ack; the batch is also capped at half the prefetch.
+    ack_batch: int = 64
+    ack_delay_seconds: float = 0.005
     # Browser origins allowed to open /ws; clients that send no Origin are allowed; "*" = any.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     # STOMP heart-beats this edge offers (send) and asks for (expect), in ms; 0 = none.
@@ -87,6 +91,8 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             raise ValueError(f"send_route must be 'direct' or 'queue', got {self.send_route!r}")
         if self.max_waiting_sends < 1:
             raise ValueError("max_waiting_sends must be >= 1")
+        if self.ack_batch < 1 or self.ack_delay_seconds < 0:
+            raise ValueError("ack_batch must be >= 1 and ack_delay_seconds >= 0")
         if self.send_requests_in_flight < 1:
             raise ValueError("send_requests_in_flight must be >= 1")
         if self.max_connections_per_user < 0 or self.connection_lease_seconds <= 0:
