@@ -124,9 +124,57 @@ def service_routes() -> set[tuple[str, str]]:
     return found
 
 
+# Routes whose callers are named inside the body, each with their own token: tested below.
+PER_GROUP = {("POST", "/internal/sends")}
+
+
 def test_every_route_has_a_row_in_the_matrix() -> None:
-    missing = service_routes() - set(MATRIX)
+    missing = service_routes() - set(MATRIX) - PER_GROUP
     assert not missing, f"routes without an authorization row: {sorted(missing)}"
+
+
+def test_grouped_sends_authenticate_and_authorise_each_group(stack: Stack) -> None:
+    """message-svc's POST /internal/sends (ws-edge's and the gateway's): every group is its
+    sender's, by that sender's own token, and is answered as that sender's bulk send; the
+    route is not reachable through the gateway."""
+    service = httpx.post(f"{stack.flairbit}/dev/service-token", timeout=5).json()["token"]
+    tag = uuid.uuid4().hex[:6]
+    people = {name: f"{name}.groups.{tag}@example.com" for name in ("alice", "bob", "eve")}
+    with httpx.Client(timeout=10) as client:
+        session_id = client.post(
+            f"{stack.gateway}/api/chat/init",
+            json={"toEmail": people["bob"], "intent": "dating"},
+            headers={"Authorization": f"Bearer {stack.token(people['alice'])}"},
+        ).json()["sessionId"]
+        tokens = {
+            "participant": stack.token(people["alice"]),
+            "other_user": stack.token(people["eve"]),
+            "not_a_token": "not-a-token",
+            "service_token": service,
+        }
+
+        def group(token: str) -> dict[str, Any]:
+            message = {
+                "sessionId": session_id,
+                "content": "hi",
+                "clientMessageId": str(uuid.uuid4()),
+            }
+            return {"token": token, "messages": [message]}
+
+        body = {"groups": [group(token) for token in tokens.values()]}
+        answer = client.post(f"{stack.message_svc}/internal/sends", json=body)
+        assert answer.status_code == 200, answer.text
+        outcome = dict(zip(tokens, answer.json()["groups"], strict=True))
+        assert outcome["participant"]["results"][0]["status"] == OK
+        assert outcome["other_user"]["results"][0]["status"] == FORBIDDEN
+        assert outcome["not_a_token"]["status"] == UNAUTHENTICATED
+        assert outcome["service_token"]["status"] == UNAUTHENTICATED
+        through_gateway = client.post(
+            f"{stack.gateway}/internal/sends",
+            json=body,
+            headers={"Authorization": f"Bearer {tokens['participant']}"},
+        )
+        assert through_gateway.status_code == 404
 
 
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")

@@ -76,6 +76,8 @@ class SendGroup(Request, frozen=True):
 
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
     messages: Annotated[list[SendMessageRequest], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+    request_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None  # for the logs
+    trace: dict[str, str] | None = None  # W3C trace context of the send (traceparent, ...)
 
 
 class GroupedSendRequest(Request, frozen=True):
@@ -200,6 +202,7 @@ class BulkItemResult(Response, frozen=True, omit_defaults=True):
     message: MessageView | None = None
     replayed: bool | None = None
     problem: Problem | None = None
+    retry_after: int | None = None  # seconds, with a 429 or 503 problem
 
 
 class BulkSendResult(Response, frozen=True):
@@ -213,6 +216,7 @@ class GroupResult(Response, frozen=True, omit_defaults=True):
     status: int
     results: list[BulkItemResult] = msgspec.field(default_factory=list)
     problem: Problem | None = None
+    retry_after: int | None = None
 
 
 class GroupedSendResult(Response, frozen=True):

@@ -91,14 +91,21 @@ def problem_response(
     )
 
 
+def retry_after(exc: errors.ChatError) -> int | None:
+    """Seconds the client should wait before trying again (``Retry-After``), if any."""
+    if isinstance(exc, errors.RateLimited):
+        return max(1, math.ceil(exc.retry_after))
+    if status_for(exc) == 503:
+        return 1  # a dependency is down or a breaker is open: worth trying again, shortly
+    return None
+
+
 def error_response(exc: errors.ChatError) -> Response:
     headers: dict[str, str] = {}
     status = status_for(exc)
-    if isinstance(exc, errors.RateLimited):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    elif status == 503:
-        # A dependency is down or a breaker is open: worth trying again, shortly.
-        headers["Retry-After"] = "1"
+    wait = retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = str(wait)
     if isinstance(exc, errors.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return problem_response(

@@ -223,6 +223,17 @@ def child_span(tracer: trace.Tracer, name: str) -> AbstractContextManager[Span |
     return tracer.start_as_current_span(name)
 
 
+def continued(
+    tracer: trace.Tracer, name: str, carrier: Mapping[str, str] | None
+) -> AbstractContextManager[Span | None]:
+    """A SERVER span for work a caller asked for inside a request that carries many callers'
+    work (a grouped send), child of that caller's trace context (``carrier``: traceparent and
+    tracestate); ``None`` when tracing is off or the caller sent no context."""
+    if not _configured or not carrier:
+        return _NO_SPAN
+    return tracer.start_as_current_span(name, context=extract(carrier), kind=SpanKind.SERVER)
+
+
 def fail_current(exc: BaseException) -> None:
     """Record ``exc`` on the current span and mark it failed (no-op without a span)."""
     span = trace.get_current_span()

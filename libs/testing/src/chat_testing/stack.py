@@ -45,6 +45,10 @@ class Stack:
     env: dict[str, str]
     run_dir: Path
 
+    @property
+    def message_svc(self) -> str:
+        return f"http://127.0.0.1:{self.port_base + 2}"
+
     def make(self, target: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["make", target],

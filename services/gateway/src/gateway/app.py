@@ -23,7 +23,7 @@ from chat_common import tracing
 from chat_common.errors import AuthenticationFailed, ChatError, NotFound
 from chat_common.handshake import handshake_token
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
-from chat_common.observability import RequestContextMiddleware
+from chat_common.observability import RequestContextMiddleware, request_id_var
 from chat_common.problems import error_response
 from chat_common.ratelimit import (
     BucketPolicy,
@@ -47,6 +47,7 @@ from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
 from .proxy import forward, upstream_client
 from .routing import Caller, Upstream, rule_for
+from .sends import GroupedSends, json_document
 from .settings import Settings
 from .webclient import routes as web_client_routes
 from .wsproxy import deny, relay
@@ -58,6 +59,7 @@ SERVICE = "gateway"
 class AppState:
     http: httpx.AsyncClient  # JWKS, the API document, probes, the dev token page
     pools: dict[Upstream, aiohttp.ClientSession]  # forwarding of every API call, one pool each
+    sends: GroupedSends | None  # POST /api/chat/message, grouped (None: forwarded one by one)
     users: UserTokenVerifier
     flairbit_tokens: TokenVerifier
     limiters: Limiters
@@ -75,6 +77,7 @@ def _state(request: Request | WebSocket) -> AppState:
 
 
 INIT_PATH = "/api/chat/init"
+SEND_PATH = "/api/chat/message"
 
 
 async def api(request: Request) -> Response:
@@ -88,12 +91,28 @@ async def api(request: Request) -> Response:
         if claims.subject != "flairbit":
             raise AuthenticationFailed("not a FlairBit service token", code="TOKEN_INVALID")
     else:
-        user = await state.users.identify(bearer_token(request))
+        token = bearer_token(request)
+        user = await state.users.identify(token)
         await check(state.limiters.per_user, user.email, "requests")
         if request.method == "POST" and request.url.path == INIT_PATH:
             await check(state.limiters.init_per_user, user.email, "new chats")
+        if state.sends is not None and request.method == "POST" and request.url.path == SEND_PATH:
+            body = await read_body(request, state.max_body)
+            document = json_document(body) if _json(request) else None
+            if document is not None:
+                return await state.sends.send(token, document, request_id_var.get())
+            return await _forward(state, rule.upstream, request, body)
     body = await read_body(request, state.bulk_max_body if rule.bulk else state.max_body)
-    upstream = rule.upstream
+    return await _forward(state, rule.upstream, request, body)
+
+
+def _json(request: Request) -> bool:
+    """Whether the body is declared JSON (message-svc's rule: no type means JSON)."""
+    content_type = request.headers.get("content-type", "application/json")
+    return content_type.split(";")[0].strip().lower().endswith("json")
+
+
+async def _forward(state: AppState, upstream: Upstream, request: Request, body: bytes) -> Response:
     return await forward(
         state.pools[upstream],
         state.upstreams[upstream],
@@ -204,6 +223,13 @@ def create_app(settings: Settings) -> Starlette:
                     "app": AppState(
                         http=http,
                         pools=pools,
+                        sends=GroupedSends(
+                            pools[Upstream.MESSAGE],
+                            settings.message_svc_url,
+                            in_flight=settings.send_requests_in_flight,
+                        )
+                        if settings.send_requests_in_flight > 0
+                        else None,
                         users=tokens.users,
                         flairbit_tokens=tokens.flairbit,
                         limiters=limiters,

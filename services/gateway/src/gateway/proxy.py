@@ -110,7 +110,8 @@ def upstream_error(name: str, exc: BaseException) -> DependencyError:
     return DependencyError(f"{name} failed: {type(exc).__name__}", code="UPSTREAM_FAILED")
 
 
-def _failed(name: str, exc: BaseException) -> DependencyError:
+def upstream_failed(name: str, exc: BaseException) -> DependencyError:
+    """:func:`upstream_error`, logged."""
     error = upstream_error(name, exc)
     log.warning(
         "upstream %s failed: %s (%s)",
@@ -148,7 +149,7 @@ async def forward(
                 allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _failed(name, exc) from None
+            raise upstream_failed(name, exc) from None
         span.set_attribute("http.response.status_code", upstream.status)
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -161,7 +162,7 @@ async def forward(
             content = await upstream.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             upstream.close()
-            raise _failed(name, exc) from None
+            raise upstream_failed(name, exc) from None
         upstream.release()
         answer = Response(content, status_code=upstream.status)
         answer.raw_headers = [*headers, (b"content-length", str(len(content)).encode())]
@@ -198,7 +199,7 @@ async def chunks(upstream: aiohttp.ClientResponse, name: str) -> AsyncGenerator[
         complete = True
     except (TimeoutError, aiohttp.ClientError) as exc:
         # The status line is gone already: the client sees the answer cut short.
-        raise _failed(name, exc) from None
+        raise upstream_failed(name, exc) from None
     finally:
         if complete:
             upstream.release()

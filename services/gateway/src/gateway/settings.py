@@ -18,6 +18,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # Connections to each upstream (session-svc, message-svc): every upstream has its own pool,
     # so one that hangs holds at most this many and the others are served as usual.
     upstream_max_connections: int = 256
+    # POST /api/chat/message: grouped requests out to message-svc at once; sends arriving
+    # meanwhile go together in the next (gateway.sends). 0: each send is its own request.
+    send_requests_in_flight: int = 2
     # One incoming WebSocket message, in bytes: ws-edge's MAX_FRAME_BYTES (64 KiB) with slack,
     # so the edge's own limit is what clients meet (a larger message closes with 1009).
     ws_max_message_bytes: int = 80 * 1024

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from chat_common import openapi
+from chat_common import openapi, tracing
 from chat_common.dto import (
     BULK_MAX,
     GROUPED_MAX,
@@ -32,13 +32,16 @@ from chat_common.dto import (
     UnreadView,
 )
 from chat_common.errors import ChatError, InvalidInput
+from chat_common.observability import request_id_var
 from chat_common.openapi import Endpoint, Operation, Param
-from chat_common.problems import problem_of
+from chat_common.problems import problem_of, retry_after
 from chat_common.web import ascii_int, bearer_token, decode_json, json_response, parse_body
 
 from .domain import read_session_cursor
 from .service import MAX_PAGE, Sent
 from .state import AppState
+
+TRACER = tracing.tracer(__name__)
 
 
 def state(request: Request) -> AppState:
@@ -103,7 +106,14 @@ def _bulk_results(
         outcome = item if isinstance(item, ChatError) else next(answered)
         if isinstance(outcome, ChatError):
             problem = problem_of(outcome)
-            results.append(BulkItemResult(index=index, status=problem.status, problem=problem))
+            results.append(
+                BulkItemResult(
+                    index=index,
+                    status=problem.status,
+                    problem=problem,
+                    retry_after=retry_after(outcome),
+                )
+            )
         else:
             results.append(
                 BulkItemResult(
@@ -126,9 +136,11 @@ async def send_messages(request: Request) -> Response:
     return json_response(BulkSendResult(results=results))
 
 
-class _RawGroup(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class _RawGroup(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
     messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+    request_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    trace: dict[str, str] | None = None
 
 
 class _GroupedEnvelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -149,12 +161,19 @@ async def send_grouped(request: Request) -> Response:
     users = state(request).users
 
     async def one(group: _RawGroup) -> GroupResult:
-        try:
-            user = (await users.identify(group.token)).email
-            return GroupResult(status=200, results=await _send_items(request, user, group.messages))
-        except ChatError as exc:
-            problem = problem_of(exc)
-            return GroupResult(status=problem.status, problem=problem)
+        # Each group runs in its own task (gather), so its request id and span are its own.
+        if group.request_id:
+            request_id_var.set(group.request_id)
+        with tracing.continued(TRACER, "send group", group.trace):
+            try:
+                user = (await users.identify(group.token)).email
+                results = await _send_items(request, user, group.messages)
+                return GroupResult(status=200, results=results)
+            except ChatError as exc:
+                problem = problem_of(exc)
+                return GroupResult(
+                    status=problem.status, problem=problem, retry_after=retry_after(exc)
+                )
 
     answers = await asyncio.gather(*(one(group) for group in envelope.groups))
     return json_response(GroupedSendResult(groups=list(answers)))

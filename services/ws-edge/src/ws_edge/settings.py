@@ -58,7 +58,7 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # SENDs of one connection waiting for message-svc's answer, at most.
     max_waiting_sends: int = 1_000
     # Requests storing SENDs out to message-svc at once, for all connections together; what
-    # arrives meanwhile goes in the next one (ws_edge.sendbatch).
+    # arrives meanwhile goes in the next one (chat_common.grouping).
     send_requests_in_flight: int = 2
     # WebSocket handshakes per client address (token bucket; 0: not limited here). Behind the
     # gateway every handshake comes from the gateway, which limits per address itself: set

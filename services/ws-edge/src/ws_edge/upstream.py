@@ -18,10 +18,10 @@ from prometheus_client import Counter
 from chat_common import tracing
 from chat_common.dto import GroupedSendRequest, Membership, SendGroup, SendMessageRequest
 from chat_common.errors import DependencyUnavailable
+from chat_common.grouping import Group, GroupBatcher, Sender
 
 from .answers import Refused, SendAnswer, Stored, Unanswered
 from .cache import TtlCache
-from .sendbatch import Group, SendBatcher
 
 PAGE = 200  # message-svc's largest history page
 
@@ -94,7 +94,7 @@ class Upstream:
         # SENDs go by aiohttp: the edge's busiest call, where httpx's pool costs several
         # times more CPU per request.
         self._send_client = send_client
-        self._sends = SendBatcher(
+        self._sends: GroupBatcher[Sender, SendMessageRequest, SendAnswer] = GroupBatcher(
             self._send_groups,
             lambda exc: Unanswered(f"send failed: {type(exc).__name__}"),
             max_in_flight=sends_in_flight,
@@ -188,18 +188,23 @@ class Upstream:
 
     async def send(self, token: str, requests: list[SendMessageRequest]) -> list[SendAnswer]:
         """Store messages from one user (1 to ``BULK_MAX``): an answer per request, in order.
-        Concurrent calls go to message-svc together (:mod:`ws_edge.sendbatch`)."""
-        return await self._sends.store(token, requests)
+        Concurrent calls go to message-svc together (:mod:`chat_common.grouping`)."""
+        trace: dict[str, str] = {}
+        tracing.inject(trace)
+        return await self._sends.store(Sender(token, trace=trace or None), requests)
 
-    async def _send_groups(self, groups: list[Group]) -> list[list[SendAnswer]]:
+    async def _send_groups(
+        self, groups: list[Group[Sender, SendMessageRequest]]
+    ) -> list[list[SendAnswer]]:
         """One ``POST /internal/sends`` for several senders' messages."""
         if self._send_client is None:
             raise RuntimeError("this Upstream was made without a client for sends")
         payload = GroupedSendRequest(
-            groups=[SendGroup(token=token, messages=messages) for token, messages in groups]
+            groups=[
+                SendGroup(token=s.token, messages=messages, trace=s.trace) for s, messages in groups
+            ]
         )
         headers = {"Content-Type": "application/json"}
-        tracing.inject(headers)
         try:
             async with self._send_client.post(
                 f"{self._messages}/internal/sends",
@@ -248,11 +253,13 @@ def _refusal(status: int, body: bytes) -> SendAnswer:
     return Refused(problem.code, problem.detail)
 
 
-def _all(groups: list[Group], answer: SendAnswer) -> list[list[SendAnswer]]:
+def _all(
+    groups: list[Group[Sender, SendMessageRequest]], answer: SendAnswer
+) -> list[list[SendAnswer]]:
     return [[answer] * len(messages) for _, messages in groups]
 
 
-def _group_answers(group: Group, result: _Group) -> list[SendAnswer]:
+def _group_answers(group: Group[Sender, SendMessageRequest], result: _Group) -> list[SendAnswer]:
     size = len(group[1])
     if result.status != 200:
         if result.status >= 500 or result.problem is None:

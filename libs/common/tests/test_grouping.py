@@ -1,25 +1,32 @@
-"""The edge's merging of many connections' SENDs into few requests, on its own (no socket,
-no message-svc): a lone SEND goes at once, what arrives while requests are out goes together,
-the caps split requests, and every SEND is answered whatever the request does."""
+"""Merging many callers' sends into few requests, on its own (no message-svc): a lone send
+goes at once, what arrives while requests are out goes together, the caps split requests, and
+every message is answered whatever the request does."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+from dataclasses import dataclass
 
 import pytest
 
-from chat_common.dto import SendMessageRequest
-from ws_edge.answers import SendAnswer, Stored, Unanswered
-from ws_edge.sendbatch import Group, SendBatcher
+from chat_common.grouping import Group, GroupBatcher
 
 
-def sends(*contents: str) -> list[SendMessageRequest]:
-    session = uuid.uuid4()
-    return [
-        SendMessageRequest(session_id=session, content=c, client_message_id=uuid.uuid4())
-        for c in contents
-    ]
+def sends(*contents: str) -> list[str]:
+    return list(contents)
+
+
+@dataclass(frozen=True)
+class Stored:
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    detail: str
+
+
+Answer = Stored | Unanswered
 
 
 class Groups:
@@ -32,29 +39,28 @@ class Groups:
         self.fail: BaseException | None = None
         self.short = False
 
-    async def __call__(self, groups: list[Group]) -> list[list[SendAnswer]]:
-        self.requests.append([(token, [m.content for m in ms]) for token, ms in groups])
+    async def __call__(self, groups: list[Group[str, str]]) -> list[list[Answer]]:
+        self.requests.append([(token, list(ms)) for token, ms in groups])
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        answers: list[list[SendAnswer]] = [
-            [Stored(f"{token}:{m.content}".encode(), str(m.session_id), 1) for m in ms]
-            for token, ms in groups
+        answers: list[list[Answer]] = [
+            [Stored(f"{token}:{m}".encode()) for m in ms] for token, ms in groups
         ]
         return answers[:-1] if self.short else answers
 
 
-def failed(exc: BaseException) -> SendAnswer:
+def failed(exc: BaseException) -> Answer:
     return Unanswered(type(exc).__name__)
 
 
-def bodies(answers: list[SendAnswer]) -> list[bytes]:
+def bodies(answers: list[Answer]) -> list[bytes]:
     return [a.body for a in answers if isinstance(a, Stored)]
 
 
 async def test_a_lone_send_goes_at_once_alone() -> None:
     groups = Groups()
-    batcher = SendBatcher(groups, failed)
+    batcher = GroupBatcher(groups, failed)
     assert bodies(await batcher.store("alice", sends("hi"))) == [b"alice:hi"]
     assert groups.requests == [[("alice", ["hi"])]]
 
@@ -62,7 +68,7 @@ async def test_a_lone_send_goes_at_once_alone() -> None:
 async def test_what_arrives_while_requests_are_out_goes_together_in_arrival_order() -> None:
     groups = Groups()
     groups.gate.clear()
-    batcher = SendBatcher(groups, failed, max_in_flight=2)
+    batcher = GroupBatcher(groups, failed, max_in_flight=2)
     first = asyncio.create_task(batcher.store("a", sends("a1")))
     second = asyncio.create_task(batcher.store("b", sends("b1")))
     await asyncio.sleep(0)
@@ -96,7 +102,7 @@ async def test_the_caps_split_requests(
 ) -> None:
     groups = Groups()
     groups.gate.clear()
-    batcher = SendBatcher(
+    batcher = GroupBatcher(
         groups, failed, max_in_flight=1, max_groups=max_groups, max_messages=max_messages
     )
     sizes = {"a": 1, "b": 2, "c": 2, "d": 2}
@@ -112,7 +118,7 @@ async def test_the_caps_split_requests(
 async def test_a_caller_gone_before_its_batch_went_is_left_out() -> None:
     groups = Groups()
     groups.gate.clear()
-    batcher = SendBatcher(groups, failed, max_in_flight=1)
+    batcher = GroupBatcher(groups, failed, max_in_flight=1)
     out = asyncio.create_task(batcher.store("a", sends("a1")))
     await asyncio.sleep(0)
     gone = asyncio.create_task(batcher.store("b", sends("b1")))
@@ -132,7 +138,7 @@ async def test_a_request_that_fails_answers_every_send_of_it(fault: str) -> None
         groups.fail = ConnectionResetError()
     else:
         groups.short = True
-    batcher = SendBatcher(groups, failed, max_in_flight=1)
+    batcher = GroupBatcher(groups, failed, max_in_flight=1)
     groups.gate.clear()
     first = asyncio.create_task(batcher.store("a", sends("a1")))
     await asyncio.sleep(0)
@@ -151,7 +157,7 @@ async def test_a_request_that_fails_answers_every_send_of_it(fault: str) -> None
 async def test_close_waits_for_the_requests_under_way() -> None:
     groups = Groups()
     groups.gate.clear()
-    batcher = SendBatcher(groups, failed)
+    batcher = GroupBatcher(groups, failed)
     task = asyncio.create_task(batcher.store("a", sends("a1")))
     await asyncio.sleep(0)
     closing = asyncio.create_task(batcher.close())

@@ -1,45 +1,63 @@
-"""SENDs of many connections on their way to message-svc, merged into few requests.
+"""Sends of many callers on their way to message-svc, merged into few requests.
 
-Each connection hands its SENDs over in order, one batch at a time (:mod:`ws_edge.sends`);
-this merges the batches of all connections of the edge: at most ``max_in_flight`` requests are
-out at once, and whatever arrives while they are goes together in the next one, each sender's
-batch as a group with its own token (``POST /internal/sends``). So at light load a SEND goes at
-once, alone, and under load the edge pays for one request per many SENDs instead of one each,
-and so does message-svc. A request carries at most ``max_groups`` groups and ``max_messages``
-messages; a batch that would not fit waits for the next.
+Callers (ws-edge's connections, the gateway's ``POST /api/chat/message`` requests) each hand
+over one sender's messages with what names the sender (the token, a request id, the trace
+context: ``S``); :class:`GroupBatcher` keeps at most
+``max_in_flight`` requests out at once and sends whatever arrived while they were out together
+in the next one, each caller's messages as a group (message-svc's ``POST /internal/sends``).
+So at light load a send goes at once, alone, and under load one request carries many senders'
+messages: one HTTP exchange instead of one each, on both sides. A request carries at most
+``max_groups`` groups and ``max_messages`` messages; a group that would not fit waits for the
+next.
 
-A caller that stops waiting (its connection closed) before its batch went is left out of the
-request; once the batch went, it is stored whatever the caller does, as a request already
-sent would be. A request that fails as a whole answers each of its SENDs with ``failed(exc)``.
+A caller that stops waiting (its connection closed) before its group went is left out of the
+request; once the group went, it is stored whatever the caller does, as a request already
+sent would be. A request that fails as a whole answers each of its messages with
+``failed(exc)``, and one that answers a group with the wrong number of answers does the same
+for that group: no caller waits for ever. The requests run outside any caller's context
+(a request made for many callers belongs to none of them): what a caller's trace or logs need
+travels with its sender, ``S``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from chat_common.dto import SendMessageRequest
+S = TypeVar("S")  # who sends: the token and what else goes with one sender's group
+M = TypeVar("M")  # a message as the caller has it
+A = TypeVar("A")  # the answer to one message
 
-from .answers import SendAnswer
+Group = tuple[S, list[M]]  # a sender and its messages, in order
 
-Group = tuple[str, list[SendMessageRequest]]  # a sender's token and messages, in order
-StoreGroups = Callable[[list[Group]], Awaitable[list[list[SendAnswer]]]]
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A sender as message-svc's grouped send names it: the user's own token, and the request
+    id and W3C trace context (traceparent, tracestate) of the caller's request, so that its
+    group is logged and traced as the caller's."""
+
+    token: str
+    request_id: str | None = None
+    trace: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
-class _Waiting:
-    group: Group
-    answer: asyncio.Future[list[SendAnswer]] = field(
+class _Waiting(Generic[S, M, A]):
+    group: Group[S, M]
+    answer: asyncio.Future[list[A]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class SendBatcher:
+class GroupBatcher(Generic[S, M, A]):
     def __init__(
         self,
-        store: StoreGroups,
-        failed: Callable[[BaseException], SendAnswer],
+        store: Callable[[list[Group[S, M]]], Awaitable[list[list[A]]]],
+        failed: Callable[[BaseException], A],
         *,
         max_in_flight: int = 2,
         max_groups: int = 100,
@@ -50,16 +68,16 @@ class SendBatcher:
         self._max_in_flight = max(1, max_in_flight)
         self._max_groups = max(1, max_groups)
         self._max_messages = max(1, max_messages)
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Waiting[S, M, A]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def store(self, token: str, requests: list[SendMessageRequest]) -> list[SendAnswer]:
-        """Store one sender's messages (at most ``max_messages``): an answer each, in order."""
-        waiting = _Waiting((token, requests))
+    async def store(self, sender: S, messages: list[M]) -> list[A]:
+        """Store one sender's messages: an answer each, in order."""
+        waiting: _Waiting[S, M, A] = _Waiting((sender, messages))
         self._waiting.append(waiting)
         self._start()
         return await waiting.answer
@@ -74,14 +92,14 @@ class SendBatcher:
             batch = self._take()
             if not batch:
                 return
-            task = asyncio.create_task(self._send(batch))
+            task = asyncio.create_task(self._send(batch), context=contextvars.Context())
             self._in_flight.add(task)
             task.add_done_callback(self._done)
 
-    def _take(self) -> list[_Waiting]:
+    def _take(self) -> list[_Waiting[S, M, A]]:
         """The next request's groups, in arrival order; the callers gone are dropped."""
         self._waiting = [w for w in self._waiting if not w.answer.done()]
-        batch: list[_Waiting] = []
+        batch: list[_Waiting[S, M, A]] = []
         messages = 0
         for waiting in self._waiting:
             size = len(waiting.group[1])
@@ -92,8 +110,8 @@ class SendBatcher:
         del self._waiting[: len(batch)]
         return batch
 
-    async def _send(self, batch: list[_Waiting]) -> None:
-        answers: list[list[SendAnswer]] | None = None
+    async def _send(self, batch: list[_Waiting[S, M, A]]) -> None:
+        answers: list[list[A]] | None = None
         error: BaseException = RuntimeError("the request to store SENDs did not finish")
         try:
             answers = await self._store([w.group for w in batch])
