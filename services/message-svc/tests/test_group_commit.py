@@ -162,19 +162,6 @@ async def test_a_full_batch_does_not_wait_for_the_window() -> None:
     assert [len(b) for b in writer.batches] == [1, 3]
 
 
-async def test_a_batch_that_holds_the_target_does_not_wait_for_the_window() -> None:
-    writer = FakeWriter()
-    pacing = PacingPolicy(max_window=5.0, target_batch=4, busy_rate=1.0)
-    commit = GroupCommit(writer, pacing=pacing, max_batch=256)
-    await commit.store(fake_draft())
-    async with asyncio.timeout(1):  # not the 5 s window
-        first = [commit.enqueue(fake_draft()) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        assert len(writer.batches) == 1  # two are not enough: they gather
-        await asyncio.gather(*first, *(commit.enqueue(fake_draft()) for _ in range(2)))
-    assert [len(b) for b in writer.batches] == [1, 4]
-
-
 async def test_a_repeated_client_id_in_a_batch_is_written_once() -> None:
     writer = FakeWriter()
     writer.gate.clear()

@@ -104,20 +104,18 @@ class GroupCommit:
 
     def _start(self) -> None:
         if self._timer is not None:
-            if len(self._waiting) < min(self._max_batch, self._pacing.policy.target_batch):
+            if len(self._waiting) < self._max_batch:
                 return  # a busy spell's batch is being gathered; the timer starts it
-            self._timer.cancel()  # gathered already: no need to wait any longer
+            self._timer.cancel()  # full already: no need to wait any longer
             self._timer = None
             self._last_flush = -float("inf")
         while self._waiting and len(self._flushing) < self._max_flushes:
             now = self._clock()
             due = self._last_flush + self._pacing.window(now)
-            gathered = len(self._waiting) >= min(self._max_batch, self._pacing.policy.target_batch)
-            if now < due and not gathered:
+            if now < due and len(self._waiting) < self._max_batch:
                 # Busy: sends arrive fast and a batch started less than a window ago, so more
-                # are on their way; gather them until the window is over or the batch holds
-                # what the window is for (a grouped request from ws-edge often brings that
-                # many at once).
+                # are on their way; gather them until the window is over (or the batch is
+                # full).
                 self._timer = asyncio.get_running_loop().call_later(due - now, self._gathered)
                 return
             self._last_flush = now
