@@ -1,10 +1,11 @@
 """The fault-injection suite's stack, knobs and figures.
 
-One stack (``make up`` on its own ports, run dir, database and RabbitMQ virtual host) for the
-whole suite, with timeouts short enough that a few seconds of SIGSTOP outlast them. Each test
-runs a steady load, injects one fault, heals it, and checks the outcome (chat_testing.load);
-the figures of every test are printed at the end of the run (terminal summary) and written as
-JSON under the test's tmp dir.
+One stack (``make up`` on its own ports, run dir, database, RabbitMQ virtual host and Redis
+database, reaching all three through proxies a test can cut or blackhole) for the whole suite,
+with timeouts short enough that a few seconds of SIGSTOP outlast them. Each test runs a steady
+load, injects one fault, heals it, and checks the outcome (chat_testing.load); the figures of
+every test are printed at the end of the run (terminal summary) and written as JSON under the
+test's tmp dir.
 
 Environment: CHAOS_SECONDS (load window per fault, default 4; the benchmark machine uses 60),
 CHAOS_RATE (messages/s in total, default 50), CHAOS_SESSIONS (default 10)."""
@@ -12,18 +13,22 @@ CHAOS_RATE (messages/s in total, default 50), CHAOS_SESSIONS (default 10)."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis
 
 from chat_testing.load import Report
 from chat_testing.stack import Stack, running_stack
+from chat_testing.tcpproxy import BackgroundProxy
 
 CHAOS_DATABASE_URL = os.environ.get(
     "CHAOS_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_chaos_{os.getpid()}"
 )
 CHAOS_AMQP_VHOST = os.environ.get("CHAOS_AMQP_VHOST", f"chat_chaos_{os.getpid()}")
+CHAOS_REDIS_DB = 7  # the stack's limits, seats and invalidations: a database of their own
 
 # Shorter than the defaults so that a pause of a few seconds is "beyond the timeouts":
 # the gateway and ws-edge give up on a stopped upstream after 2.5 s, a relay's lease (and its
@@ -76,14 +81,50 @@ def knobs() -> Knobs:
     )
 
 
+@dataclass(frozen=True)
+class Links:
+    """The stack's links to PostgreSQL, RabbitMQ and Redis: each service reaches them through
+    a proxy of this process (its own thread), which a test can cut or blackhole. The tests'
+    own checks go to the servers directly."""
+
+    postgres: BackgroundProxy
+    rabbitmq: BackgroundProxy
+    redis: BackgroundProxy
+
+
 @pytest.fixture(scope="session")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def links() -> Iterator[Links]:
+    found = Links(
+        postgres=BackgroundProxy("127.0.0.1", 5432).start(),
+        rabbitmq=BackgroundProxy("127.0.0.1", 5672).start(),
+        redis=BackgroundProxy("127.0.0.1", 6379).start(),
+    )
+    try:
+        yield found
+    finally:
+        for proxy in (found.postgres, found.rabbitmq, found.redis):
+            proxy.stop()
+
+
+def _via(url: str, port: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+@pytest.fixture(scope="session")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory, links: Links) -> Iterator[Stack]:
+    redis.Redis(port=6379, db=CHAOS_REDIS_DB).flushdb()  # no seat or bucket of an earlier run
     with running_stack(
         tmp_path_factory.mktemp("chaos-stack"),
-        database_url=CHAOS_DATABASE_URL,
+        database_url=_via(CHAOS_DATABASE_URL, links.postgres.port),
         vhost=CHAOS_AMQP_VHOST,
         first_port=26080,
-        extra_env=CHAOS_ENV,
+        extra_env={
+            **CHAOS_ENV,
+            "AMQP_BASE": f"amqp://guest:guest@127.0.0.1:{links.rabbitmq.port}",
+            "REDIS_URL": f"redis://127.0.0.1:{links.redis.port}/{CHAOS_REDIS_DB}",
+        },
     ) as started:
         yield started
 

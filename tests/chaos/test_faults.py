@@ -30,7 +30,7 @@ import pytest
 from chat_testing.load import Load, Report
 from chat_testing.stack import Stack
 
-from .conftest import Knobs
+from .conftest import Knobs, Links
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -411,3 +411,55 @@ async def test_restart_rabbitmq(
     finally:
         await _to_thread(_rabbit_up)
     judge(report, tmp_path, reports)
+
+
+# ---- the links to the shared servers ---------------------------------------------------------
+
+
+async def test_redis_down(
+    chaos_stack: Stack, knobs: Knobs, links: Links, tmp_path: Path, reports: list[Report]
+) -> None:
+    """Redis unreachable for 5 s (every link reset, new ones refused) under load: the gateway's
+    limits fall back to its own buckets, a send whose limits cannot be reserved answers 503 and
+    is retried; nothing acknowledged is lost, and no request hangs."""
+
+    async def inject() -> None:
+        links.redis.cut()
+
+    async def heal() -> None:
+        links.redis.restore()
+
+    report = await run_fault(chaos_stack, knobs, "Redis down 5 s", inject, heal, hold=5.0)
+    judge(report, tmp_path, reports)
+    assert not [e for e in report.errors if "Timeout" in e], report.errors
+
+
+@pytest.mark.parametrize("server", ["postgres", "rabbitmq"])
+async def test_blackholed_server(
+    chaos_stack: Stack,
+    knobs: Knobs,
+    links: Links,
+    tmp_path: Path,
+    reports: list[Report],
+    server: str,
+) -> None:
+    """Every connection to PostgreSQL (or RabbitMQ), open or new, answers nothing for 10 s,
+    and refuses nothing (a link that drops packets, not one that is down): no request hangs past
+    its timeout (the load's own 5 s would count a timeout), no acknowledged message is lost,
+    and everything recovers within seconds once the bytes flow again."""
+    proxy = links.postgres if server == "postgres" else links.rabbitmq
+
+    async def inject() -> None:
+        proxy.blackhole()
+
+    async def heal() -> None:
+        proxy.restore()
+
+    report = await run_fault(
+        chaos_stack, knobs, f"blackholed {server} 10 s", inject, heal, hold=10.0
+    )
+    judge(report, tmp_path, reports)
+    assert not [e for e in report.errors if "Timeout" in e], report.errors
+    # from the fault's start: the 10 s of silence, then a few seconds at most
+    assert report.recovered_after_s is not None
+    assert report.recovered_after_s < 10 + 5, report.recovered_after_s

@@ -166,3 +166,18 @@ async def test_close_waits_for_the_requests_under_way() -> None:
     groups.gate.set()
     await closing
     assert task.done()
+
+
+async def test_a_caller_out_of_time_before_its_group_went_takes_it_out() -> None:
+    groups = Groups()
+    groups.gate.clear()
+    batcher = GroupBatcher(groups, failed, max_in_flight=1)
+    held = asyncio.create_task(batcher.store("a", sends("a1")))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # waits behind "a": too long
+            await batcher.store("b", sends("b1"))
+    groups.gate.set()
+    assert bodies(await held) == [b"a:a1"]
+    await batcher.close()
+    assert groups.requests == [[("a", ["a1"])]]  # "b" never went

@@ -221,3 +221,23 @@ async def test_grouping_can_be_switched_off(gateway_factory: Any, make_token: An
         )
     assert svc.grouped == []
     assert len(svc.single) == 1
+
+
+async def test_a_send_waiting_behind_a_hung_request_is_bounded_by_the_same_timeout(
+    gateway_factory: Any, make_token: Any
+) -> None:
+    """With one grouped request out and hung, a second send waits for it: its answer still
+    comes within the upstream timeout (0.5 s here), not after the first one's."""
+    slow = free_port()
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    url = f"http://127.0.0.1:{slow}"
+    async with silent_server(slow), gateway_factory(url, url, send_requests_in_flight=1) as gw:
+        first = asyncio.create_task(gw.post("/api/chat/message", json=body("a"), headers=headers))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        second = await gw.post("/api/chat/message", json=body("b"), headers=headers)
+        waited = time.monotonic() - started
+        assert (await first).status_code == 504
+    assert second.status_code == 504
+    assert second.json()["code"] == "UPSTREAM_TIMEOUT"
+    assert waited < 0.5 + 0.2

@@ -76,11 +76,12 @@ class GroupBatcher(Generic[S, M, A]):
         return len(self._in_flight)
 
     async def store(self, sender: S, messages: list[M]) -> list[A]:
-        """Store one sender's messages: an answer each, in order."""
+        """Store one sender's messages: an answer each, in order. A caller that stops waiting
+        (cancelled, out of time) before its group went takes it out: it never goes."""
         waiting: _Waiting[S, M, A] = _Waiting((sender, messages))
         self._waiting.append(waiting)
         self._start()
-        return await waiting.answer
+        return await waiting.answer  # cancelling the caller cancels this future
 
     async def close(self) -> None:
         """Wait for the requests under way (what still waits has no one to send it)."""

@@ -227,6 +227,7 @@ def create_app(settings: Settings) -> Starlette:
                             pools[Upstream.MESSAGE],
                             settings.message_svc_url,
                             in_flight=settings.send_requests_in_flight,
+                            timeout_seconds=settings.upstream_timeout_seconds,
                         )
                         if settings.send_requests_in_flight > 0
                         else None,

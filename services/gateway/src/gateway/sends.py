@@ -18,6 +18,8 @@ it the way a forwarded one would (503 unreachable, 504 too slow, 502 anything el
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import msgspec
 from opentelemetry import trace
@@ -77,9 +79,15 @@ def json_document(body: bytes) -> msgspec.Raw | None:
 
 class GroupedSends:
     def __init__(
-        self, client: aiohttp.ClientSession, message_svc: str, *, in_flight: int = 2
+        self,
+        client: aiohttp.ClientSession,
+        message_svc: str,
+        *,
+        in_flight: int = 2,
+        timeout_seconds: float = 10.0,
     ) -> None:
         self._client = client
+        self._timeout = timeout_seconds
         self._url = message_svc.rstrip("/") + "/internal/sends"
         self._batcher: GroupBatcher[Sender, msgspec.Raw, Response] = GroupBatcher(
             self._store,
@@ -95,7 +103,11 @@ class GroupedSends:
             carrier: dict[str, str] = {}
             tracing.inject(carrier)
             sender = Sender(token, request_id=request_id, trace=carrier or None)
-            (answer,) = await self._batcher.store(sender, [body])
+            try:  # bounded as a forward is, the wait for a free request included
+                async with asyncio.timeout(self._timeout):
+                    (answer,) = await self._batcher.store(sender, [body])
+            except TimeoutError as exc:
+                answer = error_response(upstream_failed(UPSTREAM, exc))
             span.set_attribute("http.response.status_code", answer.status_code)
         return answer
 

@@ -239,6 +239,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_entries=settings.membership_cache_entries,
             send_client=send_client,
             sends_in_flight=settings.send_requests_in_flight,
+            send_timeout_seconds=settings.upstream_timeout_seconds,
         )
         holder: list[Edge] = []
         broker = RabbitBroker(

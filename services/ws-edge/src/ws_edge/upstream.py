@@ -89,11 +89,13 @@ class Upstream:
         clock: Callable[[], float] = time.monotonic,
         send_client: aiohttp.ClientSession | None = None,
         sends_in_flight: int = 2,
+        send_timeout_seconds: float | None = None,
     ) -> None:
         self._http = http
         # SENDs go by aiohttp: the edge's busiest call, where httpx's pool costs several
         # times more CPU per request.
         self._send_client = send_client
+        self._send_timeout = send_timeout_seconds
         self._sends: GroupBatcher[Sender, SendMessageRequest, SendAnswer] = GroupBatcher(
             self._send_groups,
             lambda exc: Unanswered(f"send failed: {type(exc).__name__}"),
@@ -191,7 +193,12 @@ class Upstream:
         Concurrent calls go to message-svc together (:mod:`chat_common.grouping`)."""
         trace: dict[str, str] = {}
         tracing.inject(trace)
-        return await self._sends.store(Sender(token, trace=trace or None), requests)
+        sender = Sender(token, trace=trace or None)
+        try:  # the wait for a free request included: a SEND unanswered by then goes the queue's way
+            async with asyncio.timeout(self._send_timeout):
+                return await self._sends.store(sender, requests)
+        except TimeoutError:
+            return [Unanswered("message-svc did not answer in time")] * len(requests)
 
     async def _send_groups(
         self, groups: list[Group[Sender, SendMessageRequest]]
