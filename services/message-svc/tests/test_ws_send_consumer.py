@@ -80,17 +80,27 @@ async def publish(channel: AbstractChannel, queue_name: str, command: SendComman
     )
 
 
-def command(session: ChatSession, user: str, **extra: Any) -> SendCommand:
-    values: dict[str, Any] = {
-        "user": user,
-        "session_id": session.id,
-        "content": "over the socket",
-        "client_message_id": uuid.uuid4(),
-        "receipt": "r-1",
-        "connection": "edge-1-7",
-        **extra,
-    }
-    return SendCommand(**values)
+Command = Callable[..., SendCommand]
+
+
+@pytest.fixture
+def command(make_token: Any) -> Command:
+    """A command as the edge makes it: with the user's own token (``token=`` overrides)."""
+
+    def make(session: ChatSession, user: str, **extra: Any) -> SendCommand:
+        values: dict[str, Any] = {
+            "user": user,
+            "session_id": session.id,
+            "content": "over the socket",
+            "client_message_id": uuid.uuid4(),
+            "receipt": "r-1",
+            "connection": "edge-1-7",
+            "token": make_token(user),
+            **extra,
+        }
+        return SendCommand(**values)
+
+    return make
 
 
 @pytest.fixture
@@ -107,6 +117,7 @@ async def test_stored_message_is_acked_to_the_sender(
     send_queue: AbstractQueue,
     queue_name: str,
     db_pool: asyncpg.Pool,
+    command: Command,
 ) -> None:
     session = await new_session()
     settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
@@ -136,6 +147,7 @@ async def test_refused_message_becomes_an_error_event(
     send_queue: AbstractQueue,
     queue_name: str,
     db_pool: asyncpg.Pool,
+    command: Command,
 ) -> None:
     session = await new_session()
     settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
@@ -147,6 +159,65 @@ async def test_refused_message_becomes_an_error_event(
         await publish(channel, queue_name, command(session, "eve@example.com", content="  "))
         blank = msgspec.json.decode((await next_message(events)).body)
         assert blank["code"] == "CONTENT_BLANK"
+    assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 0
+
+
+async def test_a_command_without_its_users_valid_token_is_refused(
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    channel: AbstractChannel,
+    send_queue: AbstractQueue,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+    command: Command,
+    make_token: Any,
+) -> None:
+    session = await new_session()
+    settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
+    async with running(settings), listener(channel, session.a) as events:
+        await publish(channel, queue_name, command(session, session.a, token=None))
+        missing = msgspec.json.decode((await next_message(events)).body)
+        expired_token = make_token(session.a, ttl=-120)
+        await publish(channel, queue_name, command(session, session.a, token=expired_token))
+        expired = msgspec.json.decode((await next_message(events)).body)
+    assert missing["code"] == "TOKEN_MISSING"
+    assert expired["code"] == "TOKEN_EXPIRED"
+    assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 0
+
+
+async def test_a_command_with_another_users_token_is_forged_and_dead_lettered(
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    channel: AbstractChannel,
+    send_queue: AbstractQueue,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+    command: Command,
+    make_token: Any,
+) -> None:
+    """Whoever may publish to chat.send (a compromised edge) cannot send as Alice with a
+    token of its own: nothing is stored, Alice hears nothing, the command is dead-lettered."""
+    session = await new_session()
+    settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
+    forged = command(session, session.a, token=make_token("mallory@example.com"))
+    dead = await channel.get_queue(routing.SEND_DEAD_LETTER_QUEUE)
+    async with running(settings), listener(channel, session.a) as events:
+        await publish(channel, queue_name, forged)
+        found = False
+        deadline = asyncio.get_running_loop().time() + 10
+        while not found and asyncio.get_running_loop().time() < deadline:
+            message = await dead.get(no_ack=False, fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+            elif msgspec.json.decode(message.body).get("clientMessageId") == str(
+                forged.client_message_id
+            ):
+                await message.ack()
+                found = True
+            else:
+                await message.nack(requeue=True)
+        assert found
+        assert await events.get(no_ack=True, fail=False) is None
     assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 0
 
 
@@ -183,6 +254,7 @@ async def test_database_down_mid_way_loses_nothing(
     queue_name: str,
     database_url: str,
     db_pool: asyncpg.Pool,
+    command: Command,
 ) -> None:
     session = await new_session()
     parts = urlsplit(database_url)
@@ -219,6 +291,7 @@ async def test_redis_down_is_retried_not_dead_lettered(
     send_queue: AbstractQueue,
     queue_name: str,
     db_pool: asyncpg.Pool,
+    command: Command,
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     session = await new_session(a=f"a-{tag}@example.com", b=f"b-{tag}@example.com")

@@ -159,7 +159,9 @@ class ReceiptEvent(Response, frozen=True):
 
 
 class SendCommand(Response, frozen=True):
-    """A SEND on ``/app/chat.send`` as the edge puts it on the ``chat.send`` queue."""
+    """A SEND on ``/app/chat.send`` as the edge puts it on the ``chat.send`` queue. ``token``
+    is the sender's own bearer token: message-svc stores the message only if it names
+    ``user`` (so whoever may publish to the queue cannot send as anyone else)."""
 
     user: str
     session_id: uuid.UUID
@@ -167,6 +169,7 @@ class SendCommand(Response, frozen=True):
     client_message_id: uuid.UUID
     receipt: str | None = None
     connection: str | None = None
+    token: str | None = None
 
 
 class ErrorEvent(Response, frozen=True):

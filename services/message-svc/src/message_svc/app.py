@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
                 pacing=settings.pacing(),
             )
             stack.push_async_callback(messages.close)
+            users = verifiers(settings, http).users
             if settings.consume_ws_sends:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=settings.consumer_prefetch)
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
                     channel, settings.send_delivery_limit, settings.send_queue
                 )
                 consumer = SendConsumer(
-                    queue, exchange, messages, workers=settings.consumer_workers
+                    queue, exchange, messages, users, workers=settings.consumer_workers
                 )
                 await consumer.start()
                 stack.push_async_callback(consumer.stop)
@@ -81,7 +82,7 @@ def create_app(settings: Settings) -> Starlette:
                 "app": AppState(
                     pool=pool,
                     amqp=connection,
-                    users=verifiers(settings, http).users,
+                    users=users,
                     messages=messages,
                     history_default_limit=settings.history_default_limit,
                     redis=redis,

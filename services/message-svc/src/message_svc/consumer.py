@@ -10,6 +10,11 @@ Same rules and code path as the REST send. Manual acks, only after the outcome i
   through or the process stops (then RabbitMQ redelivers it);
 - anything else (a bug, undecodable bytes): rejected; the quorum queue's delivery limit moves
   a message that keeps failing to the dead-letter queue.
+A command carries its sender's own token (the one the edge verified): a command whose token is
+missing, expired or invalid is refused with an ``error`` event like any other refusal (the
+client sends it again, with a fresh token); one whose token names someone else than ``user``
+is forged and goes straight to the dead-letter queue. So the right to publish to the queue is
+not the right to send as anyone.
 Messages of one user are processed in order (one worker per user hash).
 """
 
@@ -29,8 +34,9 @@ from prometheus_client import Counter
 
 from chat_common import routing, tracing
 from chat_common.dto import ErrorEvent, MessageView, SendCommand, SendMessageRequest
-from chat_common.errors import ChatError, DependencyError
+from chat_common.errors import AuthenticationFailed, ChatError, DependencyError
 from chat_common.identity import normalise_email
+from chat_common.jwt_verify import UserTokenVerifier
 
 from .service import MessageService
 
@@ -57,6 +63,7 @@ class SendConsumer:
         queue: AbstractQueue,
         exchange: AbstractExchange,
         service: MessageService,
+        users: UserTokenVerifier,
         *,
         workers: int = 8,
         max_backoff: float = 5.0,
@@ -64,6 +71,7 @@ class SendConsumer:
         self._queue = queue
         self._exchange = exchange
         self._service = service
+        self._users = users
         self._inboxes: list[asyncio.Queue[AbstractIncomingMessage]] = [
             asyncio.Queue() for _ in range(workers)
         ]
@@ -127,6 +135,14 @@ class SendConsumer:
         delay = 0.05
         while True:
             try:
+                if not command.token:
+                    raise AuthenticationFailed("the send carries no token", code="TOKEN_MISSING")
+                sender = await self._users.identify(command.token)
+                if sender.email != user:
+                    log.warning("chat.send command for %s with another user's token", user)
+                    OUTCOMES.labels("forged").inc()
+                    await message.reject(requeue=False)
+                    return
                 sent = await self._service.send(user, request)
                 break
             except TRANSIENT as exc:

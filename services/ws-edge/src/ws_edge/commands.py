@@ -153,6 +153,7 @@ async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
         client_message_id=request.client_message_id,
         receipt=pending.receipt,
         connection=client.id,
+        token=client.token,
     )
     headers: dict[str, Any] = {"x-user": client.email}
     tracing.inject(headers, pending.trace)
