@@ -53,6 +53,13 @@ async def upstream_server(port: int) -> AsyncIterator[None]:
             Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ]
     )
+    async with serving_app(app, port):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Starlette, port: int) -> AsyncIterator[None]:
+    """``app`` served by uvicorn on 127.0.0.1:``port`` for the ``with`` block."""
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False

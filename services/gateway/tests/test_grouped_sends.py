@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .test_gateway_proxy import free_port, gateway_factory, silent_server
+from .test_gateway_proxy import free_port, gateway_factory, serving_app, silent_server
 
 __all__ = ["gateway_factory"]  # the fixture, shared with the forwarding tests
 
@@ -88,17 +87,8 @@ async def serving(svc: MessageSvc, port: int) -> AsyncIterator[None]:
             Route("/api/chat/message", svc.message, methods=["POST"]),
         ]
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to await
-        await asyncio.sleep(0.01)
-    try:
+    async with serving_app(app, port):
         yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 def body(content: str) -> dict[str, str]:

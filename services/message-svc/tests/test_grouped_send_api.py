@@ -13,15 +13,8 @@ import pytest
 
 from chat_common.dto import GROUPED_MAX
 
-from .conftest import ChatSession, SessionFactory, serving
-
-
-def item(session: ChatSession, content: str, cid: uuid.UUID | None = None) -> dict[str, str]:
-    return {
-        "sessionId": str(session.id),
-        "content": content,
-        "clientMessageId": str(cid or uuid.uuid4()),
-    }
+from .conftest import SessionFactory, serving
+from .test_bulk_send_api import item
 
 
 async def test_each_group_is_its_own_senders_bulk_send(

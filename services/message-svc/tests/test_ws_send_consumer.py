@@ -103,6 +103,22 @@ def command(make_token: Any) -> Command:
     return make
 
 
+async def dead_lettered(channel: AbstractChannel, body: bytes, within: float = 10.0) -> bool:
+    """Whether a message with exactly ``body`` reaches the dead-letter queue (taken off it)."""
+    dead = await channel.get_queue(routing.SEND_DEAD_LETTER_QUEUE)
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        message = await dead.get(no_ack=False, fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)
+        elif message.body == body:
+            await message.ack()
+            return True
+        else:
+            await message.nack(requeue=True)
+    return False
+
+
 @pytest.fixture
 async def send_queue(channel: AbstractChannel, queue_name: str) -> AsyncIterator[AbstractQueue]:
     queue = await amqp.send_queue(channel, 20, queue_name)
@@ -200,23 +216,9 @@ async def test_a_command_with_another_users_token_is_forged_and_dead_lettered(
     session = await new_session()
     settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
     forged = command(session, session.a, token=make_token("mallory@example.com"))
-    dead = await channel.get_queue(routing.SEND_DEAD_LETTER_QUEUE)
     async with running(settings), listener(channel, session.a) as events:
         await publish(channel, queue_name, forged)
-        found = False
-        deadline = asyncio.get_running_loop().time() + 10
-        while not found and asyncio.get_running_loop().time() < deadline:
-            message = await dead.get(no_ack=False, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-            elif msgspec.json.decode(message.body).get("clientMessageId") == str(
-                forged.client_message_id
-            ):
-                await message.ack()
-                found = True
-            else:
-                await message.nack(requeue=True)
-        assert found
+        assert await dead_lettered(channel, msgspec.json.encode(forged))
         assert await events.get(no_ack=True, fail=False) is None
     assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 0
 
@@ -229,21 +231,9 @@ async def test_undecodable_message_is_dead_lettered(
 ) -> None:
     marker = f"poison-{uuid.uuid4()}".encode()
     settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
-    dead = await channel.get_queue(routing.SEND_DEAD_LETTER_QUEUE)
     async with running(settings):
         await channel.default_exchange.publish(aio_pika.Message(marker), routing_key=queue_name)
-        deadline = asyncio.get_running_loop().time() + 10
-        found = False
-        while not found and asyncio.get_running_loop().time() < deadline:
-            message = await dead.get(no_ack=False, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-            elif message.body == marker:
-                await message.ack()
-                found = True
-            else:
-                await message.nack(requeue=True)
-        assert found
+        assert await dead_lettered(channel, marker)
 
 
 async def test_database_down_mid_way_loses_nothing(
