@@ -163,8 +163,9 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
     relay_processes: RelayProcesses,
 ) -> None:
     """SIGSTOP a relay holding a batch for longer than its lease: the server ends its round's
-    transaction, another relay takes the rows over and publishes them; when the first wakes
-    up, its late write-back and commit fail and change nothing."""
+    transaction (or, when it stopped in the middle of a statement, another relay does), another
+    relay takes the rows over and publishes them; when the first wakes up, its late write-back
+    and commit fail and change nothing."""
     sessions = [uuid.uuid4() for _ in range(10)]
     ids = await insert([sessions[i % 10] for i in range(2000)], notify=False)
     paused = relay_processes.start(
@@ -172,8 +173,12 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
     )
     await observed.wait_for(100, within=30)
     await stop_mid_batch(db_pool, paused)
+    # The other relay has the same lease, as every relay of a deployment does: it ends the
+    # paused round once the lease is up, also when the relay stopped in the middle of a
+    # statement's messages (where idle_in_transaction_session_timeout does not apply).
+    same_lease = relay_settings(database_url, lease_seconds=1.0, publish_timeout_seconds=0.5)
     try:
-        async with running_relay(relay_settings(database_url)):
+        async with running_relay(same_lease):
             await observed.wait_for_all(ids, within=30)  # after the lease ran out
             os.kill(paused.pid, signal.SIGCONT)
             await asyncio.sleep(1.0)  # the paused relay finishes its stale round
