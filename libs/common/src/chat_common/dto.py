@@ -72,10 +72,12 @@ GROUPED_MAX = 1_000  # messages in one grouped send, all senders together
 
 class SendGroup(Request, frozen=True):
     """One sender's part of a grouped send (``POST /internal/sends``): the sender's own
-    token, which authenticates these messages and no others, and up to 100 messages."""
+    token, which authenticates these messages and no others, and up to 100 messages, each a
+    JSON document checked on its own (as a bulk send's items: one bad item is that item's
+    problem)."""
 
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
-    messages: Annotated[list[SendMessageRequest], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
     request_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None  # for the logs
     trace: dict[str, str] | None = None  # W3C trace context of the send (traceparent, ...)
 
@@ -224,3 +226,30 @@ class GroupResult(Response, frozen=True, omit_defaults=True):
 
 class GroupedSendResult(Response, frozen=True):
     groups: list[GroupResult]
+
+
+class SentItem(msgspec.Struct, rename="camel"):
+    """A :class:`BulkItemResult` as a caller of a grouped send reads it: the message and the
+    problem as raw JSON, passed on or decoded as the caller needs (empty when absent)."""
+
+    status: int
+    index: int = 0
+    message: msgspec.Raw = msgspec.Raw()
+    replayed: bool | None = None
+    problem: msgspec.Raw = msgspec.Raw()
+    retry_after: int | None = None
+
+
+class SentGroup(msgspec.Struct, rename="camel"):
+    """A :class:`GroupResult` as a caller reads it."""
+
+    status: int
+    results: list[SentItem] = msgspec.field(default_factory=list)
+    problem: msgspec.Raw = msgspec.Raw()
+    retry_after: int | None = None
+
+
+class GroupedSendAnswer(msgspec.Struct):
+    """A :class:`GroupedSendResult` as a caller reads it."""
+
+    groups: list[SentGroup]

@@ -98,9 +98,14 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> byte
     return b"".join(chunks)
 
 
-async def parse_body(request: Request, type_: type[T], max_bytes: int = DEFAULT_MAX_BODY) -> T:
+def declared_json(request: Request) -> bool:
+    """Whether the request declares a JSON body (no Content-Type counts as JSON)."""
     content_type = request.headers.get("content-type", "application/json")
-    if not content_type.split(";")[0].strip().lower().endswith("json"):
+    return content_type.split(";")[0].strip().lower().endswith("json")
+
+
+async def parse_body(request: Request, type_: type[T], max_bytes: int = DEFAULT_MAX_BODY) -> T:
+    if not declared_json(request):
         raise MalformedBody("send the body as application/json")
     return decode_json(await read_body(request, max_bytes), type_)
 

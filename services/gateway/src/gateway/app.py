@@ -37,6 +37,7 @@ from chat_common.web import (
     EXCEPTION_HANDLERS,
     ReadinessCheck,
     bearer_token,
+    declared_json,
     operational_routes,
     read_body,
 )
@@ -85,6 +86,7 @@ async def api(request: Request) -> Response:
     rule = rule_for(request.url.path)
     if rule is None:
         raise NotFound(f"no route for {request.url.path}")
+    token: str | None = None  # a user's
     # Verified here so that bad tokens never reach a service; each service verifies again.
     if rule.caller is Caller.FLAIRBIT:
         claims = await state.flairbit_tokens.verify_async(bearer_token(request))
@@ -96,23 +98,17 @@ async def api(request: Request) -> Response:
         await check(state.limiters.per_user, user.email, "requests")
         if request.method == "POST" and request.url.path == INIT_PATH:
             await check(state.limiters.init_per_user, user.email, "new chats")
-        if state.sends is not None and request.method == "POST" and request.url.path == SEND_PATH:
-            body = await read_body(request, state.max_body)
-            document = json_document(body) if _json(request) else None
-            if document is not None:
-                return await state.sends.send(token, document, request_id_var.get())
-            return await _forward(state, rule.upstream, request, body)
     body = await read_body(request, state.bulk_max_body if rule.bulk else state.max_body)
-    return await _forward(state, rule.upstream, request, body)
-
-
-def _json(request: Request) -> bool:
-    """Whether the body is declared JSON (message-svc's rule: no type means JSON)."""
-    content_type = request.headers.get("content-type", "application/json")
-    return content_type.split(";")[0].strip().lower().endswith("json")
-
-
-async def _forward(state: AppState, upstream: Upstream, request: Request, body: bytes) -> Response:
+    if (
+        token is not None
+        and state.sends is not None
+        and request.method == "POST"
+        and request.url.path == SEND_PATH
+        and declared_json(request)  # as message-svc reads it
+        and (document := json_document(body)) is not None
+    ):
+        return await state.sends.send(token, document, request_id_var.get())
+    upstream = rule.upstream
     return await forward(
         state.pools[upstream],
         state.upstreams[upstream],

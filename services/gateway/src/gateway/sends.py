@@ -26,6 +26,7 @@ from opentelemetry import trace
 from starlette.responses import Response
 
 from chat_common import tracing
+from chat_common.dto import GroupedSendAnswer, GroupedSendRequest, SendGroup, SentGroup, SentItem
 from chat_common.grouping import Group, GroupBatcher, Sender
 from chat_common.problems import PROBLEM_CONTENT_TYPE, error_response
 
@@ -35,38 +36,8 @@ UPSTREAM = "message"
 TRACER = tracing.tracer(__name__)
 
 
-class _Group(msgspec.Struct, rename="camel", omit_defaults=True):
-    token: str
-    messages: list[msgspec.Raw]
-    request_id: str | None = None
-    trace: dict[str, str] | None = None
-
-
-class _Request(msgspec.Struct):
-    groups: list[_Group]
-
-
-class _Item(msgspec.Struct, rename="camel"):
-    status: int
-    message: msgspec.Raw = msgspec.Raw()
-    replayed: bool | None = None
-    problem: msgspec.Raw = msgspec.Raw()
-    retry_after: int | None = None
-
-
-class _GroupAnswer(msgspec.Struct, rename="camel"):
-    status: int
-    results: list[_Item] = msgspec.field(default_factory=list)
-    problem: msgspec.Raw = msgspec.Raw()
-    retry_after: int | None = None
-
-
-class _Answer(msgspec.Struct):
-    groups: list[_GroupAnswer]
-
-
 _encode = msgspec.json.Encoder().encode
-_answer = msgspec.json.Decoder(_Answer)
+_answer = msgspec.json.Decoder(GroupedSendAnswer)
 
 
 def json_document(body: bytes) -> msgspec.Raw | None:
@@ -112,9 +83,9 @@ class GroupedSends:
         return answer
 
     async def _store(self, groups: list[Group[Sender, msgspec.Raw]]) -> list[list[Response]]:
-        payload = _Request(
+        payload = GroupedSendRequest(
             groups=[
-                _Group(
+                SendGroup(
                     token=sender.token,
                     messages=messages,
                     request_id=sender.request_id,
@@ -138,7 +109,7 @@ class GroupedSends:
         return [_responses(g, len(m)) for g, (_, m) in zip(answers, groups, strict=True)]
 
 
-def _responses(group: _GroupAnswer, size: int) -> list[Response]:
+def _responses(group: SentGroup, size: int) -> list[Response]:
     if group.status != 200:  # a fresh response each: the middlewares add to its headers
         return [_problem(group.status, group.problem, group.retry_after) for _ in range(size)]
     if len(group.results) != size:
@@ -146,7 +117,7 @@ def _responses(group: _GroupAnswer, size: int) -> list[Response]:
     return [_response(item) for item in group.results]
 
 
-def _response(item: _Item) -> Response:
+def _response(item: SentItem) -> Response:
     if item.status != 200:
         return _problem(item.status, item.problem, item.retry_after)
     answer = Response(bytes(item.message), media_type="application/json")

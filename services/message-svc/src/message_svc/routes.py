@@ -17,16 +17,17 @@ from chat_common import openapi, tracing
 from chat_common.dto import (
     BULK_MAX,
     GROUPED_MAX,
-    GROUPS_MAX,
     BulkItemResult,
     BulkSendRequest,
     BulkSendResult,
+    GroupedSendRequest,
     GroupedSendResult,
     GroupResult,
     HistoryPage,
     MarkRequest,
     Marks,
     MessageView,
+    SendGroup,
     SendMessageRequest,
     SessionList,
     UnreadView,
@@ -136,17 +137,6 @@ async def send_messages(request: Request) -> Response:
     return json_response(BulkSendResult(results=results))
 
 
-class _RawGroup(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
-    token: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)]
-    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
-    request_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    trace: dict[str, str] | None = None
-
-
-class _GroupedEnvelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    groups: Annotated[list[_RawGroup], msgspec.Meta(min_length=1, max_length=GROUPS_MAX)]
-
-
 GROUPED_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -155,12 +145,12 @@ async def send_grouped(request: Request) -> Response:
     authenticated by its own sender's token and answered as that sender's bulk send would be.
     All groups are handed to the group commit together, so they share its commits. A group
     whose token fails is refused alone; the request as a whole fails only for its shape."""
-    envelope = await parse_body(request, _GroupedEnvelope, max_bytes=GROUPED_MAX_BYTES)
+    envelope = await parse_body(request, GroupedSendRequest, max_bytes=GROUPED_MAX_BYTES)
     if sum(len(g.messages) for g in envelope.groups) > GROUPED_MAX:
         raise InvalidInput(f"at most {GROUPED_MAX} messages in one request", field="groups")
     users = state(request).users
 
-    async def one(group: _RawGroup) -> GroupResult:
+    async def one(group: SendGroup) -> GroupResult:
         # Each group runs in its own task (gather), so its request id and span are its own.
         if group.request_id:
             request_id_var.set(group.request_id)

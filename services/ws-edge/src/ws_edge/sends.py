@@ -2,10 +2,10 @@
 
 The read loop hands each SEND to :meth:`SendPipe.submit` and goes on reading: it never waits
 for a commit. One drain per connection takes what is waiting, up to ``batch_max`` at a time,
-and asks message-svc to store it in one request (a lone SEND as a single send, several as one
-bulk send); while that request is out, new SENDs wait and go together in the next one. So a
-connection's messages are stored, and answered, in the order it sent them, and a client that
-pipelines many SENDs costs one request per batch, not per message. Each SEND's answer
+and hands it to ``store`` as one batch (the edge then sends it to message-svc together with
+other connections' batches: :mod:`chat_common.grouping`); while that batch is out, new SENDs
+wait and go together in the next one. So a connection's messages are stored, and answered, in
+the order it sent them. Each SEND's answer
 (stored, refused, or unanswered) goes to ``answer`` in order.
 
 At most ``max_waiting`` SENDs wait per connection; :meth:`submit` refuses more (False).

@@ -16,7 +16,15 @@ import msgspec
 from prometheus_client import Counter
 
 from chat_common import tracing
-from chat_common.dto import GroupedSendRequest, Membership, SendGroup, SendMessageRequest
+from chat_common.dto import (
+    GroupedSendAnswer,
+    GroupedSendRequest,
+    Membership,
+    SendGroup,
+    SendMessageRequest,
+    SentGroup,
+    SentItem,
+)
 from chat_common.errors import DependencyUnavailable
 from chat_common.grouping import Group, GroupBatcher, Sender
 
@@ -49,27 +57,10 @@ class _Problem(msgspec.Struct):
     detail: str = "the message was refused"
 
 
-class _Item(msgspec.Struct):
-    index: int
-    status: int
-    message: msgspec.Raw = msgspec.Raw()  # empty when absent (a Raw cannot be in a union)
-    problem: _Problem | None = None
-
-
-class _Group(msgspec.Struct):
-    status: int
-    results: list[_Item] = msgspec.field(default_factory=list)
-    problem: _Problem | None = None
-
-
-class _Grouped(msgspec.Struct):
-    groups: list[_Group]
-
-
 _page = msgspec.json.Decoder(_Page)
 _stored = msgspec.json.Decoder(_Stored)
 _problem = msgspec.json.Decoder(_Problem)
-_grouped = msgspec.json.Decoder(_Grouped)
+_grouped = msgspec.json.Decoder(GroupedSendAnswer)
 _seq = msgspec.json.Decoder(_Seq)
 _membership = msgspec.json.Decoder(Membership)
 
@@ -208,7 +199,8 @@ class Upstream:
             raise RuntimeError("this Upstream was made without a client for sends")
         payload = GroupedSendRequest(
             groups=[
-                SendGroup(token=s.token, messages=messages, trace=s.trace) for s, messages in groups
+                SendGroup(token=s.token, messages=[_raw(m) for m in messages], trace=s.trace)
+                for s, messages in groups
             ]
         )
         headers = {"Content-Type": "application/json"}
@@ -266,24 +258,31 @@ def _all(
     return [[answer] * len(messages) for _, messages in groups]
 
 
-def _group_answers(group: Group[Sender, SendMessageRequest], result: _Group) -> list[SendAnswer]:
+def _raw(request: SendMessageRequest) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode(request))
+
+
+def _group_answers(group: Group[Sender, SendMessageRequest], result: SentGroup) -> list[SendAnswer]:
     size = len(group[1])
     if result.status != 200:
-        if result.status >= 500 or result.problem is None:
-            return [Unanswered(f"message-svc answered {result.status} for a sender")] * size
-        return [Refused(result.problem.code, result.problem.detail)] * size
+        return [_problem_answer(result.status, result.problem, "for a sender")] * size
     items = sorted(result.results, key=lambda item: item.index)
     if [item.index for item in items] != list(range(size)):
         return [Unanswered("send answer does not match the request")] * size
     return [_item_answer(item) for item in items]
 
 
-def _item_answer(item: _Item) -> SendAnswer:
+def _item_answer(item: SentItem) -> SendAnswer:
     if item.status == 200 and item.message:
         try:
             return _stored_answer(bytes(item.message))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return Unanswered(f"send answer unreadable: {exc}")
-    if item.status >= 500 or item.problem is None:
-        return Unanswered(f"message-svc answered {item.status} for a message")
-    return Refused(item.problem.code, item.problem.detail)
+    return _problem_answer(item.status, item.problem, "for a message")
+
+
+def _problem_answer(status: int, problem: msgspec.Raw, about: str) -> SendAnswer:
+    """A group's or an item's refusal; without a problem to read, unanswered."""
+    if not problem:
+        return Unanswered(f"message-svc answered {status} {about}")
+    return _refusal(status, bytes(problem))
