@@ -20,12 +20,18 @@ Environment: RUN_DIR (default .run), CHAT_PORT_BASE (default 8080: gateway 8080,
 session-svc 8081, message-svc 8082, ws-edge 8083, outbox-relay 8084; FlairBit stand-in
 base+10), DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/chat), AMQP_VHOST
 (default /; another one is created with rabbitmqctl), AMQP_BASE (default
-amqp://guest:guest@127.0.0.1:5672), LOG_LEVEL.
+amqp://guest:guest@127.0.0.1:5672; its user administers the virtual host), LOG_LEVEL.
+
+Each service that uses RabbitMQ gets its own user with only the permissions its job needs
+(``chat_common.broker_access``), made with ``rabbitmqctl import_definitions``, with the
+development passwords of docker-compose.yml (``dev-{service}``; $RUN_DIR/amqp-users.json
+records them). Without rabbitmqctl every service uses AMQP_BASE's user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -98,7 +104,6 @@ def services() -> list[Service]:
         "JWT_ISSUER": "flairbit",
         "JWT_AUDIENCE": "chat",
         "LOG_LEVEL": LOG_LEVEL,
-        "AMQP_URL": AMQP_URL,
     }
     return [
         Service(
@@ -127,7 +132,12 @@ def services() -> list[Service]:
             "message-svc",
             "message_svc",
             PORT_BASE + 2,
-            {**user_jwt, "PORT": str(PORT_BASE + 2), "DATABASE_URL": DATABASE_URL},
+            {
+                **user_jwt,
+                "PORT": str(PORT_BASE + 2),
+                "DATABASE_URL": DATABASE_URL,
+                "AMQP_URL": amqp_url("message-svc"),
+            },
         ),
         Service(
             "ws-edge",
@@ -136,6 +146,7 @@ def services() -> list[Service]:
             {
                 **user_jwt,
                 "PORT": str(PORT_BASE + 3),
+                "AMQP_URL": amqp_url("ws-edge"),
                 "SESSION_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 1}",
                 "MESSAGE_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 2}",
                 "ALLOWED_ORIGINS": origins,
@@ -148,7 +159,7 @@ def services() -> list[Service]:
             {
                 "PORT": str(PORT_BASE + 4),
                 "DATABASE_URL": DATABASE_URL,
-                "AMQP_URL": AMQP_URL,
+                "AMQP_URL": amqp_url("outbox-relay"),
                 "LOG_LEVEL": LOG_LEVEL,
             },
         ),
@@ -196,23 +207,59 @@ def ensure_keys() -> None:
     )
 
 
-def ensure_vhost() -> None:
-    """Create this stack's RabbitMQ virtual host when it is not the default one."""
-    if AMQP_VHOST == "/":
-        return
+AMQP_USERS = RUN_DIR / "amqp-users.json"
+
+
+def amqp_url(service: str) -> str:
+    """The service's AMQP_URL: as its own user once :func:`ensure_broker` made them."""
+    from chat_common import broker_access
+
+    if not AMQP_USERS.exists():
+        return AMQP_URL
+    password = json.loads(AMQP_USERS.read_text())[service]
+    base = urllib.parse.urlsplit(AMQP_BASE)
+    user = urllib.parse.quote(broker_access.user_name(service, AMQP_VHOST), safe="")
+    host = base.netloc.rpartition("@")[2]
+    return f"{base.scheme}://{user}:{password}@{host}/{urllib.parse.quote(AMQP_VHOST, safe='')}"
+
+
+def ensure_broker() -> None:
+    """This stack's virtual host, and one user per service with its grant on it (one
+    ``rabbitmqctl import_definitions``; AMQP_BASE's user gets every permission on the host)."""
+    from chat_common import broker_access
+
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
-        print(f"note: rabbitmqctl not found; virtual host {AMQP_VHOST!r} must exist already")
+        print(
+            "note: rabbitmqctl not found; every service uses AMQP_BASE's user"
+            + ("" if AMQP_VHOST == "/" else f" and virtual host {AMQP_VHOST!r} must exist")
+        )
+        AMQP_USERS.unlink(missing_ok=True)
         return
-    subprocess.run(
-        [ctl, "-q", "add_vhost", AMQP_VHOST], capture_output=True, check=False, timeout=60
+    # Development passwords, as in docker-compose.yml: the same for every stack on one broker,
+    # so that a second stack on this virtual host (another RUN_DIR) cannot lock the first out.
+    passwords = {service: f"dev-{service}" for service in broker_access.GRANTS}
+    definitions = broker_access.definitions(AMQP_VHOST, passwords)
+    admin = urllib.parse.unquote(urllib.parse.urlsplit(AMQP_BASE).username or "guest")
+    definitions["permissions"].append(
+        {"user": admin, "vhost": AMQP_VHOST, "configure": ".*", "write": ".*", "read": ".*"}
     )
-    subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", AMQP_VHOST, "guest", ".*", ".*", ".*"],
+    done = subprocess.run(
+        [ctl, "-q", "import_definitions", "--format", "json"],
+        input=json.dumps(definitions),
         capture_output=True,
-        check=True,
+        text=True,
+        check=False,
         timeout=60,
     )
+    if done.returncode != 0:
+        print(f"note: rabbitmqctl could not add the services' users ({done.stderr.strip()});")
+        print("      every service uses AMQP_BASE's user")
+        AMQP_USERS.unlink(missing_ok=True)
+        return
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    AMQP_USERS.touch(mode=0o600)
+    AMQP_USERS.write_text(json.dumps(passwords))
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
@@ -293,7 +340,7 @@ def launch(service: Service) -> bool:
 
 def up() -> int:
     ensure_keys()
-    ensure_vhost()
+    ensure_broker()
     for service in services():
         if not launch(service):
             return 1
@@ -424,7 +471,7 @@ def restart_cmd(argv: list[str]) -> int:
 
 def dev() -> int:
     ensure_keys()
-    ensure_vhost()
+    ensure_broker()
     processes: list[tuple[Service, subprocess.Popen[bytes]]] = []
     width = max(len(s.name) for s in services())
     lock = threading.Lock()

@@ -14,7 +14,7 @@ import aio_pika
 import msgspec
 import pytest
 
-from chat_common import routing
+from chat_common import amqp, routing
 from chat_common.dto import SendCommand
 from ws_edge.stomp.frames import Frame
 
@@ -82,16 +82,16 @@ async def test_chat_send_publishes_the_verified_user_and_the_ack_brings_the_rece
     from it, then answered as message-svc answers it."""
     chat = await world.chat()
     queue_name = f"{world.send_queue}.manual"
-    edge = await world.edge(send_queue=queue_name, send_route="queue")
-    alice = await world.raw(edge, chat.alice_token)
-    await alice.subscribe("/user/queue/ack")
-    cid = uuid.uuid4()
-    body = {"sessionId": str(chat.id), "content": "over STOMP", "clientMessageId": str(cid)}
-    await alice.send("/app/chat.send", json.dumps(body).encode(), ("receipt", "send-1"))
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
+        queue = await amqp.send_queue(channel, name=queue_name)  # as message-svc declares it
+        edge = await world.edge(send_queue=queue_name, send_route="queue")
+        alice = await world.raw(edge, chat.alice_token)
+        await alice.subscribe("/user/queue/ack")
+        cid = uuid.uuid4()
+        body = {"sessionId": str(chat.id), "content": "over STOMP", "clientMessageId": str(cid)}
+        await alice.send("/app/chat.send", json.dumps(body).encode(), ("receipt", "send-1"))
         message = None
         async with asyncio.timeout(10):
             while message is None:
@@ -305,3 +305,34 @@ async def test_deliveries_are_acknowledged_in_batches_and_none_is_left_waiting(
     assert [json.loads(f.body)["seq"] for f in frames] == list(range(1, 61))
     acks = edge.edge.broker.acks.sent
     assert 0 < acks < 60
+
+
+async def test_only_typing_events_pass_through_the_typing_exchange(world: Any) -> None:
+    """The edges may publish to chat.typing (bound into chat.events), so anything published
+    there that is not a typing event (a message, a receipt) is dropped, not fanned out."""
+    chat = await world.chat()
+    edge = await world.edge()
+    alice = await world.raw(edge, chat.alice_token)
+    await alice.subscribe(chat.topic, ("receipt", "a"))
+    assert (await alice.next_frame()).command == "RECEIPT"
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        typing = await channel.declare_exchange(routing.TYPING_EXCHANGE, passive=True)
+        key = routing.session_key(chat.id)
+        forged = {
+            routing.EVENT_HEADER: "message",
+            routing.SESSION_HEADER: str(chat.id),
+            routing.SEQ_HEADER: 1,
+        }
+        for headers, body in (
+            (forged, b'{"content": "forged"}'),
+            ({**forged, routing.EVENT_HEADER: "receipt"}, b'{"kind": "read", "upToSeq": 9}'),
+            ({routing.EVENT_HEADER: "typing", routing.SESSION_HEADER: str(chat.id)}, b"{}"),
+        ):
+            await typing.publish(aio_pika.Message(body, headers=headers), key)
+    finally:
+        await connection.close()
+    frame = await alice.next_frame()
+    assert frame.header("x-event") == "typing"  # the two forged events never came
+    assert edge.broker.forged == 2

@@ -10,7 +10,13 @@ import hashlib
 import uuid
 
 EVENTS_EXCHANGE = "chat.events"
+# Typing events, published by the edges; bound into chat.events (every key), so they reach the
+# queues bound there, and an edge can tell them from the relay's events by this exchange name.
+TYPING_EXCHANGE = "chat.typing"
+# Commands for message-svc (a direct exchange: each send queue is bound by its own name).
+COMMANDS_EXCHANGE = "chat.commands"
 SEND_QUEUE = "chat.send"
+EDGE_QUEUE_PREFIX = "ws-edge."  # each edge instance's own queue: ws-edge.{instance}
 SEND_DEAD_LETTER_EXCHANGE = "chat.send.dlx"
 SEND_DEAD_LETTER_QUEUE = "chat.send.dead"
 

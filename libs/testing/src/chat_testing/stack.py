@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from chat_common import broker_access
+
 ROOT = Path(__file__).resolve().parents[4]
 
 
@@ -140,11 +142,12 @@ def _drop_database(url: str) -> None:
 
 
 def _delete_vhost(vhost: str) -> None:
+    """The stack's virtual host and the users `make up` made for its services."""
     ctl = shutil.which("rabbitmqctl")
     if ctl:
-        subprocess.run(
-            [ctl, "-q", "delete_vhost", vhost], capture_output=True, check=False, timeout=60
-        )
+        users = (broker_access.user_name(service, vhost) for service in broker_access.GRANTS)
+        for args in (["delete_vhost", vhost], *(["delete_user", user] for user in users)):
+            subprocess.run([ctl, "-q", *args], capture_output=True, check=False, timeout=60)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,10 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(pool.close)
             connection = await amqp.connect(settings.amqp_url)
             stack.push_async_callback(connection.close)
+            async with connection.channel() as setup:
+                # The exchanges the edges publish to and bind at (they may not declare them).
+                await amqp.events_exchange(setup)
+                await amqp.commands_exchange(setup)
             policy = BucketPolicy(settings.send_burst, settings.send_rate_per_second)
             limiter: SendLimiter
             redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)

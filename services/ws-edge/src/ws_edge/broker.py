@@ -6,8 +6,12 @@ manual acks and a prefetch window, so a burst waits in RabbitMQ rather than in t
 A delivery is handed to every local subscriber's buffer before anything acknowledges it, and
 the acks go in batches (:class:`Acks`: one ``basic.ack`` with ``multiple`` for up to
 ``ACK_BATCH`` handled deliveries, or ``ACK_DELAY_SECONDS`` after the first of them);
-``/app/chat.send`` commands published to the durable send queue and typing events to
-``chat.events``, both with publisher confirms. When the connection to RabbitMQ drops, the
+``/app/chat.send`` commands published to ``chat.commands`` (bound to the durable send queue)
+and typing events to ``chat.typing`` (bound into ``chat.events``), both with publisher
+confirms; the edge's RabbitMQ user may publish nowhere else (``chat_common.broker_access``),
+and a delivery that came through ``chat.typing`` is fanned out only if it is a typing event.
+The edge declares only its own queue: it waits at start until message-svc or the relay has
+declared the shared exchanges. When the connection to RabbitMQ drops, the
 queue and everything routed to it meanwhile is gone: the broker reports the loss (the edge
 then closes its clients so that they reconnect and resume) and, once reconnected, re-binds
 what the edge still needs. When tracing is configured, each delivered message is processed
@@ -30,12 +34,11 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
-from aio_pika.exceptions import ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from chat_common import amqp, routing, tracing
 
@@ -44,6 +47,7 @@ TRACER = tracing.tracer(__name__)
 
 ACK_BATCH = 64  # deliveries per basic.ack at most (the prefetch must be larger)
 ACK_DELAY_SECONDS = 0.005  # the longest a handled delivery waits for its ack
+TOPOLOGY_WAIT_SECONDS = 60.0  # how long start() waits for the shared exchanges to exist
 
 # (routing key, headers, body); called in delivery order and must not block.
 Handler = Callable[[str, Mapping[str, Any], bytes], None]
@@ -135,17 +139,20 @@ class RabbitBroker:
         ack_delay: float = ACK_DELAY_SECONDS,
         on_lost: Listener | None = None,
         on_restored: Listener | None = None,
+        topology_wait: float = TOPOLOGY_WAIT_SECONDS,
     ) -> None:
         self._url = url
-        self.queue_name = f"ws-edge.{instance}"
+        self.queue_name = f"{routing.EDGE_QUEUE_PREFIX}{instance}"
         self._handler = handler
         self._send_queue = send_queue
         self._prefetch = prefetch
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._topology_wait = topology_wait
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
-        self._events: AbstractExchange | None = None
+        self._exchanges: amqp.EdgeExchanges | None = None
+        self.forged = 0  # deliveries dropped: not typing events, yet sent through chat.typing
         self._queue: AbstractRobustQueue | None = None
         self._bound: set[str] = set()
         self._lock = asyncio.Lock()
@@ -168,27 +175,31 @@ class RabbitBroker:
         self._connection = connection = await amqp.connect(self._url)
         connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._restored)
+        await self._wait_for_exchanges(connection)
         self._publish = await connection.channel(publisher_confirms=True)
-        self._events = await amqp.events_exchange(self._publish)
-        await self._declare_send_queue(connection)
+        self._exchanges = await amqp.edge_exchanges(self._publish)
         consume = await connection.channel()
         await consume.set_qos(prefetch_count=self._prefetch)
         self._queue = await consume.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
         await self._queue.consume(self._on_message, no_ack=False)
 
-    async def _declare_send_queue(self, connection: AbstractRobustConnection) -> None:
-        """Declare the send queue as message-svc does; if it exists with other arguments
-        (another delivery limit), use it as it is."""
-        channel = await connection.channel()
-        try:
-            await amqp.send_queue(channel, name=self._send_queue)
-        except ChannelPreconditionFailed as exc:
-            log.warning(
-                "%s exists with other arguments; using it as is (%s)", self._send_queue, exc
-            )
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+    async def _wait_for_exchanges(self, connection: AbstractRobustConnection) -> None:
+        """Until message-svc or the relay has declared the shared exchanges (a failed passive
+        declare closes its channel, so each try has a channel of its own)."""
+        deadline = asyncio.get_running_loop().time() + self._topology_wait
+        while True:
+            channel = await connection.channel()
+            try:
+                await amqp.edge_exchanges(channel)
+                return
+            except ChannelNotFoundEntity as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("waiting for message-svc to declare the exchanges: %s", exc)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+            await asyncio.sleep(1.0)
 
     async def close(self, grace: float = 5.0) -> None:
         """Close the connection (RabbitMQ drops the exclusive queue and its bindings); give
@@ -236,6 +247,20 @@ class RabbitBroker:
         self.acks.handled(message)
 
     def _handle(self, message: AbstractIncomingMessage) -> None:
+        headers = message.headers or {}
+        if (
+            message.exchange == routing.TYPING_EXCHANGE
+            and headers.get(routing.EVENT_HEADER) != "typing"
+        ):
+            # Anything with the edges' publish right can write to chat.typing: only typing
+            # events come from there (a message or receipt only from the relay's chat.events).
+            self.forged += 1
+            log.warning(
+                "dropped a %r event published to %s",
+                headers.get(routing.EVENT_HEADER),
+                routing.TYPING_EXCHANGE,
+            )
+            return
         try:
             self._handler(message.routing_key or "", message.headers or {}, message.body)
         except Exception as exc:
@@ -244,19 +269,19 @@ class RabbitBroker:
 
     async def bind(self, key: str) -> None:
         assert self._queue is not None
-        assert self._events is not None
+        assert self._exchanges is not None
         async with self._lock:
             if key not in self._bound:
-                await self._queue.bind(self._events, key, robust=False)
+                await self._queue.bind(self._exchanges.events, key, robust=False)
                 self._bound.add(key)
 
     async def unbind(self, key: str) -> None:
         assert self._queue is not None
-        assert self._events is not None
+        assert self._exchanges is not None
         async with self._lock:
             if key in self._bound:
                 self._bound.discard(key)
-                await self._queue.unbind(self._events, key)
+                await self._queue.unbind(self._exchanges.events, key)
 
     async def rebind(self, keys: Iterable[str]) -> None:
         async with self._lock:
@@ -266,8 +291,8 @@ class RabbitBroker:
 
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
         """An ephemeral event (typing): confirmed, but fine if nobody is bound to its key."""
-        assert self._events is not None
-        await self._events.publish(
+        assert self._exchanges is not None
+        await self._exchanges.typing.publish(
             aio_pika.Message(body, headers=headers, content_type="application/json"),
             key,
             mandatory=False,
@@ -275,8 +300,8 @@ class RabbitBroker:
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None:
         """A command for message-svc: persistent, confirmed, and an error if unroutable."""
-        assert self._publish is not None
-        await self._publish.default_exchange.publish(
+        assert self._exchanges is not None
+        await self._exchanges.commands.publish(
             aio_pika.Message(
                 body,
                 headers=headers,
