@@ -1,5 +1,6 @@
-"""Dockerfiles, docker-compose.yml and the Kubernetes manifests agree with each other and with
-the code: image names, the module each image runs, ports, and the health and readiness paths.
+"""The Dockerfile, docker-compose.yml and the Kubernetes manifests agree with each other and
+with the code: image names, the package and module of each image, ports, and the health and
+readiness paths.
 
 The port of a service is its settings' default PORT (FLAIRBIT_PORT for the stand-in); the
 image EXPOSEs it and sets it, compose exposes or publishes it, the Deployment's containerPort,
@@ -43,7 +44,9 @@ def test_image_names_agree(deployable: Any, dockerfiles: Any, compose: Any, mani
         ours = compose["services"][service]
         assert _repository(ours["image"]) == deployable.image, service
         assert ours["build"]["context"] == "."
-        assert Path(ours["build"]["dockerfile"]) == Path(deployable.directory) / "Dockerfile"
+        assert Path(ours["build"]["dockerfile"]) == Path("Dockerfile")
+        assert ours["build"]["target"] == deployable.target, service
+        assert ours["build"]["args"]["PACKAGE"] == deployable.package, service
     if deployable.k8s:
         assert _repository(manifests.container(deployable)["image"]) == deployable.image
 
@@ -76,9 +79,8 @@ def test_the_image_runs_its_package(
 ) -> None:
     dockerfile = dockerfiles[deployable.name]
     assert dockerfile.cmd() == ["python", "-m", deployable.module]
-    syncs = [v for v in dockerfile.instructions("RUN", 0) if "uv sync" in v]
-    assert syncs
-    assert all(f"--package {deployable.package}" in v for v in syncs)
+    syncs = [v for v in dockerfile.build.values("RUN") if "uv sync" in v]
+    assert '--package "$PACKAGE"' in syncs[-1]  # PACKAGE: see test_image_names_agree
     if deployable.k8s:
         container = manifests.container(deployable)
         for key in ("command", "args"):
