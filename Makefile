@@ -7,12 +7,12 @@ PY := .venv/bin/python
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/chat
 SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src services/session-svc/src \
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
-	dev/flairbit-stub/src scripts/stack.py
+	dev/flairbit-stub/src scripts/stack.py scripts/images.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick
+.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick images
 
 help: ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .venv/.installed: pyproject.toml uv.lock $(wildcard */*/pyproject.toml) $(wildcard */pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -49,6 +49,9 @@ bench: install ## benchmark the stack against its baselines (not part of make te
 
 bench-quick: ## the benchmark's headline figures in under 3 minutes
 	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+images: install ## build the seven images (chat/*:dev) from the Dockerfile; see docs/operations.md
+	$(PY) scripts/images.py build $(IMAGES)
 
 lint: install ## ruff and mypy --strict on the sources
 	.venv/bin/ruff check .

@@ -1,6 +1,6 @@
-"""The Dockerfile, docker-compose.yml and the Kubernetes manifests agree with each other and
-with the code: image names, the package and module of each image, ports, and the health and
-readiness paths.
+"""The Dockerfile, docker-compose.yml, the image table of `make images` (scripts/images.py) and
+the Kubernetes manifests agree with each other and with the code: image names, the package and
+module of each image, ports, and the health and readiness paths.
 
 The port of a service is its settings' default PORT (FLAIRBIT_PORT for the stand-in); the
 image EXPOSEs it and sets it, compose exposes or publishes it, the Deployment's containerPort,
@@ -49,6 +49,24 @@ def test_image_names_agree(deployable: Any, dockerfiles: Any, compose: Any, mani
         assert ours["build"]["args"]["PACKAGE"] == deployable.package, service
     if deployable.k8s:
         assert _repository(manifests.container(deployable)["image"]) == deployable.image
+
+
+def test_make_images_builds_every_image(deploy: Any) -> None:
+    """scripts/images.py (make images, make compose-test) builds what the tests know about."""
+    from chat_testing import containers
+
+    table = {(i.target, i.package, i.repository) for i in containers.IMAGES}
+    assert table == {(d.target, d.package, d.image) for d in deploy.DEPLOYABLES}
+
+
+def test_the_local_servers_override_swaps_every_server(compose: Any) -> None:
+    from chat_testing import containers
+
+    override = yaml.safe_load(containers.LOCAL_SERVERS_OVERRIDE.read_text())
+    assert override["services"] == {s.service: {"image": s.local} for s in containers.SERVERS}
+    for server in containers.SERVERS:
+        assert compose["services"][server.service]["image"] == server.registry
+        assert (containers.LOCAL_DIR / server.dockerfile).exists()
 
 
 def test_compose_builds_only_our_images_and_names_them(compose: Any, deploy: Any) -> None:

@@ -218,10 +218,11 @@ def _hadolint() -> str:
 
 
 def _dockerfiles(deploy: Any) -> list[Path]:
-    return [deploy.DOCKERFILE]
+    return [deploy.DOCKERFILE, *sorted(deploy.LOCAL_IMAGES_DIR.glob("*.Dockerfile"))]
 
 
 def test_hadolint_finds_nothing(deploy: Any) -> None:
+    """The Dockerfile and those of the local base and server images (deploy/docker)."""
     for path in _dockerfiles(deploy):
         result = subprocess.run(
             [_hadolint(), "--no-color", "--failure-threshold", "info", str(path)],
