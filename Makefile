@@ -9,7 +9,8 @@ SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src 
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py scripts/images.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick images
+.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick images \
+	compose-test
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +53,9 @@ bench-quick: ## the benchmark's headline figures in under 3 minutes
 
 images: install ## build the seven images (chat/*:dev) from the Dockerfile; see docs/operations.md
 	$(PY) scripts/images.py build $(IMAGES)
+
+compose-test: install ## build the images, run docker-compose.yml, drive a conversation through it
+	$(PY) -m pytest tests/compose -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy --strict on the sources
 	.venv/bin/ruff check .
