@@ -109,6 +109,10 @@ class PrivatePaths:
         return f"unix://{self.socket}"
 
 
+# The dockerd processes this process started, by pid.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def private_paths(root: Path = ROOT) -> PrivatePaths:
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
     return PrivatePaths(
@@ -170,6 +174,7 @@ def start_private_engine(log: Log = say) -> Engine:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
+    _children[process.pid] = process  # reaped by stop_private_engine
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -192,12 +197,19 @@ def stop_private_engine(log: Log = say, timeout: float = 60) -> bool:
         return False
     log(f"stopping dockerd {pid}")
     os.kill(pid, signal.SIGTERM)
+    child = _children.pop(pid, None)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _private_pid(paths) != pid:
-            return True
+    while _private_pid(paths) == pid and (child is None or child.poll() is None):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
         time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(timeout=10)
+    # What dockerd leaves under its exec root: the mount of its default network namespace.
+    for mount in sorted(paths.exec_root.glob("netns/*")):
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+    shutil.rmtree(paths.exec_root, ignore_errors=True)
     return True
 
 
