@@ -26,10 +26,15 @@ PINNED_BASE = re.compile(r"^python:3\.11(\.\d+)?-slim(-[a-z]+)?(@sha256:[0-9a-f]
 
 
 def test_one_dockerfile(deploy: Any, dockerfile: Any) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=deploy.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     found = {
-        str(p.relative_to(deploy.ROOT))
-        for p in deploy.ROOT.rglob("Dockerfile")
-        if not {".venv", ".run", "node_modules", ".git"} & set(p.relative_to(deploy.ROOT).parts)
+        path for path in listed if Path(path).name == "Dockerfile" and (deploy.ROOT / path).exists()
     }
     assert found == {"Dockerfile"}, "one Dockerfile: add a stage to it, not another file"
     targets = {s.name for s in dockerfile.stages} - {"build", "runtime"}
