@@ -13,7 +13,8 @@
 
 Which engine: DOCKER_HOST if set, else the machine's default socket if it answers, else this
 checkout's own dockerd, started for the command and stopped after it (unless it was already
-running: `engine start` keeps one up across commands).
+running: `engine start` keeps one up across commands). CHAT_DOCKER_ENGINE=private: always the
+checkout's own (what .ci/run does).
 """
 
 from __future__ import annotations

@@ -215,7 +215,10 @@ def stop_private_engine(log: Log = say, timeout: float = 60) -> bool:
 
 def connect(log: Log = say) -> Engine:
     """The engine of DOCKER_HOST if set, else the machine's default one if it answers, else
-    this checkout's own dockerd, started now (and stopped by :meth:`Engine.close`)."""
+    this checkout's own dockerd, started now (and stopped by :meth:`Engine.close`). With
+    CHAT_DOCKER_ENGINE=private, always the checkout's own (CI: nothing cached elsewhere)."""
+    if os.environ.get("CHAT_DOCKER_ENGINE", "auto") == "private":
+        return start_private_engine(log)
     if os.environ.get("DOCKER_HOST"):
         host = os.environ["DOCKER_HOST"]
         client = _ping(host)
