@@ -10,7 +10,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from chat_common.errors import DependencyUnavailable
+from chat_common.errors import DependencyUnavailable, RedisUnavailable
 from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
 
 
@@ -95,8 +95,8 @@ async def test_redis_buckets_report_an_unreachable_redis_as_dependency_unavailab
             assert time.monotonic() - started < 2
         finally:
             await redis.aclose()
-    assert type(taking.value) is DependencyUnavailable
-    assert type(refunding.value) is DependencyUnavailable
+    assert type(taking.value) is RedisUnavailable  # a DependencyUnavailable
+    assert type(refunding.value) is RedisUnavailable
     assert taking.value.code == "DEPENDENCY_UNAVAILABLE"
     assert str(port) not in taking.value.detail
 

@@ -24,12 +24,14 @@ from typing import Final
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from chat_common import db
 from chat_common.batching import Pacing
 from chat_common.db import Conn
+from chat_common.errors import BrokerUnavailable, DatabaseUnavailable
 
 from . import batch, metrics, repository
 from .domain import CLAIMED, DEAD, Failed, OutboxRow, RetryPolicy, RowState, apply
-from .publisher import BrokerUnavailable, Publisher, Round
+from .publisher import Publisher, Round
 from .repository import Claimed
 from .settings import SHUTDOWN_MARGIN_SECONDS, Settings
 
@@ -38,13 +40,6 @@ log = logging.getLogger(__name__)
 # Once the shutdown grace runs out, half of SHUTDOWN_MARGIN_SECONDS is left to a write-back
 # under way, or to rolling back a round cut short.
 FINISH_SECONDS: Final = SHUTDOWN_MARGIN_SECONDS / 2
-
-DATABASE_FAULTS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class Relay:
@@ -139,7 +134,7 @@ class Relay:
                 await self._sleep(broker_delay)
                 broker_delay = min(2.0, broker_delay * 2)
                 continue
-            except DATABASE_FAULTS as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("PostgreSQL unavailable (%s); retrying", exc)
                 await self._sleep(1.0)
                 continue
@@ -293,12 +288,13 @@ class Relay:
         delay = 0.2
         while not self._stopping.is_set():
             try:
-                conn = await asyncpg.connect(
-                    self._settings.database_url,
-                    timeout=5.0,
-                    server_settings={"application_name": self._application_name("listen")},
-                )
-            except DATABASE_FAULTS as exc:
+                with db.faults():
+                    conn = await asyncpg.connect(
+                        self._settings.database_url,
+                        timeout=5.0,
+                        server_settings={"application_name": self._application_name("listen")},
+                    )
+            except DatabaseUnavailable as exc:
                 log.warning("cannot LISTEN (%s); polling meanwhile", exc)
                 await self._sleep(delay)
                 delay = min(5.0, delay * 2)
@@ -307,7 +303,8 @@ class Relay:
             lost = asyncio.Event()
             conn.add_termination_listener(_setter(lost))
             try:
-                await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
+                with db.faults():
+                    await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
                 self.listening = True
                 self.listens += 1
                 self._wake.set()  # catch up with what was committed while not listening
@@ -315,8 +312,9 @@ class Relay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), 5.0)
                     if not lost.is_set():
-                        await conn.execute("SELECT 1", timeout=5.0)  # notices a dead socket
-            except DATABASE_FAULTS as exc:
+                        with db.faults():  # notices a dead socket
+                            await conn.execute("SELECT 1", timeout=5.0)
+            except DatabaseUnavailable as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             finally:
                 self.listening = False
