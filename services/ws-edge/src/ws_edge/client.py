@@ -43,7 +43,7 @@ from .answers import SendAnswer, Stored
 from .codes import EdgeCode, EdgeError, Forwarded
 from .disconnect import Disconnect, from_core
 from .edge import GAP_FILLS, RESUME_DROPPED, SUBSCRIPTIONS, Edge
-from .fanout import ERROR_KIND, encode, refusal_detail
+from .fanout import CONTENT_TYPE, ERROR_KIND, encode, refusal_detail
 from .hub import USER_QUEUES, UnknownDestination, session_of
 from .marks import DeliveredMarks, message_id
 from .resume import RESUME_HEADER, Fetch, ResumeOverflow, SeqGate, resume_point
@@ -266,7 +266,7 @@ class ClientSession:
         by an ERROR frame (``receipt-id``, the same JSON body), then the connection closes."""
         body = msgspec.json.encode(EdgeError(code, detail, client_message_id, session_id))
         if receipt is not None and not self._error_queues():
-            self.core.send_error(detail, body, receipt_id=receipt)
+            self.core.send_error(detail, body, receipt_id=receipt, content_type=CONTENT_TYPE)
             self._flush()
             return
         encoded = encode(ERROR_KIND, None, None, body, receipt)
@@ -279,7 +279,9 @@ class ClientSession:
         error event went to the ``/user/queue/error`` subscriptions). Without one, the
         receipt is answered by an ERROR frame with the event's body, then the close."""
         if self._ending is None and not self._error_queues():
-            self.core.send_error(refusal_detail(body), body, receipt_id=receipt)
+            self.core.send_error(
+                refusal_detail(body), body, receipt_id=receipt, content_type=CONTENT_TYPE
+            )
             self._flush()
 
     def _error_queues(self) -> list[str]:
