@@ -1,6 +1,8 @@
 """The AsyncAPI document of the STOMP API (``ws_edge.asyncapi``): every destination of the
 edge's table is a channel with its operation, every event kind a message with its headers and
-schema, and every refusal code and close code is there."""
+schema, every refusal code and close code is there, and the copy the gateway serves is a fresh
+build (``make asyncapi`` writes it). The reference parser validates the served copy in the
+gateway's tests."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.apidoc import ASYNCAPI_FILE
 from ws_edge import asyncapi, destinations
 from ws_edge.codes import EdgeCode
 from ws_edge.commands import SEND_BODIES
@@ -135,3 +138,9 @@ def test_undocumented_kinds_and_destinations_stop_the_build(
     monkeypatch.setattr(destinations, "SEND", (*destinations.SEND, "/app/chat.react"))
     with pytest.raises(asyncapi.Undocumented, match=r"chat\.react"):
         asyncapi.build()
+
+
+def test_the_gateway_serves_a_fresh_build() -> None:
+    assert ASYNCAPI_FILE.read_bytes() == asyncapi.render(DOC), (
+        "the gateway's copy of the AsyncAPI document is stale: run `make asyncapi`"
+    )
