@@ -9,7 +9,7 @@ SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src 
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick
+.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick asyncapi
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,3 +58,6 @@ lint: install ## ruff and mypy --strict on the sources
 fmt: install ## format and fix what ruff can
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
+
+asyncapi: install ## write the AsyncAPI document of the STOMP API (from ws-edge's code) the gateway serves
+	$(PY) -m ws_edge.asyncapi services/gateway/src/gateway/asyncapi.json

@@ -323,7 +323,7 @@ def _routes(manifests: Any) -> dict[str, tuple[str, dict[str, Any]]]:
 
 def test_the_ingress_routes_the_public_paths_to_the_gateway(manifests: Any) -> None:
     routes = _routes(manifests)
-    for path in ("/api", "/internal/flairbit", "/openapi.json", "/docs", "/ws"):
+    for path in ("/api", "/internal/flairbit", "/openapi.json", "/asyncapi.json", "/docs", "/ws"):
         assert routes[path][0] == "gateway", path
 
 

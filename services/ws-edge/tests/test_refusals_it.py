@@ -43,6 +43,7 @@ async def test_a_send_message_svc_refuses_is_answered_by_an_error_without_an_err
     assert frame.header("receipt-id") == "send-1"
     assert "not a participant" in (frame.header("message") or "")
     assert json.loads(frame.body)["code"] == "NOT_PARTICIPANT"  # as /user/queue/error has it
+    assert frame.header("content-type") == "application/json"
     assert await closed_after(eve) == Disconnect.REFUSED.code
 
 
@@ -76,6 +77,7 @@ async def test_a_send_the_edge_refuses_is_answered_by_an_error_without_an_error_
     assert frame.command == "ERROR"
     assert frame.header("receipt-id") == "bad-1"
     assert json.loads(frame.body)["code"] == "INVALID_INPUT"
+    assert frame.header("content-type") == "application/json"
     assert await closed_after(alice) == Disconnect.REFUSED.code
 
 

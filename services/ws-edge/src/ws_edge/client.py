@@ -40,12 +40,13 @@ from ws_edge.stomp.parser import Limits
 
 from . import commands
 from .answers import SendAnswer, Stored
+from .codes import EdgeCode, EdgeError, Forwarded
 from .disconnect import Disconnect, from_core
 from .edge import GAP_FILLS, RESUME_DROPPED, SUBSCRIPTIONS, Edge
-from .fanout import encode, refusal_detail
+from .fanout import CONTENT_TYPE, ERROR_KIND, encode, refusal_detail
 from .hub import USER_QUEUES, UnknownDestination, session_of
 from .marks import DeliveredMarks, message_id
-from .resume import Fetch, ResumeOverflow, SeqGate, resume_point
+from .resume import RESUME_HEADER, Fetch, ResumeOverflow, SeqGate, resume_point
 from .sender import CLOSE_TIMEOUT_SECONDS, Sender
 from .sends import PendingSend, SendPipe
 
@@ -251,18 +252,24 @@ class ClientSession:
         self._flush()
 
     def error_message(
-        self, code: str, detail: str, receipt: str | None = None, **extra: Any
+        self,
+        code: EdgeCode | Forwarded,
+        detail: str,
+        receipt: str | None = None,
+        *,
+        client_message_id: str | None = None,
+        session_id: str | None = None,
     ) -> None:
         """A MESSAGE on this connection's ``/user/queue/error`` subscriptions about what it
         sent (carrying ``receipt-id`` when the SEND asked for a receipt). Without such a
         subscription it is dropped, unless the SEND asked for a receipt: that one is answered
         by an ERROR frame (``receipt-id``, the same JSON body), then the connection closes."""
-        body = msgspec.json.encode({"code": code, "detail": detail, **extra})
+        body = msgspec.json.encode(EdgeError(code, detail, client_message_id, session_id))
         if receipt is not None and not self._error_queues():
-            self.core.send_error(detail, body, receipt_id=receipt)
+            self.core.send_error(detail, body, receipt_id=receipt, content_type=CONTENT_TYPE)
             self._flush()
             return
-        encoded = encode("error", None, None, body, receipt)
+        encoded = encode(ERROR_KIND, None, None, body, receipt)
         for sub_id in self._error_queues():
             self.core.send_encoded(sub_id, ERROR_QUEUE, f"err-{uuid.uuid4().hex}", encoded)
         self._flush()
@@ -272,7 +279,9 @@ class ClientSession:
         error event went to the ``/user/queue/error`` subscriptions). Without one, the
         receipt is answered by an ERROR frame with the event's body, then the close."""
         if self._ending is None and not self._error_queues():
-            self.core.send_error(refusal_detail(body), body, receipt_id=receipt)
+            self.core.send_error(
+                refusal_detail(body), body, receipt_id=receipt, content_type=CONTENT_TYPE
+            )
             self._flush()
 
     def _error_queues(self) -> list[str]:
@@ -399,10 +408,10 @@ class ClientSession:
             except UnknownDestination:
                 self.refuse(f"unknown destination {destination}", event.receipt)
                 return
-            resume_text = event.header("x-resume-after-seq")
+            resume_text = event.header(RESUME_HEADER)
             resume = None if resume_text is None else resume_point(resume_text)
             if resume_text is not None and resume is None:
-                self.refuse("x-resume-after-seq must be a non-negative integer", event.receipt)
+                self.refuse(f"{RESUME_HEADER} must be a non-negative integer", event.receipt)
                 return
             if await self.member(session) is None:
                 self.refuse("not a participant of this session", event.receipt)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -41,6 +42,7 @@ from chat_common.ratelimit import take
 from ws_edge.stomp.events import SendReceived
 
 from .answers import Refused, SendAnswer, Stored
+from .codes import EdgeCode, Forwarded
 from .sends import PendingSend
 
 if TYPE_CHECKING:
@@ -67,14 +69,23 @@ class ReadMark(msgspec.Struct, rename="camel", forbid_unknown_fields=True, froze
     up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
+class TypingEvent(msgspec.Struct, rename="camel", frozen=True):
+    """What the session's subscribers get for a ``/app/chat.typing`` (``x-event: typing``)."""
+
+    session_id: uuid.UUID
+    email: str
+    profile_id: uuid.UUID
+    typing: bool
+
+
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _MARK_REFUSALS = {
-    400: "INVALID_INPUT",
-    401: "UNAUTHENTICATED",
-    403: "NOT_PARTICIPANT",
-    404: "SESSION_NOT_FOUND",
-    422: "INVALID_INPUT",
-    429: "RATE_LIMITED",
+    400: EdgeCode.INVALID_INPUT,
+    401: EdgeCode.UNAUTHENTICATED,
+    403: EdgeCode.NOT_PARTICIPANT,
+    404: EdgeCode.SESSION_NOT_FOUND,
+    422: EdgeCode.INVALID_INPUT,
+    429: EdgeCode.RATE_LIMITED,
 }
 
 
@@ -87,26 +98,36 @@ async def handle_send(client: ClientSession, event: SendReceived) -> None:
     client.bucket = decision.bucket
     if not decision.allowed:
         detail = f"too many SENDs; retry in {decision.retry_after:.1f} s"
-        client.error_message("RATE_LIMITED", detail, event.receipt, **_client_id(event.body))
+        client.error_message(
+            EdgeCode.RATE_LIMITED,
+            detail,
+            event.receipt,
+            client_message_id=_client_id(event.body),
+        )
         return
     await handler(client, event)
 
 
-def _client_id(body: bytes) -> dict[str, Any]:
+def _client_id(body: bytes) -> str | None:
     """``clientMessageId`` of a body, when it has a readable one (to label an error)."""
     try:
         value = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return {}
+        return None
     cid = value.get("clientMessageId") if isinstance(value, dict) else None
-    return {"clientMessageId": cid} if isinstance(cid, str) else {}
+    return cid if isinstance(cid, str) else None
 
 
 async def _send(client: ClientSession, event: SendReceived) -> None:
     try:
         request = msgspec.json.decode(event.body, type=SendMessageRequest)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt, **_client_id(event.body))
+        client.error_message(
+            EdgeCode.INVALID_INPUT,
+            str(exc),
+            event.receipt,
+            client_message_id=_client_id(event.body),
+        )
         return
     pending = PendingSend(request, event.receipt, tracing.current())
     if client.edge.settings.send_route == "queue":
@@ -114,7 +135,7 @@ async def _send(client: ClientSession, event: SendReceived) -> None:
     elif not client.sends().submit(pending):
         SENDS.labels("too_many").inc()
         client.error_message(
-            "RATE_LIMITED",
+            EdgeCode.RATE_LIMITED,
             "too many SENDs waiting for their answer; wait for their receipts",
             event.receipt,
             **_labels(request),
@@ -133,7 +154,7 @@ async def answer_send(client: ClientSession, pending: PendingSend, answer: SendA
     elif isinstance(answer, Refused):
         SENDS.labels("refused").inc()
         client.error_message(
-            answer.code, answer.detail, pending.receipt, **_labels(pending.request)
+            Forwarded(answer.code), answer.detail, pending.receipt, **_labels(pending.request)
         )
     else:
         SENDS.labels("queued").inc()
@@ -163,17 +184,18 @@ async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
         log.warning("chat.send publish failed: %s", exc)
         SENDS.labels("failed").inc()
         client.error_message(
-            "UNAVAILABLE",
+            EdgeCode.UNAVAILABLE,
             "the message was not accepted; send it again",
             pending.receipt,
             **_labels(request),
         )
 
 
-def _labels(request: SendMessageRequest) -> dict[str, Any]:
+def _labels(request: SendMessageRequest) -> dict[str, str]:
+    """What labels an error about a SEND that parsed (``EdgeError``'s fields)."""
     return {
-        "clientMessageId": str(request.client_message_id),
-        "sessionId": str(request.session_id),
+        "client_message_id": str(request.client_message_id),
+        "session_id": str(request.session_id),
     }
 
 
@@ -181,24 +203,20 @@ async def _typing(client: ClientSession, event: SendReceived) -> None:
     try:
         typing = msgspec.json.decode(event.body, type=Typing)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        client.error_message(EdgeCode.INVALID_INPUT, str(exc), event.receipt)
         return
     try:
         member = await client.member(typing.session_id)
     except ChatError as exc:
-        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, exc.detail, event.receipt)
         return
     if member is None:
         detail = "not a participant of this session"
-        client.error_message("NOT_PARTICIPANT", detail, event.receipt)
+        client.error_message(EdgeCode.NOT_PARTICIPANT, detail, event.receipt)
         return
+    assert client.email is not None
     body = msgspec.json.encode(
-        {
-            "sessionId": str(typing.session_id),
-            "email": client.email,
-            "profileId": str(member.me.profile_id),
-            "typing": typing.typing,
-        }
+        TypingEvent(typing.session_id, client.email, member.me.profile_id, typing.typing)
     )
     headers: dict[str, Any] = {
         routing.EVENT_HEADER: "typing",
@@ -210,7 +228,7 @@ async def _typing(client: ClientSession, event: SendReceived) -> None:
         )
     except Exception as exc:
         log.warning("typing publish failed: %s", exc)
-        client.error_message("UNAVAILABLE", "typing indicator not sent", event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, "typing indicator not sent", event.receipt)
         return
     if event.receipt:
         client.receipt(event.receipt)
@@ -220,7 +238,7 @@ async def _read(client: ClientSession, event: SendReceived) -> None:
     try:
         mark = msgspec.json.decode(event.body, type=ReadMark)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        client.error_message(EdgeCode.INVALID_INPUT, str(exc), event.receipt)
         return
     assert client.token is not None
     try:
@@ -228,18 +246,27 @@ async def _read(client: ClientSession, event: SendReceived) -> None:
             client.token, mark.session_id, "read", mark.up_to_seq
         )
     except ChatError as exc:
-        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, exc.detail, event.receipt)
         return
     if status == 200:
         if event.receipt:
             client.receipt(event.receipt)
         return
-    code = _MARK_REFUSALS.get(status, "UNAVAILABLE")
+    code = _MARK_REFUSALS.get(status, EdgeCode.UNAVAILABLE)
     client.error_message(
-        code, f"the read mark was refused ({status})", event.receipt, sessionId=str(mark.session_id)
+        code,
+        f"the read mark was refused ({status})",
+        event.receipt,
+        session_id=str(mark.session_id),
     )
 
 
 _HANDLERS = {SEND: _send, TYPING: _typing, READ: _read}
 SEND_DESTINATIONS: Final[tuple[str, ...]] = tuple(_HANDLERS)
 """Every destination a SEND may name (``ws_edge.destinations`` lists them with SUBSCRIBE's)."""
+SEND_BODIES: Final[Mapping[str, type[msgspec.Struct]]] = {
+    SEND: SendMessageRequest,
+    TYPING: Typing,
+    READ: ReadMark,
+}
+"""The JSON body each SEND destination is decoded as (its schema in the AsyncAPI document)."""

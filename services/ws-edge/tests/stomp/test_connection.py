@@ -443,6 +443,7 @@ def test_send_error_closes() -> None:
     conn.send_error("internal failure", b"details")
     error = assert_error_and_closed(conn, "internal failure")
     assert error.body == b"details"
+    assert error.header("content-type") == "text/plain"
     assert conn.close_reason is CloseReason.SERVER_ERROR
     conn.send_error("again")  # no-op once closed
     assert conn.data_to_send(0.0) == []
@@ -608,6 +609,14 @@ def test_send_error_can_answer_a_receipt() -> None:
     conn = connected()
     conn.send_error("not a participant of this session", receipt_id="sub-r")
     assert_error_and_closed(conn, "not a participant", "sub-r")
+
+
+def test_send_error_names_the_type_of_its_body() -> None:
+    conn = connected()
+    conn.send_error("refused", b'{"code":"X"}', receipt_id="r", content_type="application/json")
+    error = assert_error_and_closed(conn, "refused", "r")
+    assert error.header("content-type") == "application/json"
+    assert error.body == b'{"code":"X"}'
 
 
 def test_reject_carries_the_receipt_of_the_connect() -> None:

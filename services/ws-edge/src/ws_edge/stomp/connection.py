@@ -234,13 +234,19 @@ class ServerConnection:
         self._close(Trigger.REJECT, CloseReason.REJECTED, message)
 
     def send_error(
-        self, message: str, detail_body: bytes = b"", *, receipt_id: str | None = None
+        self,
+        message: str,
+        detail_body: bytes = b"",
+        *,
+        receipt_id: str | None = None,
+        content_type: str = "text/plain",
     ) -> None:
         """Queue an ERROR frame and close; does nothing once closed. Pass ``receipt_id`` when
-        refusing a frame that asked for a receipt (a SUBSCRIBE or SEND event's ``receipt``)."""
+        refusing a frame that asked for a receipt (a SUBSCRIBE or SEND event's ``receipt``),
+        and the ``content_type`` of a ``detail_body`` that is not plain text."""
         if self._closed():
             return
-        self._queue_error(message, receipt_id, body=detail_body)
+        self._queue_error(message, receipt_id, body=detail_body, content_type=content_type)
         self._close(Trigger.FAIL, CloseReason.SERVER_ERROR, message)
 
     def send_receipt(self, receipt_id: str) -> bool:
@@ -464,17 +470,19 @@ class ServerConnection:
         *,
         extra: Headers = (),
         body: bytes = b"",
+        content_type: str = "text/plain",
     ) -> None:
         """An ERROR frame that can always be written: the ``message`` on one line, and the
         ``receipt-id`` left out in the (caller-made) case that this version cannot carry it."""
         message = _LINE_BREAKS.sub(" ", message)
+        frame = error_frame(
+            message, receipt_id=receipt, extra=extra, body=body, content_type=content_type
+        )
         try:
-            data = serialize(
-                error_frame(message, receipt_id=receipt, extra=extra, body=body),
-                self._wire_version,
-            )
+            data = serialize(frame, self._wire_version)
         except UsageError:
-            data = serialize(error_frame(message, extra=extra, body=body), self._wire_version)
+            frame = error_frame(message, extra=extra, body=body, content_type=content_type)
+            data = serialize(frame, self._wire_version)
         self._push(data)
 
     def _push(self, data: bytes) -> None:

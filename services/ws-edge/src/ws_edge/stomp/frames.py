@@ -147,15 +147,21 @@ def receipt_frame(receipt_id: str) -> Frame:
 
 
 def error_frame(
-    message: str, *, receipt_id: str | None = None, extra: Headers = (), body: bytes = b""
+    message: str,
+    *,
+    receipt_id: str | None = None,
+    extra: Headers = (),
+    body: bytes = b"",
+    content_type: str = "text/plain",
 ) -> Frame:
-    """An ERROR frame: ``message`` header, ``receipt-id`` if the culprit asked for a receipt."""
+    """An ERROR frame: ``message`` header, ``receipt-id`` if the culprit asked for a receipt,
+    and a body of ``content_type`` if any."""
     headers: list[Header] = [("message", message)]
     if receipt_id is not None:
         headers.append(("receipt-id", receipt_id))
     headers.extend(extra)
     if body:
-        headers.append(("content-type", "text/plain"))
+        headers.append(("content-type", content_type))
     return Frame("ERROR", tuple(headers), body)
 
 
