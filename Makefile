@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PY := .venv/bin/python
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/chat
-SOURCES := libs/common/src libs/testing/src migrations/src services/gateway/src services/session-svc/src \
+SOURCES := libs/common/src libs/stomp/src libs/testing/src migrations/src services/gateway/src services/session-svc/src \
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from chat_stomp.frames import Frame
 
 from chat_testing.stomp import StompClient
-from ws_edge.stomp.frames import Frame
 
 from .conftest import Chat, Stack, open_chat
 

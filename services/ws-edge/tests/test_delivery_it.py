@@ -13,10 +13,10 @@ from typing import Any
 import aio_pika
 import msgspec
 import pytest
+from chat_stomp.frames import Frame
 
 from chat_common import amqp, routing
 from chat_common.dto import SendCommand
-from ws_edge.stomp.frames import Frame
 
 
 async def next_where(client: Any, wanted: Any, within: float = 10.0) -> Frame:

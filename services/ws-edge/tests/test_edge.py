@@ -9,12 +9,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat_stomp.frames import EncodedMessage
+
 from chat_common import routing
 from ws_edge.broker import MemoryBroker, MemoryExchange
 from ws_edge.disconnect import Disconnect
 from ws_edge.edge import Edge
 from ws_edge.settings import Settings
-from ws_edge.stomp.frames import EncodedMessage
 
 S1 = uuid.uuid4()
 ALICE, BOB = "alice@example.com", "bob@example.com"

@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 import pytest
+from chat_stomp.frames import Frame
 from websockets.exceptions import ConnectionClosed
 
 from chat_testing.stomp import StompClient
 from ws_edge.disconnect import Disconnect
-from ws_edge.stomp.frames import Frame
 
 
 async def closed_after(client: StompClient) -> int:

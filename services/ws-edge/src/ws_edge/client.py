@@ -19,15 +19,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
-from websockets.asyncio.server import ServerConnection as Socket
-from websockets.exceptions import ConnectionClosed
-
-from chat_common.dto import Membership, SendMessageRequest
-from chat_common.errors import ChatError
-from chat_common.handshake import bearer
-from chat_common.ratelimit import Bucket, BucketPolicy, take
-from ws_edge.stomp.connection import ServerConnection
-from ws_edge.stomp.events import (
+from chat_stomp.connection import ServerConnection
+from chat_stomp.events import (
     Acked,
     ConnectRequested,
     Event,
@@ -35,8 +28,15 @@ from ws_edge.stomp.events import (
     Subscribed,
     Unsubscribed,
 )
-from ws_edge.stomp.frames import EncodedMessage
-from ws_edge.stomp.parser import Limits
+from chat_stomp.frames import EncodedMessage
+from chat_stomp.parser import Limits
+from websockets.asyncio.server import ServerConnection as Socket
+from websockets.exceptions import ConnectionClosed
+
+from chat_common.dto import Membership, SendMessageRequest
+from chat_common.errors import ChatError
+from chat_common.handshake import bearer
+from chat_common.ratelimit import Bucket, BucketPolicy, take
 
 from . import commands
 from .answers import SendAnswer, Stored

@@ -33,13 +33,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
+from chat_stomp.events import SendReceived
 from prometheus_client import Counter
 
 from chat_common import routing, tracing
 from chat_common.dto import SendCommand, SendMessageRequest
 from chat_common.errors import ChatError
 from chat_common.ratelimit import take
-from ws_edge.stomp.events import SendReceived
 
 from .answers import Refused, SendAnswer, Stored
 from .codes import EdgeCode, Forwarded

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
+from chat_stomp.frames import EncodedMessage, Header, encode_message
 
 from chat_common import routing
-from ws_edge.stomp.frames import EncodedMessage, Header, encode_message
 
 from .marks import message_id
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+from chat_stomp.frames import error_frame, serialize
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -45,7 +46,6 @@ from .disconnect import Disconnect
 from .edge import Edge
 from .seats import MemorySeats, RedisSeats, Seats
 from .settings import Settings
-from .stomp.frames import error_frame, serialize
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)

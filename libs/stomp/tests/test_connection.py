@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from ws_edge.stomp.connection import ServerConnection
-from ws_edge.stomp.events import (
+from chat_stomp.connection import ServerConnection
+from chat_stomp.events import (
     Acked,
     AckMode,
     CloseReason,
@@ -21,10 +18,12 @@ from ws_edge.stomp.events import (
     Subscribed,
     Unsubscribed,
 )
-from ws_edge.stomp.exceptions import InvalidState, UsageError
-from ws_edge.stomp.frames import ALL_COMMANDS, Frame, encode_message
-from ws_edge.stomp.parser import FrameParser, Limits
-from ws_edge.stomp.state import TRANSITIONS, ConnectionState, Trigger
+from chat_stomp.exceptions import InvalidState, UsageError
+from chat_stomp.frames import ALL_COMMANDS, Frame, encode_message
+from chat_stomp.parser import FrameParser, Limits
+from chat_stomp.state import TRANSITIONS, ConnectionState, Trigger
+from hypothesis import given
+from hypothesis import strategies as st
 
 CONNECT_12 = b"CONNECT\naccept-version:1.0,1.1,1.2\nhost:chat\nheart-beat:0,0\n\n\x00"
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from ws_edge.stomp.exceptions import ProtocolError
-from ws_edge.stomp.heartbeat import HeartbeatMonitor, negotiate, parse_heartbeat
+from chat_stomp.exceptions import ProtocolError
+from chat_stomp.heartbeat import HeartbeatMonitor, negotiate, parse_heartbeat
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The STOMP core stays pure: every module of ``ws_edge.stomp`` imports the standard library
+"""The STOMP core stays pure: every module of ``chat_stomp`` imports the standard library
 and its own package only, and none of the standard library's I/O, concurrency or clock."""
 
 from __future__ import annotations
@@ -7,12 +7,11 @@ import ast
 import sys
 from pathlib import Path
 
+import chat_stomp
 import pytest
 
-import ws_edge.stomp
-
-PACKAGE = "ws_edge.stomp"
-PACKAGE_DIR = Path(ws_edge.stomp.__file__).parent
+PACKAGE = "chat_stomp"
+PACKAGE_DIR = Path(chat_stomp.__file__).parent
 MODULES = sorted(PACKAGE_DIR.glob("*.py"))
 
 # Standard-library modules that would bring I/O, tasks, threads or a clock into the core.
@@ -100,6 +99,6 @@ def test_the_check_catches_what_it_must(source: str) -> None:
 def test_the_check_allows_the_standard_library_and_the_package() -> None:
     source = (
         "from __future__ import annotations\nimport re\nfrom dataclasses import dataclass\n"
-        "from .frames import Frame\nfrom ws_edge.stomp.parser import Limits\n"
+        "from .frames import Frame\nfrom chat_stomp.parser import Limits\n"
     )
     assert forbidden_imports(source) == []

@@ -4,12 +4,11 @@ decoding per version, the receipt of a frame that failed."""
 from __future__ import annotations
 
 import pytest
+from chat_stomp.exceptions import LimitExceeded, ProtocolError, UsageError
+from chat_stomp.frames import Frame, serialize
+from chat_stomp.parser import HEARTBEAT_EVENT, FrameParser, Limits, ParseEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from ws_edge.stomp.exceptions import LimitExceeded, ProtocolError, UsageError
-from ws_edge.stomp.frames import Frame, serialize
-from ws_edge.stomp.parser import HEARTBEAT_EVENT, FrameParser, Limits, ParseEvent
 
 SEND = b"SEND\ndestination:/app/chat.send\nreceipt:r1\n\n{}\x00"
 SUBSCRIBE = b"SUBSCRIBE\nid:0\ndestination:/user/queue/messages\n\n\x00"

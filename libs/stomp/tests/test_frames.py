@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from ws_edge.stomp.exceptions import ProtocolError, UsageError
-from ws_edge.stomp.frames import (
+from chat_stomp.exceptions import ProtocolError, UsageError
+from chat_stomp.frames import (
     ALL_COMMANDS,
     CLIENT_COMMANDS,
     RAW_HEADER_COMMANDS,
@@ -21,7 +18,9 @@ from ws_edge.stomp.frames import (
     serialize,
     unescape,
 )
-from ws_edge.stomp.parser import FrameParser, Limits
+from chat_stomp.parser import FrameParser, Limits
+from hypothesis import given
+from hypothesis import strategies as st
 
 VERSIONS: list[str | None] = [None, "1.0", "1.1", "1.2"]
 
