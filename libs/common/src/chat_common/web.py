@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import errors
+from .handshake import bearer
 from .problems import MalformedBody, error_response, problem_response
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,10 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise errors.AuthenticationFailed("missing Authorization header", code="TOKEN_MISSING")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer(header)  # the one parser of the scheme (the WebSocket handshakes' too)
+    if token is None:
         raise errors.AuthenticationFailed("use the Bearer scheme", code="TOKEN_INVALID")
-    return token.strip()
+    return token
 
 
 async def chat_error_handler(request: Request, exc: Exception) -> Response:
