@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbox_relay import repository
-from outbox_relay.domain import OutboxRow, RowState, publishable_in_order
 
 from .conftest import Insert, bury_rows, eventually, held_rows, statuses
+from .oracle import OutboxRow, RowState, publishable_in_order
 
 
 def ids(rows: list[repository.Claimed]) -> list[int]:

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -30,9 +29,9 @@ from chat_common.db import Conn
 from chat_common.errors import BrokerUnavailable, DatabaseUnavailable
 
 from . import batch, metrics, repository
-from .domain import CLAIMED, DEAD, Failed, OutboxRow, RetryPolicy, RowState, apply
 from .publisher import Publisher, Round
 from .repository import Claimed
+from .retry import Bury, RetryPolicy, after_failure
 from .settings import SHUTDOWN_MARGIN_SECONDS, Settings
 
 log = logging.getLogger(__name__)
@@ -220,18 +219,18 @@ class Relay:
     ) -> None:
         """Write the round back and commit: delete what was confirmed, count the failures."""
         done = batch.settle(rows, result.outcomes)
-        written: list[RowState] = []
+        buried: list[bool] = []
         deleted = await repository.delete_published(conn, [r.id for r in done.published])
         for row, error in done.failed:
-            written.append(await self._fail(conn, row, error))
+            buried.append(await self._fail(conn, row, error))
         await transaction.commit()
-        dead = written.count(DEAD)
+        dead = buried.count(True)
         self.published += deleted
         metrics.PUBLISHED.inc(deleted)
         for row in done.published:
             confirmed = result.confirmed_at.get(row.id, time.monotonic())
             metrics.LATENCY.observe(row.age_seconds + max(0.0, confirmed - claimed_at))
-        metrics.RETRIES.inc(len(written) - dead)
+        metrics.RETRIES.inc(len(buried) - dead)
         metrics.DEAD.inc(dead)
         metrics.RELEASED.inc(len(done.released))
         if done.overtaken:
@@ -240,40 +239,30 @@ class Relay:
                 len(done.overtaken),
             )
 
-    async def _fail(self, conn: Conn, row: Claimed, error: str) -> RowState:
-        """Count the attempt (domain rules: backoff, or dead); the state written."""
+    async def _fail(self, conn: Conn, row: Claimed, error: str) -> bool:
+        """Count the attempt (the retry policy: backoff, or dead); whether it was buried."""
         now = time.time()
-        token = str(uuid.uuid4())  # the round's transaction holds the row: this claim
-        held = OutboxRow(
-            id=row.id,
-            session_id=row.session_id,
-            status=CLAIMED,
-            retry_count=row.retry_count,
-            next_retry_at=now,
-            claim_token=token,
-            lease_until=now + self._settings.lease_seconds,
-        )
-        after = apply(held, Failed(token, now, error, random.random), self._policy)
-        if after.status is DEAD:
+        decision = after_failure(row.retry_count, now, error, self._policy, random.random)
+        if isinstance(decision, Bury):
             await repository.bury(
-                conn, row.id, retry_count=after.retry_count, error=after.last_error or error
+                conn, row.id, retry_count=decision.retry_count, error=decision.error
             )
             log.error(
-                "outbox row %s is dead after %s attempts: %s", row.id, after.retry_count, error
+                "outbox row %s is dead after %s attempts: %s", row.id, decision.retry_count, error
             )
-            return DEAD
-        delay = max(0.0, after.next_retry_at - now)
+            return True
+        delay = max(0.0, decision.next_retry_at - now)
         await repository.retry_later(
             conn,
             row.id,
-            retry_count=after.retry_count,
+            retry_count=decision.retry_count,
             delay_seconds=delay,
-            error=after.last_error or error,
+            error=decision.error,
         )
-        log.warning("outbox row %s failed (attempt %s): %s", row.id, after.retry_count, error)
+        log.warning("outbox row %s failed (attempt %s): %s", row.id, decision.retry_count, error)
         due = time.monotonic() + delay
         self._next_due = due if self._next_due is None else min(self._next_due, due)
-        return after.status
+        return False
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

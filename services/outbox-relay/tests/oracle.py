@@ -1,9 +1,10 @@
-"""The rules an outbox row lives by: its state machine, retry backoff and per-session order.
+"""The reference model of an outbox row's life (the test oracle): its state machine, fencing,
+retries and per-session order, which the property tests check the relay's SQL against.
 
-Pure code. Nothing here touches asyncio, a database or a broker; the time (``now``, float
-epoch seconds) and the random source (``rng``, a ``random.random``-like callable) are always
-arguments, so every decision is reproducible. The SQL layer applies the same rules in its
-``UPDATE ... WHERE`` clauses and uses this module to decide what to write.
+The relay itself runs only the retry policy (``outbox_relay.retry``, used here too); the
+other rules live in its SQL (``outbox_relay.repository``), and the tests hold both to this
+model. Pure code: the time (``now``, float epoch seconds) and the random source (``rng``) are
+always arguments, so every decision is reproducible.
 
 States and events
 =================
@@ -51,10 +52,7 @@ session that is still unpublished: :func:`publishable_in_order` takes a session'
 order and stops at the first one that is not eligible now. Rows without a session are
 unordered.
 
-A DEAD row does **not** block the later rows of its session (:data:`DEAD_BLOCKS_SESSION` is
-``False``). A poison row would otherwise stall the conversation forever; a client that misses
-the dead message recovers it from history by ``seq`` (resume and delivered marks), which is
-the path that covers any gap on the wire.
+A DEAD row does **not** block the later rows of its session (``retry.DEAD_BLOCKS_SESSION``).
 
 Exceptions
 ==========
@@ -62,7 +60,6 @@ Exceptions
 ::
 
     OutboxError
-     +-- InvalidArgument (also ValueError)  bad policy, event argument or row field values
      +-- TransitionRefused                  the row cannot take this event now; carries the
           |                                 row id, its state and the event kind
           +-- IllegalTransition             the state never accepts this event
@@ -71,8 +68,10 @@ Exceptions
           |    +-- LeaseHeld                CLAIMED, lease still live
           +-- StaleClaim                    the event's token is not the row's current claim
 
-None of them carries an HTTP status or a broker concept; the service layer decides what they
-mean (a ``StaleClaim`` on confirm, for instance, means "drop it, someone else owns the row").
+Bad policy, event argument or row field values raise ``retry.InvalidArgument`` (a
+``ValueError``). None of them carries an HTTP status or a broker concept; the service layer
+decides what they mean (a ``StaleClaim`` on confirm, for instance, means "drop it, someone
+else owns the row").
 """
 
 from __future__ import annotations
@@ -84,6 +83,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, NoReturn
 from uuid import UUID
+
+from outbox_relay.retry import (  # the policy the relay runs
+    DEAD_BLOCKS_SESSION,
+    DEFAULT_POLICY,
+    MAX_ERROR_CHARS,
+    InvalidArgument,
+    RetryPolicy,
+    backoff_delay,
+)
 
 __all__ = [
     "DEAD_BLOCKS_SESSION",
@@ -114,12 +122,6 @@ __all__ = [
     "publishable_in_order",
 ]
 
-MAX_ERROR_CHARS: Final = 1_000
-"""``last_error`` is cut to this many characters."""
-
-DEAD_BLOCKS_SESSION: Final = False
-"""A dead row does not hold back the later rows of its session (see the module docstring)."""
-
 
 # --------------------------------------------------------------------------------------------
 # Exceptions
@@ -127,10 +129,6 @@ DEAD_BLOCKS_SESSION: Final = False
 
 class OutboxError(Exception):
     """Base of every error raised by the outbox rules."""
-
-
-class InvalidArgument(OutboxError, ValueError):
-    """A policy, event or row was built with values the rules cannot work with."""
 
 
 class TransitionRefused(OutboxError):
@@ -282,74 +280,6 @@ class Requeue:
 
 
 Event = Claim | Confirmed | Failed | Released | Requeue
-
-
-# --------------------------------------------------------------------------------------------
-# Policy and backoff
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a failed publish is retried.
-
-    The delay before attempt ``n + 1`` (after ``n`` failures) grows as
-    ``base_delay * multiplier ** (n - 1)``, capped at ``max_delay``, with "equal" jitter: half
-    of it fixed, the other half drawn uniformly from ``[0, half)``.
-    """
-
-    max_attempts: int = 10
-    base_delay: float = 0.5
-    max_delay: float = 60.0
-    multiplier: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise InvalidArgument(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        for name in ("base_delay", "max_delay", "multiplier"):
-            _check_time(name, getattr(self, name))
-        if self.base_delay < 0:
-            raise InvalidArgument(f"base_delay must be >= 0, got {self.base_delay!r}")
-        if self.max_delay < self.base_delay:
-            raise InvalidArgument(
-                f"max_delay ({self.max_delay!r}) must be >= base_delay ({self.base_delay!r})"
-            )
-        if self.multiplier < 1:
-            raise InvalidArgument(f"multiplier must be >= 1, got {self.multiplier!r}")
-
-    def ceiling(self, attempt: int) -> float:
-        """The un-jittered, capped delay after the ``attempt``-th failure (``attempt >= 1``)."""
-        if attempt < 1:
-            raise InvalidArgument(f"attempt must be >= 1, got {attempt!r}")
-        if self.base_delay == 0:
-            return 0.0
-        try:
-            raw = self.base_delay * self.multiplier ** (attempt - 1)
-        except OverflowError:
-            return self.max_delay
-        return min(raw, self.max_delay)
-
-
-DEFAULT_POLICY: Final = RetryPolicy()
-
-
-def backoff_delay(attempt: int, policy: RetryPolicy, rng: Callable[[], float]) -> float:
-    """Seconds to wait after the ``attempt``-th failure (``attempt >= 1``).
-
-    With ``c = policy.ceiling(attempt)`` the result lies in ``[c / 2, c)`` (exactly ``0`` when
-    ``c`` is ``0``): never negative, never above ``policy.max_delay``, and the same for the same
-    ``rng`` draw. ``rng`` must return a float in ``[0, 1)``, like ``random.random``; anything
-    else raises :class:`InvalidArgument`.
-    """
-    ceiling = policy.ceiling(attempt)
-    draw = rng()
-    if not 0.0 <= draw < 1.0:
-        raise InvalidArgument(f"rng must return a float in [0, 1), got {draw!r}")
-    half = ceiling / 2
-    delay = half + half * draw
-    if delay >= ceiling > 0:
-        # Rounding of the sum can land on the ceiling itself; keep the interval half-open.
-        delay = math.nextafter(ceiling, 0.0)
-    return delay
 
 
 # --------------------------------------------------------------------------------------------
