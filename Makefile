@@ -9,7 +9,7 @@ SOURCES := libs/common/src libs/stomp/src libs/testing/src migrations/src servic
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
 	dev/flairbit-stub/src scripts/stack.py
 
-.PHONY: help install dev up down status migrate test lint fmt keys bench bench-quick asyncapi
+.PHONY: help install dev up down status migrate test test-unit lint fmt keys bench bench-quick asyncapi
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ keys: install ## create the development key pair (done by dev/up too)
 test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, browser)
 	@scripts/test-tools.sh
 	$(PY) -m pytest
+
+test-unit: install ## the tests that need no server (pure code, stand-ins on loopback), in parallel
+	$(PY) -m pytest -m unit -n auto -p no:cacheprovider
 
 bench: install ## benchmark the stack against its baselines (not part of make test)
 	@command -v rabbitmq-plugins >/dev/null 2>&1 && rabbitmq-plugins enable --quiet rabbitmq_web_stomp || true

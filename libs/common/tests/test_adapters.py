@@ -91,6 +91,7 @@ def test_broker_faults_are_translated_and_bugs_are_not() -> None:
         raise RuntimeError("a bug")
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_a_closed_connection_is_a_broker_fault_as_aiormq_reports_it() -> None:
     """Pins what ``amqp.is_fault`` relies on: aiormq's bare RuntimeError for a channel opened on
     a closed connection (if aiormq changes it, this fails and the rule must follow)."""

@@ -58,6 +58,7 @@ async def test_memory_buckets_are_bounded_and_per_key() -> None:
     assert len(buckets) == 5
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_redis_buckets_are_shared() -> None:
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
     prefix = f"test:{uuid.uuid4().hex}:"

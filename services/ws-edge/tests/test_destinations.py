@@ -29,7 +29,8 @@ from ws_edge.edge import Edge
 from ws_edge.settings import Settings
 
 ALICE = "alice@example.com"
-MINE, OTHERS = uuid.uuid4(), uuid.uuid4()  # Alice's session, and one she is not in
+MINE = uuid.UUID("5f0c4d2e-3a7b-4c1d-9e8f-0a1b2c3d4e5f")  # Alice's session
+OTHERS = uuid.UUID("6a1d5e3f-4b8c-4d2e-8f90-1b2c3d4e5f60")  # one she is not in (fixed: test ids)
 TOKEN = "alice-token"
 
 
