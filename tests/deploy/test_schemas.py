@@ -1,18 +1,22 @@
-"""The deployment files are valid for the tools that read them: every Kubernetes object against
-the API's JSON schemas (kubernetes-validate, strict: an unknown field is an error) and
-docker-compose.yml against the Compose Specification's schema (the copy vendored, with its
-Apache-2.0 licence, in check-jsonschema). Both schemas ship inside the packages: no network."""
+"""The deployment files are valid for the tools that read them: every Kubernetes object the base
+and each overlay render against the API's JSON schemas (kubernetes-validate, strict: an unknown
+field is an error) and docker-compose.yml against the Compose Specification's schema (the copy
+vendored, with its Apache-2.0 licence, in check-jsonschema). Both schemas ship inside the
+packages: no network. The layout is checked too: one base, overlays over it, components that
+overlays switch on, no file left out of its kustomization."""
 
 from __future__ import annotations
 
 import json
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
+
+from .conftest import OVERLAYS
 
 # The oldest Kubernetes these manifests are meant for, and the newest schemas shipped.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
@@ -32,15 +36,12 @@ def _errors(objects: list[dict[str, Any]], version: str) -> list[str]:
     return errors
 
 
+@pytest.mark.parametrize("variant", ["base", *OVERLAYS])
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_rendered_object_validates(manifests: Any, version: str) -> None:
-    assert len(manifests.objects) > 20
-    assert _errors(manifests.objects, version) == []
-
-
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_the_ws_direct_variant_validates(manifests_ws_direct: Any, version: str) -> None:
-    assert _errors(manifests_ws_direct.objects, version) == []
+def test_every_rendered_object_validates(deploy: Any, variant: str, version: str) -> None:
+    rendered = deploy.render(variant)
+    assert len(rendered.objects) > 20
+    assert _errors(rendered.objects, version) == []
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -55,15 +56,41 @@ def test_strict_validation_catches_a_misspelt_field(manifests: Any) -> None:
     assert _errors([deployment], K8S_VERSIONS[-1])
 
 
-def test_every_manifest_file_is_in_the_kustomization(deploy: Any) -> None:
-    kustomization = yaml.safe_load((deploy.K8S_DIR / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    on_disk = {
-        p.name
-        for p in deploy.K8S_DIR.glob("*.yaml")
-        if p.name not in ("kustomization.yaml", deploy.SECRETS_TEMPLATE.name)
-    }
-    assert listed == on_disk
+def _directories(deploy: Any) -> list[Path]:
+    """The base and every component: the directories that hold manifests of their own."""
+    return [deploy.BASE_DIR, *sorted(p for p in deploy.COMPONENTS_DIR.iterdir() if p.is_dir())]
+
+
+def test_every_manifest_file_is_in_its_kustomization(deploy: Any) -> None:
+    for directory in _directories(deploy):
+        kustomization = deploy.kustomization(directory)
+        listed = set(kustomization.get("resources", []))
+        on_disk = {p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml"}
+        assert listed == on_disk, directory.name
+        generated = {
+            source
+            for generator in kustomization.get("configMapGenerator", [])
+            for source in generator.get("envs", []) + generator.get("files", [])
+        }
+        assert generated == {p.name for p in directory.glob("*.env")}, directory.name
+    # Beside them only the Secrets' template, which no kustomization lists.
+    assert list(deploy.K8S_DIR.glob("*.yaml")) == [deploy.SECRETS_TEMPLATE]
+
+
+def test_every_overlay_builds_on_the_base_and_every_component_is_used(deploy: Any) -> None:
+    used: set[str] = set()
+    for overlay in deploy.OVERLAYS:
+        directory = deploy.variant_dir(overlay)
+        kustomization = deploy.kustomization(directory)
+        assert [(directory / r).resolve() for r in kustomization["resources"]] == [
+            deploy.BASE_DIR
+        ], f"{overlay}: an overlay adds to the one base, through components"
+        for component in kustomization.get("components", []):
+            path = (directory / component).resolve()
+            assert path.parent == deploy.COMPONENTS_DIR, f"{overlay}: {component}"
+            used.add(path.name)
+    on_disk = {p.name for p in deploy.COMPONENTS_DIR.iterdir() if p.is_dir()}
+    assert used == on_disk, "a component no overlay renders is never validated"
 
 
 def test_secrets_stay_out_of_the_kustomization(manifests: Any, deploy: Any) -> None:
