@@ -1,6 +1,6 @@
 """The Prometheus side of the deployment agrees with the code and the docs: every metric that an
-alert or the ServiceMonitor's relabelings name is one a service exports (or one of the few
-that other exporters provide, named below),
+alert, the ServiceMonitor's relabelings, ws-edge's autoscaler or the prometheus-adapter rule
+names is one a service exports (or one of the few that other exporters provide, named below),
 the alerts of the PrometheusRule are those of docs/operations.md's table, and the
 ServiceMonitor scrapes every service, under the job names the alerts use.
 
@@ -19,6 +19,7 @@ from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 
 from .conftest import OVERLAYS, render
 
@@ -300,10 +301,13 @@ def test_alerts_name_the_jobs_the_service_monitor_makes(monitored: Any) -> None:
 
 
 def _metrics_read(manifests: Any) -> set[str]:
-    """Every metric the alerts read."""
-    return {
+    """Every metric the alerts and the autoscalers read."""
+    read = {
         _metric(s) for rule in _rules(manifests).values() for s in _selectors(str(rule["expr"]))
     }
+    for hpa in manifests.of_kind("HorizontalPodAutoscaler"):
+        read |= {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    return read
 
 
 def test_the_service_monitor_relabelings_name_exported_metrics_and_keep_the_read_ones(
@@ -333,3 +337,66 @@ def test_honor_labels_where_a_metric_label_is_also_a_target_label(
     colliding = {f.name for f in every_sample.values() if f.labels & TARGET_LABELS}
     assert "chat_http_requests" in colliding
     assert endpoint.get("honorLabels") is True
+
+
+# ---- ws-edge on connections per pod ---------------------------------------------------------
+
+
+def _pods_metrics(manifests: Any, name: str) -> list[dict[str, Any]]:
+    hpa = manifests.get("HorizontalPodAutoscaler", name)
+    return [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+
+
+def test_ws_edge_scales_on_connections_per_pod_and_on_cpu(
+    monitored: Any, exported: dict[str, dict[str, Family]]
+) -> None:
+    metrics = monitored.get("HorizontalPodAutoscaler", "ws-edge")["spec"]["metrics"]
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics)
+    (pods,) = _pods_metrics(monitored, "ws-edge")
+    name = pods["pods"]["metric"]["name"]
+    assert exported["ws-edge"][name].type == "gauge", f"{name}: open connections, a gauge"
+    assert pods["pods"]["target"]["type"] == "AverageValue"
+    assert int(pods["pods"]["target"]["averageValue"]) > 0
+
+
+def test_only_overlays_with_the_adapter_scale_on_pod_metrics(deploy: Any) -> None:
+    """Without prometheus-adapter a Pods metric cannot be read, and an autoscaler that cannot
+    read one of its metrics never scales down: only the prometheus component adds it."""
+    for overlay in deploy.OVERLAYS:
+        rendered = deploy.render(overlay)
+        with_pods = {
+            h["metadata"]["name"]
+            for h in rendered.of_kind("HorizontalPodAutoscaler")
+            if any(m["type"] != "Resource" for m in h["spec"]["metrics"])
+        }
+        expected = {"ws-edge"} if PROMETHEUS_COMPONENT in rendered.components else set()
+        assert with_pods == expected, overlay
+
+
+def _adapter_rules(operations: str) -> list[dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", operations, re.DOTALL)
+    rules = [r for b in blocks if "seriesQuery" in b for r in yaml.safe_load(b)["rules"]]
+    assert rules, "docs/operations.md shows no prometheus-adapter rule"
+    return rules
+
+
+def test_the_adapter_rule_in_the_docs_serves_the_autoscalers_metric(
+    monitored: Any, deploy: Any, exported: dict[str, dict[str, Family]]
+) -> None:
+    operations = (deploy.ROOT / "docs" / "operations.md").read_text()
+    (pods,) = _pods_metrics(monitored, "ws-edge")
+    name = pods["pods"]["metric"]["name"]
+    (rule,) = [r for r in _adapter_rules(operations) if r["name"]["as"] == name]
+    (selector,) = _selectors(rule["seriesQuery"])
+    series = _metric(selector)
+    assert series in exported["ws-edge"], f"the adapter reads {series}, which ws-edge lacks"
+    assert re.fullmatch(rule["name"]["matches"], series)
+    overrides = rule["resources"]["overrides"]
+    assert overrides == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }, "per pod, by the labels the ServiceMonitor's targets carry"
+    assert set(overrides) <= TARGET_LABELS
+    assert "<<.Series>>" in rule["metricsQuery"]
+    assert "<<.LabelMatchers>>" in rule["metricsQuery"]
+    assert "prometheus-adapter" in operations
