@@ -4,9 +4,9 @@ names is one a service exports (or one of the few that other exporters provide, 
 the alerts of the PrometheusRule are those of docs/operations.md's table, and the
 ServiceMonitor scrapes every service, under the job names the alerts use.
 
-What a service exports is read from the code, not listed here: each service's package is
-imported in a process of its own, whose prometheus_client registry then holds exactly the
-families that service serves at /metrics (with the process and platform collectors)."""
+What a service exports is read from the code, not listed here: the services' packages are
+imported in a fresh interpreter and prometheus_client's registry read; a family belongs to the
+service whose package holds it (chat_common's and the process collectors' to all of them)."""
 
 from __future__ import annotations
 
@@ -45,32 +45,43 @@ SUFFIXES = {
     "unknown": ("",),
 }
 
-# Run in a fresh interpreter per service: import every module of its package (not __main__,
-# which would start it), then describe the registry. A labelled family with no child yet has
-# no sample to read its label names from: those come from the metric objects themselves.
+# Run in a fresh interpreter: import every module of each service's package (not __main__,
+# which would start it), then describe prometheus_client's registry: every family, its type,
+# its label names (a labelled family with no child yet has no sample to read them from, so
+# they come from the metric objects), and the packages whose modules hold that metric object
+# (the one defining it, and those importing it by name). Families of no package (the process
+# and platform collectors) are served by every service.
 _SCAN = """
 import importlib, json, pkgutil, sys
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-top = sys.argv[1]
-package = importlib.import_module(top)
-for info in pkgutil.walk_packages(package.__path__, top + "."):
-    if info.name.rsplit(".", 1)[-1] != "__main__":
-        importlib.import_module(info.name)
-labels = {}
-for module in list(sys.modules.values()):
+for top in sys.argv[1:]:
+    package = importlib.import_module(top)
+    for info in pkgutil.walk_packages(package.__path__, top + "."):
+        if info.name.rsplit(".", 1)[-1] != "__main__":
+            importlib.import_module(info.name)
+objects = {}
+for name, module in list(sys.modules.items()):
     for value in list(vars(module).values()):
         if isinstance(value, MetricWrapperBase):
-            labels[value._name] = list(value._labelnames)
+            entry = objects.setdefault(value._name, {"labels": list(value._labelnames)})
+            entry.setdefault("packages", set()).add(name.split(".")[0])
 families = {}
 for family in REGISTRY.collect():
-    names = set(labels.get(family.name, []))
+    entry = objects.get(family.name, {})
+    labels = set(entry.get("labels", []))
     for sample in family.samples:
-        names |= set(sample.labels)
-    families[family.name] = {"type": family.type, "labels": sorted(names)}
+        labels |= set(sample.labels)
+    families[family.name] = {
+        "type": family.type,
+        "labels": sorted(labels),
+        "packages": sorted(entry.get("packages", [])),
+    }
 print(json.dumps(families))
 """
+# What every service imports: its families are served by each of them.
+SHARED_PACKAGE = "chat_common"
 
 
 @dataclass(frozen=True)
@@ -86,26 +97,24 @@ class Family:
 
 @pytest.fixture(scope="module")
 def exported(deploy: Any) -> dict[str, dict[str, Family]]:
-    """Service name -> sample name -> its family, for every server deployed to Kubernetes."""
-    servers = [d for d in deploy.DEPLOYABLES if d.k8s == "Deployment"]
-    runs = {
-        d.name: subprocess.Popen(
-            [sys.executable, "-c", _SCAN, d.module],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for d in servers
-    }
-    found: dict[str, dict[str, Family]] = {}
-    for name, run in runs.items():
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, f"scanning {name}'s metrics failed:\n{err}"
-        samples: dict[str, Family] = {}
-        for family_name, data in json.loads(out).items():
-            family = Family(family_name, data["type"], frozenset(data["labels"]))
-            samples.update(dict.fromkeys(family.samples, family))
-        found[name] = samples
+    """Service name -> sample name -> its family, for every server deployed to Kubernetes: the
+    families its own package holds, chat_common's, and the process and platform ones."""
+    servers = {d.module: d.name for d in deploy.DEPLOYABLES if d.k8s == "Deployment"}
+    run = subprocess.run(
+        [sys.executable, "-c", _SCAN, SHARED_PACKAGE, *servers],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, f"scanning the services' metrics failed:\n{run.stderr}"
+    found: dict[str, dict[str, Family]] = {name: {} for name in servers.values()}
+    for family_name, data in json.loads(run.stdout).items():
+        family = Family(family_name, data["type"], frozenset(data["labels"]))
+        owners = set(data["packages"])
+        assert owners <= {SHARED_PACKAGE, *servers}, f"{family_name}: held by {owners}"
+        for module, name in servers.items():
+            if not owners or SHARED_PACKAGE in owners or module in owners:
+                found[name].update(dict.fromkeys(family.samples, family))
     return found
 
 
