@@ -27,36 +27,84 @@ destination is an ERROR (with ``receipt-id`` when asked).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Protocol
 
 import msgspec
 from chat_stomp.events import SendReceived
-from prometheus_client import Counter
 
 from chat_common import routing, tracing
-from chat_common.dto import SendCommand, SendMessageRequest
+from chat_common.dto import Membership, SendCommand, SendMessageRequest
 from chat_common.errors import ChatError
-from chat_common.ratelimit import take
+from chat_common.ratelimit import Decision
 
 from .answers import Refused, SendAnswer, Stored
 from .codes import EdgeCode, Forwarded
-from .sends import PendingSend
-
-if TYPE_CHECKING:
-    from .client import ClientSession
+from .metrics import SENDS
+from .sends import PendingSend, SendPipe
 
 log = logging.getLogger(__name__)
 
 SEND, TYPING, READ = "/app/chat.send", "/app/chat.typing", "/app/chat.read"
 
-SENDS = Counter(
-    "chat_edge_sends_total",
-    "/app/chat.send messages by how they were answered",
-    ["outcome"],
-)
+
+class Publisher(Protocol):
+    """The broker, as commands use it (``ws_edge.broker.Broker``)."""
+
+    async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None: ...
+
+    async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None: ...
+
+
+class MarkMover(Protocol):
+    """message-svc's read and delivered marks (``ws_edge.upstream.Upstream``)."""
+
+    async def mark(self, token: str, session: uuid.UUID, kind: str, up_to: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What command handlers reach beyond their connection."""
+
+    broker: Publisher
+    upstream: MarkMover
+    send_route: str
+
+
+class Connection(Protocol):
+    """What a command handler may use of the connection that sent the frame
+    (``ws_edge.client.ClientSession``): the narrow context commands run in."""
+
+    id: str
+    email: str | None
+    token: str | None
+
+    @property
+    def services(self) -> Services: ...
+
+    def take_send_token(self) -> Decision: ...
+
+    def refuse(self, message: str, receipt: str | None = None) -> None: ...
+
+    def error_message(
+        self,
+        code: EdgeCode | Forwarded,
+        detail: str,
+        receipt: str | None = None,
+        *,
+        client_message_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None: ...
+
+    def receipt(self, receipt_id: str) -> None: ...
+
+    def acked(self, receipt: str | None, stored: Stored) -> None: ...
+
+    def sends(self) -> SendPipe: ...
+
+    async def member(self, session: uuid.UUID) -> Membership | None: ...
 
 
 class Typing(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -89,13 +137,12 @@ _MARK_REFUSALS = {
 }
 
 
-async def handle_send(client: ClientSession, event: SendReceived) -> None:
+async def handle_send(client: Connection, event: SendReceived) -> None:
     handler = _HANDLERS.get(event.destination)
     if handler is None:
         client.refuse(f"unknown destination {event.destination}", event.receipt)
         return
-    decision = take(client.bucket, time.monotonic(), client.send_policy)
-    client.bucket = decision.bucket
+    decision = client.take_send_token()
     if not decision.allowed:
         detail = f"too many SENDs; retry in {decision.retry_after:.1f} s"
         client.error_message(
@@ -118,7 +165,7 @@ def _client_id(body: bytes) -> str | None:
     return cid if isinstance(cid, str) else None
 
 
-async def _send(client: ClientSession, event: SendReceived) -> None:
+async def _send(client: Connection, event: SendReceived) -> None:
     try:
         request = msgspec.json.decode(event.body, type=SendMessageRequest)
     except _DECODE_ERRORS as exc:
@@ -130,7 +177,7 @@ async def _send(client: ClientSession, event: SendReceived) -> None:
         )
         return
     pending = PendingSend(request, event.receipt, tracing.current())
-    if client.edge.settings.send_route == "queue":
+    if client.services.send_route == "queue":
         await _enqueue(client, pending)
     elif not client.sends().submit(pending):
         SENDS.labels("too_many").inc()
@@ -142,7 +189,7 @@ async def _send(client: ClientSession, event: SendReceived) -> None:
         )
 
 
-async def answer_send(client: ClientSession, pending: PendingSend, answer: SendAnswer) -> None:
+async def answer_send(client: Connection, pending: PendingSend, answer: SendAnswer) -> None:
     """message-svc's answer to a SEND (:mod:`ws_edge.sends`): stored is the RECEIPT and
     ``/user/queue/ack``, refused is ``/user/queue/error``; unanswered (message-svc unreachable
     or failing) puts the SEND on the send queue, whose consumer stores it once message-svc can
@@ -162,7 +209,7 @@ async def answer_send(client: ClientSession, pending: PendingSend, answer: SendA
         await _enqueue(client, pending)
 
 
-async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
+async def _enqueue(client: Connection, pending: PendingSend) -> None:
     """The SEND as a ``SendCommand`` on the send queue (persistent, confirmed); message-svc's
     consumer answers it with an ``ack`` or ``error`` event."""
     assert client.email is not None
@@ -179,7 +226,7 @@ async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
     headers: dict[str, Any] = {"x-user": client.email}
     tracing.inject(headers, pending.trace)
     try:
-        await client.edge.broker.publish_send(msgspec.json.encode(command), headers)
+        await client.services.broker.publish_send(msgspec.json.encode(command), headers)
     except Exception as exc:
         log.warning("chat.send publish failed: %s", exc)
         SENDS.labels("failed").inc()
@@ -199,7 +246,7 @@ def _labels(request: SendMessageRequest) -> dict[str, str]:
     }
 
 
-async def _typing(client: ClientSession, event: SendReceived) -> None:
+async def _typing(client: Connection, event: SendReceived) -> None:
     try:
         typing = msgspec.json.decode(event.body, type=Typing)
     except _DECODE_ERRORS as exc:
@@ -223,7 +270,7 @@ async def _typing(client: ClientSession, event: SendReceived) -> None:
         routing.SESSION_HEADER: str(typing.session_id),
     }
     try:
-        await client.edge.broker.publish_event(
+        await client.services.broker.publish_event(
             routing.session_key(typing.session_id), body, headers
         )
     except Exception as exc:
@@ -234,7 +281,7 @@ async def _typing(client: ClientSession, event: SendReceived) -> None:
         client.receipt(event.receipt)
 
 
-async def _read(client: ClientSession, event: SendReceived) -> None:
+async def _read(client: Connection, event: SendReceived) -> None:
     try:
         mark = msgspec.json.decode(event.body, type=ReadMark)
     except _DECODE_ERRORS as exc:
@@ -242,7 +289,7 @@ async def _read(client: ClientSession, event: SendReceived) -> None:
         return
     assert client.token is not None
     try:
-        status = await client.edge.upstream.mark(
+        status = await client.services.upstream.mark(
             client.token, mark.session_id, "read", mark.up_to_seq
         )
     except ChatError as exc:

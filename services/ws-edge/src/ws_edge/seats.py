@@ -17,22 +17,15 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from chat_common import routing
 from chat_common.errors import RedisUnavailable
 from chat_common.redis_client import faults
 
-log = logging.getLogger(__name__)
+from .metrics import SEATS_DEGRADED, SEATS_REFUSED
 
-SEATS_REFUSED = Counter(
-    "chat_ws_seats_refused_total", "Connections refused: the user holds the most allowed"
-)
-SEATS_DEGRADED = Counter(
-    "chat_ws_seats_degraded_total",
-    "Seat checks answered by this edge alone because Redis could not be reached",
-)
+log = logging.getLogger(__name__)
 
 
 class Seats(Protocol):

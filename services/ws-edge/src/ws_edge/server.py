@@ -191,7 +191,7 @@ class EdgeServer:
                 while self.edge.clients:  # noqa: ASYNC110 - they leave one by one
                     await asyncio.sleep(0.02)
         for client in list(self.edge.clients.values()):
-            client.socket.transport.abort()
+            client.abort()
         await self.edge.drain(grace)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
@@ -241,17 +241,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             sends_in_flight=settings.send_requests_in_flight,
             send_timeout_seconds=settings.upstream_timeout_seconds,
         )
-        holder: list[Edge] = []
         broker = RabbitBroker(
             settings.amqp_url,
             settings.instance_id,
-            lambda key, headers, body: holder[0].on_event(key, headers, body),
             send_queue=settings.send_queue,
             prefetch=settings.amqp_prefetch,
             ack_batch=settings.ack_batch,
             ack_delay=settings.ack_delay_seconds,
-            on_lost=lambda: holder[0].broker_lost(),
-            on_restored=lambda: holder[0].broker_restored(),
         )
         redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
         seats: Seats = (
@@ -262,8 +258,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             )
         )
         edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users, seats)
-        holder.append(edge)
-        await broker.start()
+        await broker.start(
+            edge.on_event, on_lost=edge.broker_lost, on_restored=edge.broker_restored
+        )
         edge_server = EdgeServer(settings, edge, _attempts(settings, redis))
         renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
         try:
