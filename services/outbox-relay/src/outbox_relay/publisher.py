@@ -10,12 +10,13 @@ A publish round, :meth:`RabbitPublisher.publish`:
    remembered. A row naming a missing exchange fails without being sent, and the later rows of
    its session are not sent either.
 2. The other rows go out on one channel in confirm mode, in waves: the first row of every
-   session, pipelined (every frame written before the first confirm is awaited, in row id
-   order), then, once the broker confirmed them, the second row of every session whose first
-   was confirmed, and so on. A row is never sent while an earlier row of its session is
-   unconfirmed, so a refused (nacked) row cannot be overtaken by the rows behind it. (aiormq
-   writes the publishes of a channel under a FIFO lock, in the order the publishing tasks reach
-   it; the tasks are created in id order and nothing suspends them before the lock.)
+   session, pipelined (every frame written before the first confirm is awaited), then, once
+   the broker confirmed them, the second row of every session whose first was confirmed, and
+   so on. A row is never sent while an earlier row of its session is unconfirmed, so a
+   refused (nacked) row cannot be overtaken by the rows behind it. A wave holds at most one
+   row of a session, so the order in which its frames reach the socket does not matter: the
+   per-session order rests on the waves alone, not on how the client library schedules
+   writes.
 3. Each row gets an :class:`~outbox_relay.batch.Outcome`; :func:`outbox_relay.batch.settle`
    decides what is written back.
 
@@ -321,7 +322,7 @@ class RabbitPublisher:
             going = [row for row in wave if session_key(row) not in stopped]
             if not going:
                 continue
-            # No await between these: the tasks reach the channel's write lock in id order.
+            # One row per session: the order the frames go out in does not matter.
             tasks = [self._start(channel, row, result) for row in going]
             on_time = await self._until(tasks, deadline)
             for row, task in zip(going, tasks, strict=True):

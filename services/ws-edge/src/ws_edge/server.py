@@ -82,7 +82,10 @@ class EdgeSocket(ServerConnection):
     The library checks the size in its sans-I/O protocol as soon as a frame header announces
     the length, and fails the connection there (close frame, then end of stream) before the
     application sees anything; hooking that failure is the only point where a data frame can
-    still go out first.
+    still go out first. The hook wraps ``fail``, a public method of the library's sans-I/O
+    protocol, on this connection's own instance; that the library calls it for an oversized
+    frame (and a fragmented message) is an assumption about its internals, pinned by
+    ``tests/test_server_frame_limit.py``, which fails if a new release stops doing so.
     """
 
     def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
