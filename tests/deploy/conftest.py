@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import pytest
@@ -209,6 +209,7 @@ def _msgspec_spec(module: str) -> EnvSpec | None:
         if _machine_local(default):
             spec.must_set.add(name)
     spec.defaults.update({k: v for k, v in _common_reads().items() if k not in spec.defaults})
+    assert settings.__file__ is not None, f"{module}.settings is not read from a file"
     package = Path(settings.__file__).parent
     spec.checks_user_tokens = any(
         marker in path.read_text()
@@ -267,13 +268,23 @@ def env_spec_or_skip(process: str) -> EnvSpec:
 # ---- Dockerfiles ----------------------------------------------------------------------------
 
 
+class Instruction(TypedDict):
+    """One instruction as dockerfile-parse's ``DockerfileParser.structure`` lists it."""
+
+    instruction: str
+    startline: int
+    endline: int
+    content: str
+    value: str
+
+
 @dataclass
 class Dockerfile:
     path: Path
-    stages: list[list[dict[str, Any]]]  # instructions per stage, FROM first
+    stages: list[list[Instruction]]  # instructions per stage, FROM first
 
     @property
-    def final(self) -> list[dict[str, Any]]:
+    def final(self) -> list[Instruction]:
         return self.stages[-1]
 
     def instructions(self, name: str, stage: int = -1) -> list[str]:
@@ -317,7 +328,7 @@ class Dockerfile:
 
 def parse_dockerfile(path: Path) -> Dockerfile:
     parser = DockerfileParser(path=str(path))
-    stages: list[list[dict[str, Any]]] = []
+    stages: list[list[Instruction]] = []
     for instruction in parser.structure:
         if instruction["instruction"] == "FROM":
             stages.append([])

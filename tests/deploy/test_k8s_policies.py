@@ -162,7 +162,8 @@ def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     if selector is None:
         return True
     assert set(selector) <= {"matchLabels"}, "this evaluator reads matchLabels only"
-    return selector.get("matchLabels", {}).items() <= labels.items()
+    match_labels: dict[str, str] = selector.get("matchLabels", {})
+    return match_labels.items() <= labels.items()
 
 
 def _peer_matches(rule_peer: dict[str, Any], peer: Peer, policy_namespace: str) -> bool:
