@@ -13,6 +13,7 @@ import sys
 import tomllib
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,12 @@ NOT_FOR = {
 }
 
 
-def _lock() -> dict[str, dict[str, object]]:
+def _lock() -> dict[str, dict[str, Any]]:
     packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
     return {p["name"]: p for p in packages}
 
 
-def closure(name: str, lock: dict[str, dict[str, object]]) -> set[str]:
+def closure(name: str, lock: dict[str, dict[str, Any]]) -> set[str]:
     """Every distribution ``name`` installs (its dependencies and their extras), from uv.lock."""
     seen: set[tuple[str, str | None]] = set()
     found: set[str] = set()
@@ -46,11 +47,12 @@ def closure(name: str, lock: dict[str, dict[str, object]]) -> set[str]:
         seen.add((current, extra))
         found.add(current)
         package = lock[current]
-        if extra is None:
-            deps = package.get("dependencies", [])
-        else:
-            deps = package.get("optional-dependencies", {}).get(extra, [])  # type: ignore[union-attr]
-        for dep in deps:  # type: ignore[union-attr]
+        deps: list[dict[str, Any]] = (
+            package.get("dependencies", [])
+            if extra is None
+            else package.get("optional-dependencies", {}).get(extra, [])
+        )
+        for dep in deps:
             todo.append((dep["name"], None))
             for wanted in dep.get("extra", []):
                 todo.append((dep["name"], wanted))
