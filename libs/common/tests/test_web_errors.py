@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,19 +66,16 @@ async def test_a_connection_the_server_ends_is_503(database_url: str) -> None:
     assert answer.json()["code"] == "DEPENDENCY_UNAVAILABLE"
 
 
-async def test_a_socket_error_outside_an_adapter_is_a_500_not_a_database_outage() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionRefusedError("a socket nobody translated"), RuntimeError("bug")],
+    ids=["socket-error-outside-an-adapter", "programming-error"],
+)
+async def test_what_no_adapter_translated_is_a_500(error: Exception) -> None:
+    """Not passed off as a database outage: a socket error outside an adapter is a bug."""
+
     async def broken(request: Request) -> Response:
-        raise ConnectionRefusedError("a socket nobody translated")
-
-    async with app_with(Route("/", broken), raise_app_exceptions=False) as client:
-        answer = await client.get("/")
-    assert answer.status_code == 500
-    assert answer.json()["code"] == "INTERNAL"
-
-
-async def test_a_programming_error_is_still_500() -> None:
-    async def broken(request: Request) -> Response:
-        raise RuntimeError("bug")
+        raise error
 
     async with app_with(Route("/", broken), raise_app_exceptions=False) as client:
         answer = await client.get("/")
