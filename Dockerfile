@@ -33,6 +33,7 @@ RUN test -n "$PACKAGE" || { echo "build with --build-arg PACKAGE=<workspace pack
 # Then the workspace packages, installed as wheels (no editable links back to /src). All of them
 # are copied; uv installs only PACKAGE and the workspace packages it depends on.
 COPY libs/common/ libs/common/
+COPY libs/stomp/ libs/stomp/
 COPY services/ services/
 COPY migrations/ migrations/
 COPY dev/flairbit-stub/ dev/flairbit-stub/

@@ -1,12 +1,24 @@
-"""Fixtures shared by every test suite of the workspace: keys, tokens, a migrated database."""
+"""Fixtures shared by every test suite of the workspace: keys, tokens, a migrated database;
+and the kind of every test, as a marker (``make test-unit`` runs ``-m unit``):
+
+- ``e2e``, ``browser``, ``chaos``, ``compose``: by directory (``tests/e2e``, ``tests/browser``,
+  ``tests/chaos``, ``tests/compose``; chaos restarts the machine's PostgreSQL and RabbitMQ;
+  compose builds the images and runs docker-compose.yml, only by ``make compose-test``);
+- ``integration``: needs the machine's PostgreSQL, RabbitMQ or Redis: a test that asks for a
+  fixture of :data:`SERVER_FIXTURES` (directly or through another fixture), or is marked so;
+- ``unit``: everything else. A unit test may not reach those servers: it fails at the first
+  attempt to connect to one of :data:`SERVER_PORTS`, saying how to mark it.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +30,66 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chat_migrations import apply
+
+KINDS = ("unit", "integration", "e2e", "browser", "chaos", "compose")
+BY_DIRECTORY = {"e2e": "e2e", "browser": "browser", "chaos": "chaos", "compose": "compose"}
+SERVER_FIXTURES = frozenset({"database_url", "db_pool"})
+SERVER_PORTS = {5432: "PostgreSQL", 5672: "RabbitMQ", 6379: "Redis"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind, what in (
+        ("unit", "needs none of the machine's servers (make test-unit)"),
+        ("integration", "needs the machine's PostgreSQL, RabbitMQ or Redis"),
+        ("chaos", "restarts the machine's PostgreSQL and RabbitMQ under a running stack"),
+        ("compose", "builds the images and runs docker-compose.yml (make compose-test)"),
+    ):
+        config.addinivalue_line("markers", f"{kind}: {what}")
+
+
+def _kind(item: pytest.Item) -> str:
+    parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+    if parts[0] == "tests" and parts[1] in BY_DIRECTORY:
+        return BY_DIRECTORY[parts[1]]
+    marked = [kind for kind in KINDS if item.get_closest_marker(kind) is not None]
+    if marked:
+        return marked[0]
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return "integration" if fixtures & SERVER_FIXTURES else "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(_kind(item))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_reach_no_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test marked unit that connects to the machine's servers fails, naming the fix."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(address: Any) -> None:
+        if isinstance(address, tuple) and len(address) >= 2 and address[1] in SERVER_PORTS:
+            raise AssertionError(
+                f"a unit test connected to {SERVER_PORTS[address[1]]} ({address[0]}:"
+                f"{address[1]}): mark it integration (pytestmark = pytest.mark.integration)"
+            )
+
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        refuse(address)
+        connect(self, address)
+
+    def guarded_connect_ex(self: socket.socket, address: Any) -> int:
+        refuse(address)
+        return connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+
 
 # One database per pytest process, so that suites run side by side never share one.
 TEST_DATABASE_URL = os.environ.get(
@@ -132,8 +204,6 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

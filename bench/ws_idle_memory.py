@@ -33,13 +33,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
+from chat_stomp.frames import Frame
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from chat_testing.stomp import StompClient
-from ws_edge.stomp.frames import Frame
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the Python packages: Chromium (browser tests), Node.js and npm
-# (the @stomp/stompjs client), rabbitmqctl (each test stack gets its own RabbitMQ virtual host).
+# (the @stomp/stompjs client, the AsyncAPI parser), rabbitmqctl (each test stack gets its own
+# RabbitMQ virtual host).
 # Installs a missing one with apt-get when it can (root on Debian/Ubuntu); otherwise stops with
 # the one command that fixes it. SKIP_BROWSER=1 skips the browser suite on purpose: then Chromium
 # is not needed and the test summary says the browser tests did not run.

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, Watched
+from chat_testing.stack import Stack
+
+from .conftest import Watched
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chat_stomp.frames import Frame
 
 from chat_testing import compose_stack, containers, docker_engine
 from chat_testing.stomp import StompClient
-from ws_edge.stomp.frames import Frame
 
 HERE = Path(__file__).resolve().parent
 PROJECT = os.environ.get("COMPOSE_TEST_PROJECT", "chat-compose-test")

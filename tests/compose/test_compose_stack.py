@@ -126,6 +126,7 @@ def test_images_run_as_non_root_on_a_read_only_root(
         assert host["CapDrop"] == ["ALL"], service
         assert "no-new-privileges:true" in host["SecurityOpt"], service
         code, output = container.exec_run(["python", "-c", PROBE])
+        assert isinstance(output, bytes)  # not streamed
         lines = output.decode().split("\n")
         assert code == 0, (service, output)
         assert lines[0] == "10001 10001", (service, lines)

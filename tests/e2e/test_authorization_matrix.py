@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 # operational and public pages (the web client at / and its static files need no token;
 # /dev/token exists only in development, when DEV_TOKEN_URL is set)
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/"}
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/"}
 CALLERS = ("participant", "other_user", "other_intent_user", "no_token", "service_token")
 
 # (method, path) -> (where it is called, body, answer per caller)

@@ -67,7 +67,7 @@ async def test_a_bulk_send_through_the_gateway_is_answered_per_item_and_delivere
         assert {results[i]["problem"]["code"] for i in limited_at} == {"SEND_RATE_LIMITED"}
         stored = [results[i]["message"] for i in stored_at]
         assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
-        delivered = []
+        delivered: list[dict[str, Any]] = []
         async with asyncio.timeout(20):
             while len(delivered) < len(stored):
                 frame = await bob.next_frame()

@@ -162,6 +162,6 @@ async def test_odd_stomp_bodies_and_headers_get_errors_not_internal_ones(
         finally:
             await refused.close()
     # the stack goes on: a normal send still works
-    body = {"sessionId": chat.id, "content": "still here", "clientMessageId": str(uuid.uuid4())}
+    message = {"sessionId": chat.id, "content": "still here", "clientMessageId": str(uuid.uuid4())}
     with stack.api(chat.alice) as api:
-        assert api.post("/api/chat/message", json=body).status_code == 200
+        assert api.post("/api/chat/message", json=message).status_code == 200

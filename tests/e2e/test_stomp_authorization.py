@@ -37,6 +37,8 @@ from typing import Any, Literal
 import httpx
 import jwt
 import pytest
+from chat_stomp.frames import SERVER_COMMANDS, Frame, serialize
+from chat_stomp.parser import FrameParser
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -45,8 +47,6 @@ from chat_common import routing
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_testing.stomp import BENCH_LIMITS, StompClient
 from ws_edge import destinations
-from ws_edge.stomp.frames import SERVER_COMMANDS, Frame, serialize
-from ws_edge.stomp.parser import FrameParser
 
 from .conftest import Stack
 

@@ -6,12 +6,13 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+from chat_stomp.frames import Frame
 
 from chat_testing.stomp import StompClient
-from ws_edge.stomp.frames import Frame
 
 from .conftest import Chat, Stack, open_chat
 
@@ -28,7 +29,9 @@ def ws(stack: Stack, token: str | None = None) -> str:
     return f"{url}?access_token={token}" if token else url
 
 
-async def rest_send(stack: Stack, chat: Chat, content: str, token: str | None = None) -> dict:
+async def rest_send(
+    stack: Stack, chat: Chat, content: str, token: str | None = None
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=10) as client:
         answer = await client.post(
             "/api/chat/message",

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.e2e
 WITHIN = 10.0  # seconds any single frame may take to arrive
 
 
-class _Frames(stomp.ConnectionListener):
+class _Frames(stomp.ConnectionListener):  # type: ignore[misc]  # stomp.py is untyped: Any
     """Every frame the server sends, in arrival order, on a thread-safe queue."""
 
     def __init__(self) -> None:
@@ -197,7 +198,7 @@ def gateway_port(stack: Stack) -> int:
     return port
 
 
-def rest_send(stack: Stack, token: str, session_id: str, content: str) -> dict:
+def rest_send(stack: Stack, token: str, session_id: str, content: str) -> dict[str, Any]:
     answer = httpx.post(
         f"{stack.gateway}/api/chat/message",
         json={"sessionId": session_id, "content": content, "clientMessageId": str(uuid.uuid4())},
@@ -208,7 +209,7 @@ def rest_send(stack: Stack, token: str, session_id: str, content: str) -> dict:
     return dict(answer.json())
 
 
-def history(stack: Stack, token: str, session_id: str) -> list[dict]:
+def history(stack: Stack, token: str, session_id: str) -> list[dict[str, Any]]:
     answer = httpx.get(
         f"{stack.gateway}/api/chat/{session_id}/history",
         params={"limit": 200},

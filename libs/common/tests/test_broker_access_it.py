@@ -18,6 +18,8 @@ from aiormq.exceptions import ChannelAccessRefused
 
 from chat_common import amqp, broker_access, routing
 
+pytestmark = pytest.mark.integration  # the machine's RabbitMQ and rabbitmqctl
+
 PASSWORDS = {service: f"pw-{uuid.uuid4().hex}" for service in broker_access.GRANTS}
 
 

@@ -4,8 +4,11 @@ address."""
 from __future__ import annotations
 
 import pytest
+from starlette.requests import Request
 
+from chat_common import errors
 from chat_common.handshake import bearer, client_address, handshake_token, origin_allowed
+from chat_common.web import bearer_token
 
 ALLOWED = ("http://app.example",)
 
@@ -73,3 +76,27 @@ def test_the_client_address(
     peer: str | None, forwarded: str | None, trust: bool, address: str
 ) -> None:
     assert client_address(peer, forwarded, trust) == address
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer   ", None),
+        ("abc", None),
+    ],
+)
+def test_rest_and_websocket_read_a_bearer_header_alike(header: str, token: str | None) -> None:
+    """One parser: the REST services' ``bearer_token`` answers what the handshakes' ``bearer``
+    answers, as a token or as a 401 problem."""
+    request = Request({"type": "http", "headers": [(b"authorization", header.encode())]})
+    assert bearer(header) == token
+    if token is None:
+        with pytest.raises(errors.AuthenticationFailed) as refused:
+            bearer_token(request)
+        assert refused.value.code == "TOKEN_INVALID"
+    else:
+        assert bearer_token(request) == token

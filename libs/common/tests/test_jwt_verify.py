@@ -145,27 +145,29 @@ def _jwks(keys: Any) -> dict[str, Any]:
 async def test_jwks_selects_key_by_kid_and_refreshes_on_unknown_kid(
     issuer_keys: Any, make_token: Any, service_keys: Any
 ) -> None:
-    served = {"doc": _jwks(issuer_keys), "hits": 0}
+    doc = _jwks(issuer_keys)
+    hits = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
-        served["hits"] += 1
-        return httpx.Response(200, json=served["doc"])
+        nonlocal hits
+        hits += 1
+        return httpx.Response(200, json=doc)
 
     now = [0.0]
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         keys = JwksKeys("http://keys/jwks.json", client, refresh_interval=30, clock=lambda: now[0])
         verifier = TokenVerifier(keys, POLICY)
         assert (await verifier.verify_async(make_token())).subject == "alice@example.com"
-        assert served["hits"] == 1
+        assert hits == 1
         # a token from a rotated-in key: unknown kid triggers one refresh once allowed
         rotated = make_token(key=service_keys)
         with pytest.raises(UnknownKey):
             await verifier.verify_async(rotated)  # too soon to refresh again
-        assert served["hits"] == 1
-        served["doc"] = {"keys": _jwks(issuer_keys)["keys"] + _jwks(service_keys)["keys"]}
+        assert hits == 1
+        doc = {"keys": _jwks(issuer_keys)["keys"] + _jwks(service_keys)["keys"]}
         now[0] = 31.0
         assert (await verifier.verify_async(rotated)).subject == "alice@example.com"
-        assert served["hits"] == 2
+        assert hits == 2
 
 
 async def test_wrong_kid_is_refused(issuer_keys: Any, make_token: Any) -> None:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from chat_common.errors import DependencyUnavailable
+from chat_common.errors import DependencyUnavailable, RedisUnavailable
 from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, refund, take
 
 
@@ -58,6 +58,7 @@ async def test_memory_buckets_are_bounded_and_per_key() -> None:
     assert len(buckets) == 5
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_redis_buckets_are_shared() -> None:
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
     prefix = f"test:{uuid.uuid4().hex}:"
@@ -95,8 +96,8 @@ async def test_redis_buckets_report_an_unreachable_redis_as_dependency_unavailab
             assert time.monotonic() - started < 2
         finally:
             await redis.aclose()
-    assert type(taking.value) is DependencyUnavailable
-    assert type(refunding.value) is DependencyUnavailable
+    assert type(taking.value) is RedisUnavailable  # a DependencyUnavailable
+    assert type(refunding.value) is RedisUnavailable
     assert taking.value.code == "DEPENDENCY_UNAVAILABLE"
     assert str(port) not in taking.value.detail
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
@@ -137,6 +138,7 @@ async def test_redis_unreachable_degrades_to_this_gateways_own_limits(
     assert ready.status_code == 200
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_two_gateways_share_a_users_bucket_through_redis(
     issuer_keys: Any, tmp_path: Any, make_token: Any
 ) -> None:

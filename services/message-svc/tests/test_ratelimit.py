@@ -96,12 +96,14 @@ async def test_memory_limiter_is_bounded() -> None:
     assert len(limiter.contents) == 10
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_redis_limiter(redis_limiter: RedisLimiter) -> None:
     await exercise(redis_limiter)
     await flood(redis_limiter)
     await too_fast_keeps_no_content(redis_limiter)
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_redis_duplicate_rule_holds_under_concurrency(
     redis_limiter: RedisLimiter,
 ) -> None:
@@ -136,6 +138,7 @@ async def test_redis_duplicate_rule_holds_under_concurrency(
     assert await redis_limiter.redis.scard(redis_limiter.content_key("grace", "same")) == 1
 
 
+@pytest.mark.integration  # Redis/RabbitMQ of the machine
 async def test_redis_limiter_is_shared_between_instances(redis_limiter: RedisLimiter) -> None:
     other = RedisLimiter(redis_limiter.redis, POLICY, 2, 30, prefix=redis_limiter.prefix)
     await redis_limiter.acquire("dave", "a", "c1")

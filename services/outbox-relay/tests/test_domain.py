@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox_relay.domain import (
+from .oracle import (
     DEAD_BLOCKS_SESSION,
     DEFAULT_POLICY,
     MAX_ERROR_CHARS,

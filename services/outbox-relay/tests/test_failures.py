@@ -13,9 +13,10 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from chat_common.errors import DatabaseUnavailable
 from outbox_relay.app import open_pool
 from outbox_relay.publisher import RabbitPublisher
-from outbox_relay.relay import DATABASE_FAULTS, Relay
+from outbox_relay.relay import Relay
 from outbox_relay.repository import Claimed
 
 from .conftest import (
@@ -172,7 +173,7 @@ async def test_a_round_whose_transaction_the_server_ended_counts_nothing(
     try:
         await publisher.connect()
         relay = Relay(settings, pool, Interposed(publisher, end_the_round))
-        with pytest.raises(DATABASE_FAULTS):
+        with pytest.raises(DatabaseUnavailable):  # translated by the pool
             await relay.step()
     finally:
         await publisher.close()

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbox_relay import repository
-from outbox_relay.domain import OutboxRow, RowState, publishable_in_order
 
 from .conftest import Insert, bury_rows, eventually, held_rows, statuses
+from .oracle import OutboxRow, RowState, publishable_in_order
 
 
 def ids(rows: list[repository.Claimed]) -> list[int]:
@@ -151,6 +151,7 @@ async def test_session_order_holds_across_a_row_in_backoff_and_dead_rows_block_n
         # the second row waits behind the first; other sessions go on
         assert await round_.claim() == other
     retrying = await db_pool.fetchrow("SELECT * FROM chat_message_outbox WHERE id = $1", first)
+    assert retrying is not None
     assert (retrying["retry_count"], retrying["last_error"]) == (1, "nack")
     async with Round(conn) as burying:
         assert await repository.bury(conn, first, retry_count=10, error="gone")
@@ -325,6 +326,7 @@ async def test_a_retried_row_moves_to_the_current_slot_and_keeps_its_id(
         assert await repository.retry_later(conn, row_id, retry_count=1, delay_seconds=0, error="x")
         await attempt.commit()
     row = await db_pool.fetchrow("SELECT slot, id FROM chat_message_outbox")
+    assert row is not None
     assert (row["slot"], row["id"]) == (1, row_id)
 
 

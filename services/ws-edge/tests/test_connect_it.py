@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import stomp.exception
+from chat_stomp.frames import Frame
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_testing.stomp import StompClient
 from ws_edge.disconnect import Disconnect
-from ws_edge.stomp.frames import Frame
 
 
 async def test_every_token_source_connects_with_stomp_py(world: Any) -> None:

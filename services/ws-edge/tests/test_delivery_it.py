@@ -13,10 +13,10 @@ from typing import Any
 import aio_pika
 import msgspec
 import pytest
+from chat_stomp.frames import Frame
 
 from chat_common import amqp, routing
 from chat_common.dto import SendCommand
-from ws_edge.stomp.frames import Frame
 
 
 async def next_where(client: Any, wanted: Any, within: float = 10.0) -> Frame:
@@ -320,16 +320,17 @@ async def test_only_typing_events_pass_through_the_typing_exchange(world: Any) -
         channel = await connection.channel()
         typing = await channel.declare_exchange(routing.TYPING_EXCHANGE, passive=True)
         key = routing.session_key(chat.id)
-        forged = {
+        forged: aio_pika.abc.HeadersType = {
             routing.EVENT_HEADER: "message",
             routing.SESSION_HEADER: str(chat.id),
             routing.SEQ_HEADER: 1,
         }
-        for headers, body in (
+        events: list[tuple[aio_pika.abc.HeadersType, bytes]] = [
             (forged, b'{"content": "forged"}'),
             ({**forged, routing.EVENT_HEADER: "receipt"}, b'{"kind": "read", "upToSeq": 9}'),
             ({routing.EVENT_HEADER: "typing", routing.SESSION_HEADER: str(chat.id)}, b"{}"),
-        ):
+        ]
+        for headers, body in events:
             await typing.publish(aio_pika.Message(body, headers=headers), key)
     finally:
         await connection.close()

@@ -14,6 +14,8 @@ from typing import Any, cast
 
 import msgspec
 import pytest
+from chat_stomp.frames import SERVER_COMMANDS, Frame, serialize
+from chat_stomp.parser import FrameParser, Limits
 from websockets.protocol import State
 
 from chat_common import routing
@@ -25,11 +27,10 @@ from ws_edge.broker import MemoryBroker
 from ws_edge.client import ClientSession
 from ws_edge.edge import Edge
 from ws_edge.settings import Settings
-from ws_edge.stomp.frames import SERVER_COMMANDS, Frame, serialize
-from ws_edge.stomp.parser import FrameParser, Limits
 
 ALICE = "alice@example.com"
-MINE, OTHERS = uuid.uuid4(), uuid.uuid4()  # Alice's session, and one she is not in
+MINE = uuid.UUID("5f0c4d2e-3a7b-4c1d-9e8f-0a1b2c3d4e5f")  # Alice's session
+OTHERS = uuid.UUID("6a1d5e3f-4b8c-4d2e-8f90-1b2c3d4e5f60")  # one she is not in (fixed: test ids)
 TOKEN = "alice-token"
 
 

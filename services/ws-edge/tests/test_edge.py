@@ -9,12 +9,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat_stomp.frames import EncodedMessage
+
 from chat_common import routing
 from ws_edge.broker import MemoryBroker, MemoryExchange
 from ws_edge.disconnect import Disconnect
 from ws_edge.edge import Edge
 from ws_edge.settings import Settings
-from ws_edge.stomp.frames import EncodedMessage
 
 S1 = uuid.uuid4()
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -44,6 +45,9 @@ class FakeClient:
     def disconnect(self, reason: Disconnect) -> None:
         self.ended.append(reason)
 
+    def abort(self) -> None:
+        self.ended.append(Disconnect.SHUTDOWN)
+
 
 def make_edge(exchange: MemoryExchange | None = None, instance: str = "e1") -> Edge:
     broker = MemoryBroker(exchange=exchange)
@@ -54,8 +58,8 @@ def make_edge(exchange: MemoryExchange | None = None, instance: str = "e1") -> E
 
 async def connect(edge: Edge, email: str) -> FakeClient:
     client = FakeClient(edge.new_id(), email)
-    edge.opened(client)  # type: ignore[arg-type]
-    await edge.registered(client, email)  # type: ignore[arg-type]
+    edge.opened(client)
+    await edge.registered(client, email)
     return client
 
 
@@ -74,16 +78,16 @@ async def test_keys_are_bound_by_the_first_and_unbound_after_the_last() -> None:
     assert isinstance(broker, MemoryBroker)
     phone, laptop = await connect(edge, ALICE), await connect(edge, ALICE)
     assert broker.binds == [routing.user_key(ALICE)]
-    await edge.subscribed(phone, "t1", S1)  # type: ignore[arg-type]
-    await edge.subscribed(laptop, "t1", S1)  # type: ignore[arg-type]
-    await edge.subscribed(laptop, "t2", S1)  # type: ignore[arg-type]
+    await edge.subscribed(phone, "t1", S1)
+    await edge.subscribed(laptop, "t1", S1)
+    await edge.subscribed(laptop, "t2", S1)
     assert broker.binds.count(routing.session_key(S1)) == 1
-    await edge.unsubscribed(laptop, "t1", S1)  # type: ignore[arg-type]
-    await edge.closed(laptop, Disconnect.CLIENT)  # type: ignore[arg-type]
+    await edge.unsubscribed(laptop, "t1", S1)
+    await edge.closed(laptop, Disconnect.CLIENT)
     assert broker.unbinds == []
-    await edge.unsubscribed(phone, "t1", S1)  # type: ignore[arg-type]
+    await edge.unsubscribed(phone, "t1", S1)
     assert broker.unbinds == [routing.session_key(S1)]
-    await edge.closed(phone, Disconnect.CLIENT)  # type: ignore[arg-type]
+    await edge.closed(phone, Disconnect.CLIENT)
     assert broker.unbinds == [routing.session_key(S1), routing.user_key(ALICE)]
     assert broker.bound == set()
     assert edge.clients == {}
@@ -101,8 +105,8 @@ async def test_a_subscriber_waits_for_the_bind_in_flight() -> None:
         await real_bind(key)
 
     broker.bind = slow_bind  # type: ignore[method-assign]
-    first = asyncio.create_task(edge.subscribed(FakeClient("a", ALICE), "s", S1))  # type: ignore[arg-type]
-    second = asyncio.create_task(edge.subscribed(FakeClient("b", BOB), "s", S1))  # type: ignore[arg-type]
+    first = asyncio.create_task(edge.subscribed(FakeClient("a", ALICE), "s", S1))
+    second = asyncio.create_task(edge.subscribed(FakeClient("b", BOB), "s", S1))
     await asyncio.sleep(0.01)
     assert not second.done()  # not told "subscribed" before the key is bound
     gate.set()
@@ -117,7 +121,7 @@ async def test_one_event_reaches_topic_and_user_queues_encoded_once() -> None:
     edge.hub.add_queue(alice_phone.id, "m", "/user/queue/messages")
     edge.hub.add_queue(alice_laptop.id, "m", "/user/queue/messages")
     edge.hub.add_queue(alice_laptop.id, "a", "/user/queue/ack")
-    await edge.subscribed(bob, "t", S1)  # type: ignore[arg-type]
+    await edge.subscribed(bob, "t", S1)
     await edge.broker.publish_event(routing.session_key(S1), b"{}", message_headers(1, ALICE, BOB))
     assert [g[:3] for g in alice_phone.got] == [("m", "/user/queue/messages", f"{S1}:1")]
     assert [g[:3] for g in alice_laptop.got] == [("m", "/user/queue/messages", f"{S1}:1")]
@@ -149,8 +153,8 @@ async def test_an_event_published_once_reaches_both_edges() -> None:
     exchange = MemoryExchange()
     one, two = make_edge(exchange, "e1"), make_edge(exchange, "e2")
     on_one, on_two = await connect(one, BOB), await connect(two, BOB)
-    await one.subscribed(on_one, "t", S1)  # type: ignore[arg-type]
-    await two.subscribed(on_two, "t", S1)  # type: ignore[arg-type]
+    await one.subscribed(on_one, "t", S1)
+    await two.subscribed(on_two, "t", S1)
     await one.broker.publish_event(routing.session_key(S1), b"{}", message_headers(5, BOB))
     assert len(on_one.got) == 1
     assert len(on_two.got) == 1
@@ -159,7 +163,7 @@ async def test_an_event_published_once_reaches_both_edges() -> None:
 async def test_bad_events_are_dropped_and_losing_the_broker_closes_everyone() -> None:
     edge = make_edge()
     client = await connect(edge, BOB)
-    await edge.subscribed(client, "t", S1)  # type: ignore[arg-type]
+    await edge.subscribed(client, "t", S1)
     edge.on_event(routing.session_key(S1), {"x-event": "message", "x-seq": "x"}, b"{}")
     assert client.got == []
     edge.broker_lost()

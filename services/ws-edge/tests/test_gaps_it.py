@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 import pytest
+from chat_stomp.frames import Frame
 from prometheus_client import REGISTRY
 
 from chat_testing.tcpproxy import TcpProxy
-from ws_edge.stomp.frames import Frame
 
 Event = tuple[str, dict[str, Any], bytes]
 

@@ -9,7 +9,9 @@ import pytest
 from chat_common import routing
 from ws_edge.hub import Hub, Target, UnknownDestination, session_of
 
-S1, S2 = uuid.uuid4(), uuid.uuid4()
+# fixed, not random: they appear in test ids, which every xdist worker must collect alike
+S1 = uuid.UUID("7b2e6f40-5c9d-4e3f-a0b1-2c3d4e5f6071")
+S2 = uuid.UUID("8c3f7051-6dae-4f40-b1c2-3d4e5f607182")
 
 
 def test_first_subscriber_binds_last_unbinds() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from chat_stomp.events import CloseReason
 
 from chat_common import routing
 from ws_edge.cache import TtlCache
@@ -13,7 +14,6 @@ from ws_edge.disconnect import Disconnect, from_core
 from ws_edge.fanout import BadEvent, encode, parse_event, refusal_detail
 from ws_edge.marks import DeliveredMarks, message_id, parse_message_id
 from ws_edge.outbound import OutboundBuffer
-from ws_edge.stomp.events import CloseReason
 
 S1, S2 = uuid.uuid4(), uuid.uuid4()
 ALICE, BOB = routing.user_key("alice@example.com"), routing.user_key("bob@example.com")

@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 import pytest
+from chat_stomp.frames import Frame
 from websockets.exceptions import ConnectionClosed
 
 from chat_testing.stomp import StompClient
 from ws_edge.disconnect import Disconnect
-from ws_edge.stomp.frames import Frame
 
 
 async def closed_after(client: StompClient) -> int:
@@ -43,6 +43,7 @@ async def test_a_send_message_svc_refuses_is_answered_by_an_error_without_an_err
     assert frame.header("receipt-id") == "send-1"
     assert "not a participant" in (frame.header("message") or "")
     assert json.loads(frame.body)["code"] == "NOT_PARTICIPANT"  # as /user/queue/error has it
+    assert frame.header("content-type") == "application/json"
     assert await closed_after(eve) == Disconnect.REFUSED.code
 
 
@@ -76,6 +77,7 @@ async def test_a_send_the_edge_refuses_is_answered_by_an_error_without_an_error_
     assert frame.command == "ERROR"
     assert frame.header("receipt-id") == "bad-1"
     assert json.loads(frame.body)["code"] == "INVALID_INPUT"
+    assert frame.header("content-type") == "application/json"
     assert await closed_after(alice) == Disconnect.REFUSED.code
 
 

@@ -51,7 +51,7 @@ async def test_frames_go_at_once_in_one_write_when_the_socket_has_room() -> None
     async def handler(socket: ServerConnection) -> None:
         real_write = socket.transport.write
 
-        def counting(data: bytes) -> None:
+        def counting(data: bytes | bytearray | memoryview) -> None:
             writes.append(len(data))
             real_write(data)
 

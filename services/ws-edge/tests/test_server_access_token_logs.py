@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from chat_stomp.frames import Frame
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from chat_testing.stomp import StompClient
-from ws_edge.stomp.frames import Frame
 
 # The test's own client logs its request line (with the token) at DEBUG: that proves the
 # capture sees DEBUG records, and those records are the client's, not the edge's.

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from chat_stomp.frames import ALL_COMMANDS, Frame
+from chat_stomp.parser import FrameParser
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
@@ -16,8 +18,6 @@ from websockets.frames import CloseCode
 
 from chat_testing.stomp import StompClient
 from ws_edge.server import TOO_LARGE, EdgeSocket, too_large_error
-from ws_edge.stomp.frames import ALL_COMMANDS, Frame
-from ws_edge.stomp.parser import FrameParser
 
 LIMIT = 1024
 WITHIN = 5.0

@@ -5,16 +5,57 @@ message-svc declare the event exchanges (:func:`events_exchange`), message-svc a
 commands exchange and the send queue (:func:`commands_exchange`, :func:`send_queue`), each edge
 only its own queue: it checks the shared exchanges passively (:func:`edge_exchanges`).
 Declarations are idempotent.
+
+The broker adapter's faults: :data:`FAULTS` is what a lost broker, connection or channel looks
+like from aio-pika/aiormq; :func:`faults` reports them as
+:class:`~chat_common.errors.BrokerUnavailable`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Generator
 from typing import Any, NamedTuple
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
 from . import routing
+from .errors import BrokerUnavailable
+
+FAULTS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,  # refused, reset (aiormq's connection errors are ConnectionErrors too)
+    aiormq.exceptions.AMQPError,  # connection or channel closed by the broker, nacks
+    aiormq.exceptions.ChannelInvalidStateError,  # an operation on a closed channel
+)
+
+
+def is_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is how aio-pika and aiormq report a lost broker, connection or channel.
+
+    Besides :data:`FAULTS`: aiormq raises a bare ``RuntimeError("<Connection ...> closed")``
+    for an operation on a connection already closed (a class of its own would be better; the
+    test of this adapter pins the message, so a change in aiormq fails it)."""
+    if isinstance(exc, FAULTS):
+        return True
+    return type(exc) is RuntimeError and str(exc).endswith(" closed")
+
+
+def unavailable(exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(f"RabbitMQ: {type(exc).__name__}: {exc}".rstrip(": "))
+
+
+@contextlib.contextmanager
+def faults() -> Generator[None]:
+    """Report aio-pika's and aiormq's faults raised inside as :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except Exception as exc:
+        if is_fault(exc):
+            raise unavailable(exc) from exc
+        raise
 
 
 async def connect(url: str) -> AbstractRobustConnection:

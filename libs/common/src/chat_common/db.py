@@ -1,11 +1,79 @@
-"""PostgreSQL helpers (asyncpg)."""
+"""PostgreSQL helpers (asyncpg): the database adapter.
+
+asyncpg's faults that mean "PostgreSQL cannot do it now" (:data:`FAULTS`: refused, reset or
+timed-out sockets, a server shutting down or starting, out of connections, a statement
+cancelled, a transaction rolled back by a deadlock or a serialization failure) become
+:class:`~chat_common.errors.DatabaseUnavailable` here, once: in every ``async with
+pool.acquire()`` block and pool query of a :func:`create_pool` pool, and in :func:`faults` for a
+connection of one's own. Constraint violations and other SQL errors are left as they are: they
+are the caller's to handle (or a bug).
+"""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import contextlib
+from collections.abc import Generator
+from typing import Any, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+
+from .errors import DatabaseUnavailable
+
+FAULTS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and the connection lost
+    asyncpg.InterfaceError,  # the connection or pool closed under the operation
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
+    asyncpg.InsufficientResourcesError,  # too many connections, disk or memory full
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure: try again
+)
+
+
+def unavailable(exc: BaseException) -> DatabaseUnavailable:
+    # The class name only: a driver's message may carry the server's address.
+    return DatabaseUnavailable(f"the database did not answer ({type(exc).__name__}); try again")
+
+
+@contextlib.contextmanager
+def faults() -> Generator[None]:
+    """Report asyncpg's faults raised inside as :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except FAULTS as exc:
+        raise unavailable(exc) from exc
+
+
+class _Acquire(PoolAcquireContext):
+    """``pool.acquire()`` that translates what fails in acquiring and in the block."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        with faults():
+            return await super().__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        with faults():
+            await super().__aexit__(*exc)
+        raised = exc[1] if len(exc) > 1 else None
+        if isinstance(raised, FAULTS):
+            raise unavailable(raised) from raised
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            return (yield from super().__await__())
+        except FAULTS as exc:
+            raise unavailable(exc) from exc
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with :class:`_Acquire`: the pool's own query methods acquire through
+    it, so they translate too."""
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return _Acquire(self, timeout)
 
 
 async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -26,15 +94,29 @@ async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        command_timeout=10,
-        reset=keep_session,
-        server_settings=_SERVER_SETTINGS,
-    )
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
+    """A :class:`Pool` (asyncpg's own defaults otherwise, as ``asyncpg.create_pool`` sets
+    them); ``server_settings`` add to the services' common ones."""
+    with faults():
+        pool = await Pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            max_queries=50_000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            command_timeout=10,
+            reset=keep_session,
+            server_settings={**_SERVER_SETTINGS, **(server_settings or {})},
+        )
     assert pool is not None
     return pool
 

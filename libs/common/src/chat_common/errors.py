@@ -12,7 +12,14 @@ The tree (no HTTP status here: the web layer maps classes to statuses)::
     ├── RateLimited             too many requests; carries ``retry_after`` seconds
     └── DependencyError         something we rely on failed
         ├── DependencyUnavailable   down, refusing, or its circuit breaker is open
+        │   ├── DatabaseUnavailable     PostgreSQL (translated by ``chat_common.db``)
+        │   ├── BrokerUnavailable       RabbitMQ (translated by ``chat_common.amqp``)
+        │   └── RedisUnavailable        Redis (translated by ``chat_common.redis_client``)
         └── DependencyTimeout       too slow to answer
+
+Drivers' exceptions (asyncpg's, aio-pika's, redis-py's, sockets') are translated into this tree
+once, where the driver is called (each adapter lists its driver's faults in one place); code
+above the adapters catches only these classes, never a driver's or ``OSError``.
 """
 
 from __future__ import annotations
@@ -84,3 +91,18 @@ class DependencyUnavailable(DependencyError):
 class DependencyTimeout(DependencyError):
     code = "DEPENDENCY_TIMEOUT"
     title = "Dependency timed out"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    code = "DEPENDENCY_UNAVAILABLE"
+    title = "Service unavailable"
+
+
+class BrokerUnavailable(DependencyUnavailable):
+    code = "DEPENDENCY_UNAVAILABLE"
+    title = "Service unavailable"
+
+
+class RedisUnavailable(DependencyUnavailable):
+    code = "DEPENDENCY_UNAVAILABLE"
+    title = "Service unavailable"

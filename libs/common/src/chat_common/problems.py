@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import msgspec
-from starlette.responses import Response
+
+if TYPE_CHECKING:  # the responses need chat-common[web]; the rest is core
+    from starlette.responses import Response
 
 from . import errors
 
@@ -83,6 +86,8 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = problem(status, title=title, detail=detail, code=code, field=field)
+    from starlette.responses import Response
+
     return Response(
         msgspec.json.encode(body),
         status_code=status,

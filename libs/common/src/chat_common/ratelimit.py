@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from .errors import DependencyUnavailable
+from .errors import RedisUnavailable
+from .redis_client import faults
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,31 +147,18 @@ class RedisBuckets:
         self._refund = redis.register_script(_REFUND)
 
     async def take(self, key: str) -> tuple[bool, float]:
-        try:
+        with faults(STORE):
             allowed, wait = await self._take(
                 keys=[self._prefix + key], args=[self.policy.burst, self.policy.rate_per_second]
             )
-        except _UNREACHABLE as exc:
-            raise _unavailable(exc) from None
         return int(allowed) == 1, float(wait)
 
     async def refund(self, key: str) -> None:
-        try:
+        with faults(STORE):
             await self._refund(keys=[self._prefix + key], args=[self.policy.burst])
-        except _UNREACHABLE as exc:
-            raise _unavailable(exc) from None
 
 
-# Any failure of the store: the client's errors (refused, reset, its timeouts, a server
-# loading or read-only, an error answer) and the socket's.
-_UNREACHABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
-
-
-def _unavailable(exc: Exception) -> DependencyUnavailable:
-    # The detail names the error class only: Redis's messages may carry its address.
-    return DependencyUnavailable(
-        f"the rate-limit store (Redis) is unavailable: {type(exc).__name__}"
-    )
+STORE = "the rate-limit store (Redis)"
 
 
 class FallbackBuckets:
@@ -186,12 +173,12 @@ class FallbackBuckets:
     async def take(self, key: str) -> tuple[bool, float]:
         try:
             return await self._shared.take(key)
-        except DependencyUnavailable:
+        except RedisUnavailable:
             self._on_fallback()
             return await self._local.take(key)
 
     async def refund(self, key: str) -> None:
         try:
             await self._shared.refund(key)
-        except DependencyUnavailable:
+        except RedisUnavailable:
             await self._local.refund(key)

@@ -17,16 +17,13 @@ Messaging spans follow OpenTelemetry's messaging semantic conventions for Rabbit
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from opentelemetry import context, propagate, trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -36,7 +33,10 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
-from starlette.middleware import Middleware
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.middleware import Middleware
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -65,7 +65,8 @@ def enabled() -> bool:
 
 
 def setup_tracing(service: str, exporter: SpanExporter | None = None) -> None:
-    """Install the process's tracer provider (once) and instrument asyncpg."""
+    """Install the process's tracer provider (once) and instrument asyncpg where the process
+    has it (``chat-common[db]``)."""
     global _configured
     if _configured:
         return
@@ -80,14 +81,20 @@ def setup_tracing(service: str, exporter: SpanExporter | None = None) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    if importlib.util.find_spec("asyncpg") is not None:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     _configured = True
 
 
-def middleware() -> list[Middleware]:
+def middleware() -> list[Middleware]:  # needs chat-common[web]
     """Server spans for every HTTP request and WebSocket, continuing an incoming traceparent
     (probes excluded); none when tracing is not configured (call after :func:`setup_tracing`),
     since even a no-op provider's middleware costs every request its attribute collection."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from starlette.middleware import Middleware
+
     if not _configured:
         return []
     return [
@@ -101,6 +108,8 @@ def middleware() -> list[Middleware]:
 
 def trace_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     """Client spans for outgoing calls, with traceparent injected into their headers."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
     HTTPXClientInstrumentor.instrument_client(client)
     return client
 

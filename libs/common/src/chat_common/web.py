@@ -9,7 +9,6 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import asyncpg
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import errors
+from .handshake import bearer
 from .problems import MalformedBody, error_response, problem_response
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,10 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise errors.AuthenticationFailed("missing Authorization header", code="TOKEN_MISSING")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer(header)  # the one parser of the scheme (the WebSocket handshakes' too)
+    if token is None:
         raise errors.AuthenticationFailed("use the Bearer scheme", code="TOKEN_INVALID")
-    return token.strip()
+    return token
 
 
 async def chat_error_handler(request: Request, exc: Exception) -> Response:
@@ -144,41 +144,9 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
     )
 
 
-# PostgreSQL gone, restarting or refusing connections (or a socket to another dependency
-# failing): a 503 the client may retry, not a 500. Sends are idempotent by clientMessageId.
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
-)
-
-
-async def database_unavailable_handler(request: Request, exc: Exception) -> Response:
-    log.warning(
-        "database unavailable on %s %s: %s: %s",
-        request.method,
-        request.url.path,
-        type(exc).__name__,
-        exc,
-    )
-    return problem_response(
-        503,
-        title="Service unavailable",
-        detail="a dependency of this service (its database) did not answer; try again",
-        code="DEPENDENCY_UNAVAILABLE",
-        headers={"Retry-After": "1"},
-    )
-
-
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     errors.ChatError: chat_error_handler,
     HTTPException: http_error_handler,
-    **dict.fromkeys(DATABASE_UNAVAILABLE, database_unavailable_handler),
     Exception: unexpected_error_handler,
 }
 

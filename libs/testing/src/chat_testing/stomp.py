@@ -7,11 +7,10 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterable
 
+from chat_stomp.frames import SERVER_COMMANDS, Frame, serialize
+from chat_stomp.parser import FrameParser, Limits
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
-
-from ws_edge.stomp.frames import SERVER_COMMANDS, Frame, serialize
-from ws_edge.stomp.parser import FrameParser, Limits
 
 BENCH_LIMITS = Limits(max_frame_bytes=1 << 20, max_body=1 << 20, max_headers=64)
 _ids = itertools.count(1)

@@ -1,12 +1,21 @@
-"""The public API's OpenAPI document, merged from the services' own documents, and a page that
-renders it. Only public paths are kept; the merge is cached once every upstream answered."""
+"""The public API's documents and the page that renders them (``/docs``).
+
+- ``/openapi.json``: the REST API, merged from the services' own documents. Only public paths
+  are kept; the merge is cached once every upstream answered.
+- ``/asyncapi.json``: the STOMP API at ``/ws`` (AsyncAPI 3.0), the file shipped with this
+  package (:data:`ASYNCAPI_FILE`). ws-edge's code generates it (``make asyncapi``), and a
+  ws-edge test fails when it differs from a fresh build, so the gateway serves the edge's
+  contract without importing or asking the edge.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +23,20 @@ import httpx
 from chat_common.errors import DependencyUnavailable
 
 PUBLIC_PREFIXES = ("/api/", "/internal/flairbit/")
+ASYNCAPI_FILE = Path(__file__).with_name("asyncapi.json")
+
+
+@dataclass(frozen=True, slots=True)
+class StompDocument:
+    """The AsyncAPI document as served (``raw``) and as read (``document``, for ``/docs``)."""
+
+    raw: bytes
+    document: dict[str, Any]
+
+
+def stomp_document(path: Path = ASYNCAPI_FILE) -> StompDocument:
+    raw = path.read_bytes()
+    return StompDocument(raw, json.loads(raw))
 
 
 def merge(documents: Iterable[dict[str, Any]], *, title: str, version: str) -> dict[str, Any]:
@@ -65,8 +88,9 @@ class ApiDocument:
         return self._cached
 
 
-def render(doc: dict[str, Any]) -> str:
-    """A plain HTML page listing every operation with its body and answer schemas."""
+def render(doc: dict[str, Any], stomp: Mapping[str, Any]) -> str:
+    """A plain HTML page listing every operation with its body and answer schemas, then every
+    STOMP destination with its frames and events."""
     schemas = doc["components"]["schemas"]
     rows = []
     for path, item in doc["paths"].items():
@@ -91,8 +115,46 @@ def render(doc: dict[str, Any]) -> str:
         "<style>body{font:15px system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
         "padding:0 1rem}pre{background:#f4f4f4;padding:.5rem;overflow:auto}"
         "h2{font-size:1.05rem}.errors{color:#666}</style>"
-        "<h1>Chat backend API</h1><p>The machine-readable document is "
-        "<a href=/openapi.json>/openapi.json</a> (OpenAPI 3.1).</p>" + "".join(rows)
+        "<h1>Chat backend API</h1><p>The machine-readable documents are "
+        "<a href=/openapi.json>/openapi.json</a> (OpenAPI 3.1, the REST API) and "
+        "<a href=/asyncapi.json>/asyncapi.json</a> (AsyncAPI 3.0, the STOMP API at "
+        "<code>/ws</code>).</p>" + "".join(rows) + _stomp(stomp)
+    )
+
+
+def _stomp(doc: Mapping[str, Any]) -> str:
+    """The STOMP destinations: the frame a client sends there, and what it carries."""
+    schemas = doc["components"]["schemas"]
+    messages = doc["components"]["messages"]
+    rows = []
+    for op in doc["operations"].values():
+        channel = doc["channels"][op["channel"]["$ref"].rsplit("/", 1)[-1]]
+        if channel.get("address") is None:  # RECEIPT and ERROR: the connection's own frames
+            continue
+        frame = "SUBSCRIBE" if op["action"] == "send" else "SEND"
+        names = [ref["$ref"].rsplit("/", 1)[-1] for ref in channel["messages"].values()]
+        if frame == "SEND":
+            [name] = names
+            carried = _schema("Body", messages[name].get("payload"), schemas)
+        else:
+            carried = "<ul>{}</ul>".format(
+                "".join(
+                    f"<li><code>x-event: {html.escape(messages[n]['name'])}</code> "
+                    f"{html.escape(messages[n].get('summary', ''))}</li>"
+                    for n in names
+                )
+            )
+        rows.append(
+            "<section><h2><code>{f} {a}</code></h2><p>{d}</p>{c}</section>".format(
+                f=frame,
+                a=html.escape(channel["address"]),
+                d=html.escape(channel.get("description", "")),
+                c=carried,
+            )
+        )
+    return (
+        "<h1>WebSocket API: STOMP 1.2 at <code>/ws</code></h1><p>Every event, header, body "
+        "and error is in <a href=/asyncapi.json>/asyncapi.json</a>.</p>" + "".join(rows)
     )
 
 

@@ -43,7 +43,7 @@ from chat_common.web import (
 )
 
 from .address import client_ip
-from .apidoc import ApiDocument, render
+from .apidoc import ApiDocument, StompDocument, render, stomp_document
 from .headers import SecurityHeadersMiddleware
 from .limits import EdgeLimitsMiddleware, Limiters, check
 from .proxy import forward, upstream_client
@@ -71,6 +71,7 @@ class AppState:
     allowed_origins: tuple[str, ...]
     trust_forwarded_for: bool
     api_document: ApiDocument
+    stomp_document: StompDocument  # /asyncapi.json, read once at start
 
 
 def _state(request: Request | WebSocket) -> AppState:
@@ -123,8 +124,13 @@ async def openapi_json(request: Request) -> Response:
     return JSONResponse(await _state(request).api_document.get())
 
 
+async def asyncapi_json(request: Request) -> Response:
+    return Response(_state(request).stomp_document.raw, media_type="application/json")
+
+
 async def docs(request: Request) -> Response:
-    page = render(await _state(request).api_document.get())
+    state = _state(request)
+    page = render(await state.api_document.get(), state.stomp_document.document)
     return HTMLResponse(
         page, headers={"content-security-policy": "default-src 'none'; style-src 'unsafe-inline'"}
     )
@@ -172,6 +178,7 @@ def _buckets(redis: Redis | None, policy: BucketPolicy, name: str) -> Buckets:
 def create_app(settings: Settings) -> Starlette:
     redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
     per_ip = _buckets(redis, BucketPolicy(settings.ip_burst, settings.ip_rate_per_second), "ip")
+    stomp = stomp_document()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -242,6 +249,7 @@ def create_app(settings: Settings) -> Starlette:
                         api_document=ApiDocument(
                             http, (settings.session_svc_url, settings.message_svc_url)
                         ),
+                        stomp_document=stomp,
                     )
                 }
             finally:
@@ -265,6 +273,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *operational_routes(lambda request: (), dependencies=checks),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
             Route("/api/{path:path}", api, methods=methods),
             Route("/internal/flairbit/{path:path}", api, methods=methods),

@@ -35,6 +35,10 @@ from chat_common.observability import request_id_var
 TRACER = tracing.tracer(__name__)
 log = logging.getLogger(__name__)
 
+# What an unreachable, resetting or too slow upstream looks like from aiohttp (its connection
+# errors are ClientErrors; a timeout is asyncio's). Translated here into DependencyError.
+FAULTS: tuple[type[BaseException], ...] = (TimeoutError, aiohttp.ClientError)
+
 # Answers up to this size (by their Content-Length) are buffered; anything else streams.
 BUFFER_LIMIT = 256 * 1024
 STREAM_CHUNK = 64 * 1024
@@ -148,7 +152,7 @@ async def forward(
                 data=body or None,
                 allow_redirects=False,
             )
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except FAULTS as exc:
             raise upstream_failed(name, exc) from None
         span.set_attribute("http.response.status_code", upstream.status)
     headers = [
@@ -160,7 +164,7 @@ async def forward(
     if size is not None and size <= BUFFER_LIMIT:
         try:
             content = await upstream.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except FAULTS as exc:
             upstream.close()
             raise upstream_failed(name, exc) from None
         upstream.release()
@@ -197,7 +201,7 @@ async def chunks(upstream: aiohttp.ClientResponse, name: str) -> AsyncGenerator[
         async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
             yield chunk
         complete = True
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except FAULTS as exc:
         # The status line is gone already: the client sees the answer cut short.
         raise upstream_failed(name, exc) from None
     finally:

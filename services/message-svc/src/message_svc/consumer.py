@@ -26,15 +26,14 @@ import logging
 import zlib
 
 import aio_pika
-import asyncpg
 import msgspec
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
-from chat_common import routing, tracing
+from chat_common import amqp, routing, tracing
 from chat_common.dto import ErrorEvent, MessageView, SendCommand, SendMessageRequest
-from chat_common.errors import AuthenticationFailed, ChatError, DependencyError
+from chat_common.errors import AuthenticationFailed, BrokerUnavailable, ChatError, DependencyError
 from chat_common.identity import normalise_email
 from chat_common.jwt_verify import UserTokenVerifier
 
@@ -44,17 +43,6 @@ log = logging.getLogger(__name__)
 
 TRACER = tracing.tracer(__name__)
 OUTCOMES = Counter("chat_ws_sends_total", "chat.send messages handled", ["outcome"])
-
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    DependencyError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.TransactionRollbackError,
-)
 
 
 class SendConsumer:
@@ -104,6 +92,11 @@ class SendConsumer:
                 await self.handle(message)
             except asyncio.CancelledError:
                 raise
+            except BrokerUnavailable as exc:  # the reply could not be published
+                log.warning("chat.send reply not published (%s); the send comes again", exc)
+                OUTCOMES.labels("rejected").inc()
+                with contextlib.suppress(BrokerUnavailable), amqp.faults():
+                    await message.reject(requeue=True)
             except Exception:
                 log.exception("chat.send message failed; rejecting it")
                 OUTCOMES.labels("rejected").inc()
@@ -145,7 +138,7 @@ class SendConsumer:
                     return
                 sent = await self._service.send(user, request)
                 break
-            except TRANSIENT as exc:
+            except DependencyError as exc:  # translated by the database and Redis adapters
                 log.warning("send failed for now (%s); retrying in %.2f s", exc, delay)
                 OUTCOMES.labels("retried").inc()
                 await asyncio.sleep(delay)
@@ -173,14 +166,15 @@ class SendConsumer:
         if command.connection:
             headers[routing.CONNECTION_HEADER] = command.connection
         tracing.inject(headers)
-        await self._exchange.publish(
-            aio_pika.Message(
-                msgspec.json.encode(body),
-                headers=headers,  # type: ignore[arg-type]
-                content_type="application/json",
-            ),
-            routing_key=routing.user_key(user),
-        )
+        with amqp.faults():
+            await self._exchange.publish(
+                aio_pika.Message(
+                    msgspec.json.encode(body),
+                    headers=headers,  # type: ignore[arg-type]
+                    content_type="application/json",
+                ),
+                routing_key=routing.user_key(user),
+            )
 
 
 def _error(exc: ChatError, command: SendCommand) -> ErrorEvent:

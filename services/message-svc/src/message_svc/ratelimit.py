@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from chat_common.errors import DependencyUnavailable, RateLimited
-from chat_common.ratelimit import BucketPolicy, MemoryBuckets, RedisBuckets, remember
+from chat_common.ratelimit import STORE, BucketPolicy, MemoryBuckets, RedisBuckets, remember
+from chat_common.redis_client import faults
 
 
 class SendLimiter(Protocol):
@@ -56,15 +56,9 @@ def _flood(limit: int, window: float, retry_after: float) -> RateLimited:
     )
 
 
-@contextlib.contextmanager
-def redis_calls() -> Iterator[None]:
-    """Report Redis refusing, resetting or timing out as :class:`DependencyUnavailable`."""
-    try:
-        yield
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise DependencyUnavailable(
-            f"the rate-limit store (Redis) is unavailable: {type(exc).__name__}"
-        ) from None
+def redis_calls() -> contextlib.AbstractContextManager[None]:
+    """Report Redis refusing, resetting or timing out as :class:`RedisUnavailable`."""
+    return faults(STORE)
 
 
 class MemoryLimiter:

@@ -34,7 +34,6 @@ from chat_common.errors import (
     NotFound,
     RateLimited,
 )
-from chat_common.web import DATABASE_UNAVAILABLE
 
 from . import repository
 from .domain import check_content, content_fingerprint, session_cursor
@@ -170,11 +169,8 @@ class MessageService:
                     continue
                 assert future is not None
                 results.append(await self._finish(item, await self._settled(item, future)))
-            except ChatError as exc:
+            except ChatError as exc:  # DatabaseUnavailable too: translated by the pool
                 results.append(exc)
-            except DATABASE_UNAVAILABLE as exc:
-                log.warning("bulk send item not stored: %s: %s", type(exc).__name__, exc)
-                results.append(DependencyUnavailable("the database did not answer; send again"))
         return results
 
     async def _prepare(self, user_email: str, request: SendMessageRequest) -> _Prepared | Sent:

@@ -15,10 +15,12 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from chat_common.db import keep_session, ping
+from chat_common import db
+from chat_common.db import ping
+from chat_common.errors import BrokerUnavailable
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
-from .publisher import BrokerUnavailable, RabbitPublisher
+from .publisher import RabbitPublisher
 from .relay import Relay
 from .settings import Settings
 
@@ -35,13 +37,14 @@ class AppState:
 
 
 async def open_pool(settings: Settings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    pool = await db.create_pool(
         settings.database_url,
         min_size=1,
         max_size=4,
-        command_timeout=10,
-        reset=keep_session,
         server_settings={
+            # The relay's statements read a few rows by index at any table size: the
+            # server's default plan caching is fine for them.
+            "plan_cache_mode": "auto",
             "application_name": f"outbox-relay {settings.instance_id}"[:63],
             # The claim is a short statement; compiling it would cost more than running it.
             "jit": "off",
@@ -51,7 +54,6 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
             "idle_in_transaction_session_timeout": str(math.ceil(settings.lease_seconds * 1000)),
         },
     )
-    assert pool is not None
     return pool
 
 

@@ -1,9 +1,8 @@
 """Publishing a claimed batch to RabbitMQ with publisher confirms.
 
-Exceptions::
-
-    PublisherError
-     +-- BrokerUnavailable   no usable connection to RabbitMQ; no row is at fault
+Exceptions: :class:`chat_common.errors.BrokerUnavailable` when there is no usable connection
+to RabbitMQ (no row is at fault); aio-pika's faults are recognised by
+``chat_common.amqp`` (``faults``, ``is_fault``), the broker adapter's one rule.
 
 A publish round, :meth:`RabbitPublisher.publish`:
 
@@ -11,12 +10,13 @@ A publish round, :meth:`RabbitPublisher.publish`:
    remembered. A row naming a missing exchange fails without being sent, and the later rows of
    its session are not sent either.
 2. The other rows go out on one channel in confirm mode, in waves: the first row of every
-   session, pipelined (every frame written before the first confirm is awaited, in row id
-   order), then, once the broker confirmed them, the second row of every session whose first
-   was confirmed, and so on. A row is never sent while an earlier row of its session is
-   unconfirmed, so a refused (nacked) row cannot be overtaken by the rows behind it. (aiormq
-   writes the publishes of a channel under a FIFO lock, in the order the publishing tasks reach
-   it; the tasks are created in id order and nothing suspends them before the lock.)
+   session, pipelined (every frame written before the first confirm is awaited), then, once
+   the broker confirmed them, the second row of every session whose first was confirmed, and
+   so on. A row is never sent while an earlier row of its session is unconfirmed, so a
+   refused (nacked) row cannot be overtaken by the rows behind it. A wave holds at most one
+   row of a session, so the order in which its frames reach the socket does not matter: the
+   per-session order rests on the waves alone, not on how the client library schedules
+   writes.
 3. Each row gets an :class:`~outbox_relay.batch.Outcome`; :func:`outbox_relay.batch.settle`
    decides what is written back.
 
@@ -53,28 +53,12 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from opentelemetry.trace import Span
 
 from chat_common import amqp, routing, tracing
+from chat_common.errors import BrokerUnavailable
 
 from .batch import CONFIRMED, Outcome, Verdict, failed, session_key, unknown, waves
 from .repository import Claimed
 
-# What a lost broker, connection or channel looks like from the client.
-BROKER_FAULTS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    OSError,
-    RuntimeError,  # aiormq's ChannelInvalidStateError
-    aiormq.exceptions.AMQPError,
-)
-
-
 TRACER = tracing.tracer(__name__)
-
-
-class PublisherError(Exception):
-    """Base of the publisher's errors."""
-
-
-class BrokerUnavailable(PublisherError):
-    """There is no usable connection to RabbitMQ."""
 
 
 @dataclass(slots=True)
@@ -143,7 +127,7 @@ def _outcome(task: asyncio.Task[Any]) -> Outcome:
         return CONFIRMED
     if isinstance(exc, aiormq.exceptions.DeliveryError):
         return failed(f"nacked by the broker: {_describe(exc)}")
-    if isinstance(exc, BROKER_FAULTS):
+    if amqp.is_fault(exc):
         return unknown(_describe(exc))
     return failed(_describe(exc))  # the row cannot be sent at all (headers it cannot encode...)
 
@@ -170,19 +154,21 @@ class RabbitPublisher:
             return
         self._abandon()
         try:
-            async with asyncio.timeout(self._timeout):
-                connection = await aio_pika.connect(
-                    self._url, client_properties={"connection_name": self._name}
-                )
-                try:
-                    setup = await connection.channel()
-                    await amqp.events_exchange(setup)  # the exchange rows name by default
-                    await setup.close()
-                except BaseException:
-                    await connection.close()
-                    raise
-        except BROKER_FAULTS as exc:
-            raise BrokerUnavailable(_describe(exc)) from exc
+            with amqp.faults():
+                async with asyncio.timeout(self._timeout):
+                    connection = await aio_pika.connect(
+                        self._url, client_properties={"connection_name": self._name}
+                    )
+                    try:
+                        setup = await connection.channel()
+                        await amqp.events_exchange(setup)  # the exchange rows name by default
+                        await setup.close()
+                    except BaseException:
+                        await connection.close()
+                        raise
+        except BrokerUnavailable as exc:
+            cause = exc.__cause__ or exc
+            raise BrokerUnavailable(_describe(cause)) from cause
         self._connection = connection
         self._known = {"", routing.EVENTS_EXCHANGE}  # "": the default exchange always exists
 
@@ -217,10 +203,11 @@ class RabbitPublisher:
         self._traced = tracing.enabled()
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                missing = await self._missing(connection, {row.exchange for row in rows})
-                await self._confirm_channel(connection)
-        except BROKER_FAULTS:
+            with amqp.faults():
+                async with asyncio.timeout_at(deadline):
+                    missing = await self._missing(connection, {row.exchange for row in rows})
+                    await self._confirm_channel(connection)
+        except BrokerUnavailable:
             result.broker_lost = True
             self._abandon()
             return result
@@ -335,7 +322,7 @@ class RabbitPublisher:
             going = [row for row in wave if session_key(row) not in stopped]
             if not going:
                 continue
-            # No await between these: the tasks reach the channel's write lock in id order.
+            # One row per session: the order the frames go out in does not matter.
             tasks = [self._start(channel, row, result) for row in going]
             on_time = await self._until(tasks, deadline)
             for row, task in zip(going, tasks, strict=True):
@@ -372,9 +359,10 @@ class RabbitPublisher:
             if loop.time() >= stop_starting:
                 return
             try:
-                async with asyncio.timeout_at(deadline):
-                    channel = await self._confirm_channel(connection)
-            except BROKER_FAULTS:
+                with amqp.faults():
+                    async with asyncio.timeout_at(deadline):
+                        channel = await self._confirm_channel(connection)
+            except BrokerUnavailable:
                 result.broker_lost = True
                 return
             task = self._start(channel, row, result)

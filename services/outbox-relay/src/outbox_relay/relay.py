@@ -17,20 +17,21 @@ import contextlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from chat_common import db
 from chat_common.batching import Pacing
 from chat_common.db import Conn
+from chat_common.errors import BrokerUnavailable, DatabaseUnavailable
 
 from . import batch, metrics, repository
-from .domain import CLAIMED, DEAD, Failed, OutboxRow, RetryPolicy, RowState, apply
-from .publisher import BrokerUnavailable, Publisher, Round
+from .publisher import Publisher, Round
 from .repository import Claimed
+from .retry import Bury, RetryPolicy, after_failure
 from .settings import SHUTDOWN_MARGIN_SECONDS, Settings
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,6 @@ log = logging.getLogger(__name__)
 # Once the shutdown grace runs out, half of SHUTDOWN_MARGIN_SECONDS is left to a write-back
 # under way, or to rolling back a round cut short.
 FINISH_SECONDS: Final = SHUTDOWN_MARGIN_SECONDS / 2
-
-DATABASE_FAULTS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class Relay:
@@ -139,7 +133,7 @@ class Relay:
                 await self._sleep(broker_delay)
                 broker_delay = min(2.0, broker_delay * 2)
                 continue
-            except DATABASE_FAULTS as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("PostgreSQL unavailable (%s); retrying", exc)
                 await self._sleep(1.0)
                 continue
@@ -225,18 +219,18 @@ class Relay:
     ) -> None:
         """Write the round back and commit: delete what was confirmed, count the failures."""
         done = batch.settle(rows, result.outcomes)
-        written: list[RowState] = []
+        buried: list[bool] = []
         deleted = await repository.delete_published(conn, [r.id for r in done.published])
         for row, error in done.failed:
-            written.append(await self._fail(conn, row, error))
+            buried.append(await self._fail(conn, row, error))
         await transaction.commit()
-        dead = written.count(DEAD)
+        dead = buried.count(True)
         self.published += deleted
         metrics.PUBLISHED.inc(deleted)
         for row in done.published:
             confirmed = result.confirmed_at.get(row.id, time.monotonic())
             metrics.LATENCY.observe(row.age_seconds + max(0.0, confirmed - claimed_at))
-        metrics.RETRIES.inc(len(written) - dead)
+        metrics.RETRIES.inc(len(buried) - dead)
         metrics.DEAD.inc(dead)
         metrics.RELEASED.inc(len(done.released))
         if done.overtaken:
@@ -245,40 +239,30 @@ class Relay:
                 len(done.overtaken),
             )
 
-    async def _fail(self, conn: Conn, row: Claimed, error: str) -> RowState:
-        """Count the attempt (domain rules: backoff, or dead); the state written."""
+    async def _fail(self, conn: Conn, row: Claimed, error: str) -> bool:
+        """Count the attempt (the retry policy: backoff, or dead); whether it was buried."""
         now = time.time()
-        token = str(uuid.uuid4())  # the round's transaction holds the row: this claim
-        held = OutboxRow(
-            id=row.id,
-            session_id=row.session_id,
-            status=CLAIMED,
-            retry_count=row.retry_count,
-            next_retry_at=now,
-            claim_token=token,
-            lease_until=now + self._settings.lease_seconds,
-        )
-        after = apply(held, Failed(token, now, error, random.random), self._policy)
-        if after.status is DEAD:
+        decision = after_failure(row.retry_count, now, error, self._policy, random.random)
+        if isinstance(decision, Bury):
             await repository.bury(
-                conn, row.id, retry_count=after.retry_count, error=after.last_error or error
+                conn, row.id, retry_count=decision.retry_count, error=decision.error
             )
             log.error(
-                "outbox row %s is dead after %s attempts: %s", row.id, after.retry_count, error
+                "outbox row %s is dead after %s attempts: %s", row.id, decision.retry_count, error
             )
-            return DEAD
-        delay = max(0.0, after.next_retry_at - now)
+            return True
+        delay = max(0.0, decision.next_retry_at - now)
         await repository.retry_later(
             conn,
             row.id,
-            retry_count=after.retry_count,
+            retry_count=decision.retry_count,
             delay_seconds=delay,
-            error=after.last_error or error,
+            error=decision.error,
         )
-        log.warning("outbox row %s failed (attempt %s): %s", row.id, after.retry_count, error)
+        log.warning("outbox row %s failed (attempt %s): %s", row.id, decision.retry_count, error)
         due = time.monotonic() + delay
         self._next_due = due if self._next_due is None else min(self._next_due, due)
-        return after.status
+        return False
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -293,12 +277,13 @@ class Relay:
         delay = 0.2
         while not self._stopping.is_set():
             try:
-                conn = await asyncpg.connect(
-                    self._settings.database_url,
-                    timeout=5.0,
-                    server_settings={"application_name": self._application_name("listen")},
-                )
-            except DATABASE_FAULTS as exc:
+                with db.faults():
+                    conn = await asyncpg.connect(
+                        self._settings.database_url,
+                        timeout=5.0,
+                        server_settings={"application_name": self._application_name("listen")},
+                    )
+            except DatabaseUnavailable as exc:
                 log.warning("cannot LISTEN (%s); polling meanwhile", exc)
                 await self._sleep(delay)
                 delay = min(5.0, delay * 2)
@@ -307,7 +292,8 @@ class Relay:
             lost = asyncio.Event()
             conn.add_termination_listener(_setter(lost))
             try:
-                await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
+                with db.faults():
+                    await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
                 self.listening = True
                 self.listens += 1
                 self._wake.set()  # catch up with what was committed while not listening
@@ -315,8 +301,9 @@ class Relay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), 5.0)
                     if not lost.is_set():
-                        await conn.execute("SELECT 1", timeout=5.0)  # notices a dead socket
-            except DATABASE_FAULTS as exc:
+                        with db.faults():  # notices a dead socket
+                            await conn.execute("SELECT 1", timeout=5.0)
+            except DatabaseUnavailable as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             finally:
                 self.listening = False

@@ -22,9 +22,10 @@ Per-session order is kept by two rules, both in SQL:
    relays never publish rows of one session at once, with no global lock.
 
 Alone (no other transaction holding rows locked), a claim takes exactly the first ``limit``
-rows, in id order, of what :func:`outbox_relay.domain.publishable_in_order` allows at that
-moment. Dead rows have left the table and block nothing
-(:data:`outbox_relay.domain.DEAD_BLOCKS_SESSION`).
+rows, in id order, of what the reference model's ``publishable_in_order`` allows at that moment
+(the tests' oracle, ``services/outbox-relay/tests/oracle.py``, checked against this SQL). Dead
+rows have left the table and block nothing (:data:`outbox_relay.retry.DEAD_BLOCKS_SESSION`:
+the test of the claim fails if it is changed without the SQL).
 
 Rotation (:func:`rotate`): new rows go to the partition of the current slot; every
 ``interval`` the current slot moves on to the next partition (truncated first), and any other
@@ -46,14 +47,9 @@ import asyncpg
 
 from chat_common.db import Conn
 
-from .domain import DEAD_BLOCKS_SESSION
-
 CHANNEL = "chat_outbox"
 SLOTS = 3
 PARTITION = "chat_message_outbox_{slot}"
-
-# Dead rows live in their own table: nothing in chat_message_outbox is dead.
-assert DEAD_BLOCKS_SESSION is False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ import logging
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from chat_common.errors import DependencyUnavailable
+from chat_common.errors import RedisUnavailable
+from chat_common.redis_client import faults
 
 from .flairbit import ProfileDirectory
 
@@ -46,12 +46,8 @@ class Invalidations:
         await self._profiles.invalidate(email, intent)
         if self._redis is None:
             return
-        try:
+        with faults("the other instances' channel (Redis)"):
             await self._redis.publish(CHANNEL, msgspec.json.encode(Change(email, intent)))
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable(
-                "the change could not reach the other instances; send it again"
-            ) from exc
 
     def start(self) -> None:
         if self._redis is not None:
@@ -68,14 +64,18 @@ class Invalidations:
         while True:
             pubsub = redis.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                with faults():
+                    await pubsub.subscribe(CHANNEL)
                 await self._profiles.forget_all()  # what was missed meanwhile
                 delay = 0.2
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                    with faults():
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=5
+                        )
                     if message is not None:
                         await self._apply(message.get("data"))
-            except (RedisError, OSError) as exc:
+            except RedisUnavailable as exc:
                 log.warning("profile changes not heard (%s); subscribing again", exc)
             finally:
                 with contextlib.suppress(Exception):

@@ -131,23 +131,20 @@ class RabbitBroker:
         self,
         url: str,
         instance: str,
-        handler: Handler,
         *,
         send_queue: str = "chat.send",
         prefetch: int = 256,
         ack_batch: int = ACK_BATCH,
         ack_delay: float = ACK_DELAY_SECONDS,
-        on_lost: Listener | None = None,
-        on_restored: Listener | None = None,
         topology_wait: float = TOPOLOGY_WAIT_SECONDS,
     ) -> None:
         self._url = url
         self.queue_name = f"{routing.EDGE_QUEUE_PREFIX}{instance}"
-        self._handler = handler
+        self._handler: Handler | None = None
         self._send_queue = send_queue
         self._prefetch = prefetch
-        self._on_lost = on_lost
-        self._on_restored = on_restored
+        self._on_lost: Listener | None = None
+        self._on_restored: Listener | None = None
         self._topology_wait = topology_wait
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
@@ -171,7 +168,16 @@ class RabbitBroker:
             and not self._closing
         )
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        handler: Handler,
+        *,
+        on_lost: Listener | None = None,
+        on_restored: Listener | None = None,
+    ) -> None:
+        """Connect and consume: each delivery goes to ``handler``; ``on_lost`` when the
+        connection (and the queue with it) is lost, ``on_restored`` once it is back."""
+        self._handler, self._on_lost, self._on_restored = handler, on_lost, on_restored
         self._connection = connection = await amqp.connect(self._url)
         connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._restored)
@@ -247,6 +253,7 @@ class RabbitBroker:
         self.acks.handled(message)
 
     def _handle(self, message: AbstractIncomingMessage) -> None:
+        assert self._handler is not None
         headers = message.headers or {}
         if (
             message.exchange == routing.TYPING_EXCHANGE

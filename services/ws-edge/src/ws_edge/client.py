@@ -1,12 +1,13 @@
 """One WebSocket client: the sans-I/O STOMP core fed by the socket, its events turned into
-actions, its output handed to a :class:`~ws_edge.sender.Sender` (bounded buffer).
+actions, its output handed to a :class:`~ws_edge.sender.Sender` (bounded buffer); its timers
+(heart-beats, the CONNECT deadline, token expiry); the authorisation of its subscriptions.
 
 An idle connection costs the socket, the core and one timer handle: the sender's task exists
 only while there is something to write; heart-beats and token expiry run on ``call_later``.
 
-Each ``/topic/session.{id}`` subscription has a :class:`~ws_edge.resume.SeqGate`: the
-``x-resume-after-seq`` replay and any gap in the live seqs are fetched from message-svc's
-history by one task per subscription, while the live events wait in the gate.
+What it hands on: SENDs to :mod:`ws_edge.commands` (a narrow context, ``commands.Connection``);
+topic subscriptions' replays and gap fills to :class:`~ws_edge.topics.TopicFeeds`; ACKs to
+:class:`~ws_edge.delivered.DeliveredPoster`; the edge sees it as an ``edge.Subscriber``.
 """
 
 from __future__ import annotations
@@ -15,19 +16,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import msgspec
-from websockets.asyncio.server import ServerConnection as Socket
-from websockets.exceptions import ConnectionClosed
-
-from chat_common.dto import Membership, SendMessageRequest
-from chat_common.errors import ChatError
-from chat_common.handshake import bearer
-from chat_common.ratelimit import Bucket, BucketPolicy, take
-from ws_edge.stomp.connection import ServerConnection
-from ws_edge.stomp.events import (
+from chat_stomp.connection import ServerConnection
+from chat_stomp.events import (
     Acked,
     ConnectRequested,
     Event,
@@ -35,19 +29,29 @@ from ws_edge.stomp.events import (
     Subscribed,
     Unsubscribed,
 )
-from ws_edge.stomp.frames import EncodedMessage
-from ws_edge.stomp.parser import Limits
+from chat_stomp.frames import EncodedMessage
+from chat_stomp.parser import Limits
+from websockets.asyncio.server import ServerConnection as Socket
+from websockets.exceptions import ConnectionClosed
+
+from chat_common.dto import Membership, SendMessageRequest
+from chat_common.errors import ChatError
+from chat_common.handshake import bearer
+from chat_common.ratelimit import Bucket, BucketPolicy, Decision, take
 
 from . import commands
 from .answers import SendAnswer, Stored
+from .codes import EdgeCode, EdgeError, Forwarded
+from .delivered import DeliveredPoster
 from .disconnect import Disconnect, from_core
-from .edge import GAP_FILLS, RESUME_DROPPED, SUBSCRIPTIONS, Edge
-from .fanout import encode, refusal_detail
+from .edge import Edge
+from .fanout import CONTENT_TYPE, ERROR_KIND, encode, refusal_detail
 from .hub import USER_QUEUES, UnknownDestination, session_of
-from .marks import DeliveredMarks, message_id
-from .resume import Fetch, ResumeOverflow, SeqGate, resume_point
+from .metrics import SUBSCRIPTIONS
+from .resume import RESUME_HEADER, resume_point
 from .sender import CLOSE_TIMEOUT_SECONDS, Sender
 from .sends import PendingSend, SendPipe
+from .topics import TopicFeeds
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,6 @@ IDLE_CHECK_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 ERROR_QUEUE = "/user/queue/error"
 ACK_QUEUE = "/user/queue/ack"
-
-Held = tuple[str, str, EncodedMessage]  # destination, message-id, encoded tail
 
 
 class ClientSession:
@@ -77,27 +79,32 @@ class ClientSession:
             ),
             heartbeat=(settings.heartbeat_send_ms, settings.heartbeat_expect_ms),
         )
-        self.bucket: Bucket | None = None
-        self.send_policy = BucketPolicy(settings.sends_burst, settings.sends_per_second)
+        self._send_bucket: Bucket | None = None
+        self._send_policy = BucketPolicy(settings.sends_burst, settings.sends_per_second)
+        self.services = commands.Services(edge.broker, edge.upstream, settings.send_route)
         # SUBSCRIBE and UNSUBSCRIBE frames: each may bind or unbind a broker key and start a
         # history fetch, so they are metered like SENDs.
         self._subscribe_bucket: Bucket | None = None
         self._subscribe_policy = BucketPolicy(
             settings.subscribes_burst, settings.subscribes_per_second
         )
-        # One history fetch (a resume or a gap fill) at a time per connection; a fetch of a
-        # subscription that goes away is cancelled.
-        self._fetching = asyncio.Lock()
-        self._fetches: dict[str, asyncio.Task[None]] = {}
         self._opened = time.monotonic()
         self._sender = Sender(socket, settings.max_outbound_bytes, settings.slow_close_seconds)
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Disconnect | None = None
         self._topics: dict[str, uuid.UUID] = {}  # accepted topic subscriptions
         self._queues: set[str] = set()  # accepted user-queue subscriptions
-        self._gates: dict[str, SeqGate[Held]] = {}  # one per accepted topic subscription
-        self._marks = DeliveredMarks()
-        self._marks_timer: asyncio.TimerHandle | None = None
+        self._feeds = TopicFeeds(
+            self,
+            self._history,
+            connection=self.id,
+            max_held=settings.resume_max_buffered,
+            gap_fill_attempts=settings.gap_fill_attempts,
+            gap_fill_backoff_seconds=settings.gap_fill_backoff_seconds,
+        )
+        self._delivered = DeliveredPoster(
+            edge.upstream, lambda: self.token, edge.spawn, settings.delivered_flush_seconds
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends: SendPipe | None = None  # made at the first SEND
         self.seated = False  # holds one of its user's connection seats (ws_edge.seats)
@@ -139,6 +146,35 @@ class ClientSession:
         self.core.send_error(reason.reason)
         self._flush()
 
+    def abort(self) -> None:
+        self.socket.transport.abort()
+
+    # -- what the topic feeds write to (topics.Outlet) ---------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._ending is None
+
+    def send(
+        self, subscription: str, destination: str, message_id: str, encoded: EncodedMessage
+    ) -> None:
+        self.core.send_encoded(subscription, destination, message_id, encoded)
+
+    def flush(self) -> None:
+        self._flush()
+
+    def send_error(self, message: str) -> None:
+        self.core.send_error(message)
+
+    async def room(self) -> None:
+        await self._sender.room()
+
+    def _history(
+        self, session: uuid.UUID, after: int, up_to: int | None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        assert self.token is not None
+        return self.edge.upstream.history_after(self.token, session, after, up_to)
+
     def _too_slow(self) -> None:
         self._ending = Disconnect.SLOW_CONSUMER
         self._sender.close(Disconnect.SLOW_CONSUMER)
@@ -146,8 +182,7 @@ class ClientSession:
     async def _finish(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._marks_timer is not None:
-            self._marks_timer.cancel()
+        self._feeds.close()
         for task in list(self._tasks):
             task.cancel()
         if self._ending is None:
@@ -158,8 +193,7 @@ class ClientSession:
         SUBSCRIPTIONS.dec(len(self._topics) + len(self._queues))
         self._topics.clear()
         self._queues.clear()
-        if self._marks and self.token is not None:
-            self.edge.spawn(self._post_marks(self.token, self._marks.take()))
+        self._delivered.close()
         await self.edge.closed(self, self._ending)
         self._sender.close(self._ending)
         await self._sender.finished(within=CLOSE_TIMEOUT_SECONDS * 2)
@@ -223,20 +257,8 @@ class ClientSession:
         """A broker event for one of this connection's subscriptions."""
         if self._ending is not None:
             return
-        gate = self._gates.get(subscription)
-        if gate is None:
+        if not self._feeds.deliver(subscription, destination, message_id, encoded, seq):
             self.core.send_encoded(subscription, destination, message_id, encoded)
-        else:
-            try:
-                ready = gate.live(seq, (destination, message_id, encoded))
-            except ResumeOverflow:
-                self.core.send_error("too many live events held for a subscription; reconnect")
-                ready = []
-            for destination_, message_id_, encoded_ in ready:
-                self.core.send_encoded(subscription, destination_, message_id_, encoded_)
-            fetch = gate.take_fetch()
-            if fetch is not None:  # a gap opened: fetch it, the live events wait meanwhile
-                self._start_fetch(subscription, destination, gate, fetch)
         self._flush()
 
     def receipt(self, receipt_id: str) -> None:
@@ -251,18 +273,24 @@ class ClientSession:
         self._flush()
 
     def error_message(
-        self, code: str, detail: str, receipt: str | None = None, **extra: Any
+        self,
+        code: EdgeCode | Forwarded,
+        detail: str,
+        receipt: str | None = None,
+        *,
+        client_message_id: str | None = None,
+        session_id: str | None = None,
     ) -> None:
         """A MESSAGE on this connection's ``/user/queue/error`` subscriptions about what it
         sent (carrying ``receipt-id`` when the SEND asked for a receipt). Without such a
         subscription it is dropped, unless the SEND asked for a receipt: that one is answered
         by an ERROR frame (``receipt-id``, the same JSON body), then the connection closes."""
-        body = msgspec.json.encode({"code": code, "detail": detail, **extra})
+        body = msgspec.json.encode(EdgeError(code, detail, client_message_id, session_id))
         if receipt is not None and not self._error_queues():
-            self.core.send_error(detail, body, receipt_id=receipt)
+            self.core.send_error(detail, body, receipt_id=receipt, content_type=CONTENT_TYPE)
             self._flush()
             return
-        encoded = encode("error", None, None, body, receipt)
+        encoded = encode(ERROR_KIND, None, None, body, receipt)
         for sub_id in self._error_queues():
             self.core.send_encoded(sub_id, ERROR_QUEUE, f"err-{uuid.uuid4().hex}", encoded)
         self._flush()
@@ -272,7 +300,9 @@ class ClientSession:
         error event went to the ``/user/queue/error`` subscriptions). Without one, the
         receipt is answered by an ERROR frame with the event's body, then the close."""
         if self._ending is None and not self._error_queues():
-            self.core.send_error(refusal_detail(body), body, receipt_id=receipt)
+            self.core.send_error(
+                refusal_detail(body), body, receipt_id=receipt, content_type=CONTENT_TYPE
+            )
             self._flush()
 
     def _error_queues(self) -> list[str]:
@@ -383,6 +413,12 @@ class ClientSession:
         self.core.accept(identity.email, time.monotonic())
         self._arm_timer()  # heart-beats negotiated, token expiry known
 
+    def take_send_token(self) -> Decision:
+        """A token of this connection's SEND bucket (commands meter SENDs with it)."""
+        decision = take(self._send_bucket, time.monotonic(), self._send_policy)
+        self._send_bucket = decision.bucket
+        return decision
+
     def _take_subscribe_token(self) -> bool:
         decision = take(self._subscribe_bucket, time.monotonic(), self._subscribe_policy)
         self._subscribe_bucket = decision.bucket
@@ -399,33 +435,25 @@ class ClientSession:
             except UnknownDestination:
                 self.refuse(f"unknown destination {destination}", event.receipt)
                 return
-            resume_text = event.header("x-resume-after-seq")
+            resume_text = event.header(RESUME_HEADER)
             resume = None if resume_text is None else resume_point(resume_text)
             if resume_text is not None and resume is None:
-                self.refuse("x-resume-after-seq must be a non-negative integer", event.receipt)
+                self.refuse(f"{RESUME_HEADER} must be a non-negative integer", event.receipt)
                 return
             if await self.member(session) is None:
                 self.refuse("not a participant of this session", event.receipt)
                 return
-            # in place before the key is bound: a replay holds live events from the start
-            limit = self.edge.settings.resume_max_buffered
-            gate: SeqGate[Held] = SeqGate(resume, max_buffer=limit)
-            self._gates[sub_id] = gate
+            self._feeds.add(sub_id, resume)  # before the bind: a replay holds live events
             await self.edge.subscribed(self, sub_id, session)
             self._topics[sub_id] = session
-            fetch = gate.take_fetch()
-            if fetch is not None:
-                self._start_fetch(sub_id, destination, gate, fetch)
+            self._feeds.start(sub_id, destination)
         SUBSCRIPTIONS.inc()
         if event.receipt:
             self.core.send_receipt(event.receipt)
 
     async def _on_unsubscribe(self, event: Unsubscribed) -> None:
         sub_id = event.subscription_id
-        self._gates.pop(sub_id, None)
-        fetching = self._fetches.pop(sub_id, None)
-        if fetching is not None:
-            fetching.cancel()
+        self._feeds.remove(sub_id)
         if sub_id in self._topics:
             session = self._topics.pop(sub_id)
             SUBSCRIPTIONS.dec()
@@ -435,144 +463,10 @@ class ClientSession:
             SUBSCRIPTIONS.dec()
             await self.edge.unsubscribed(self, sub_id, None)
 
-    def _start_fetch(
-        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
-    ) -> None:
-        task = asyncio.create_task(self._fetch(sub_id, destination, gate, first))
-        self._tasks.add(task)
-        self._fetches[sub_id] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
-            if self._fetches.get(sub_id) is finished:
-                del self._fetches[sub_id]
-
-        task.add_done_callback(done)
-
-    async def _fetch(
-        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
-    ) -> None:
-        """Fetch a range of the topic's history and deliver it, then release what the gate
-        held meanwhile; again for each gap the released events open. One connection's
-        fetches take turns."""
-        async with self._fetching:
-            if self._gates.get(sub_id) is gate and self._ending is None:
-                await self._fetch_now(sub_id, destination, gate, first)
-
-    async def _fetch_now(
-        self, sub_id: str, destination: str, gate: SeqGate[Held], first: Fetch
-    ) -> None:
-        session = session_of(destination)
-        fetch: Fetch | None = first
-        while fetch is not None:
-            if fetch.up_to is None:
-                if not await self._replay(sub_id, destination, session, gate, fetch.after):
-                    return
-                filled = True
-            else:
-                filled = await self._fill(sub_id, destination, session, gate, fetch)
-            if self._gates.get(sub_id) is not gate or self._ending is not None:
-                return
-            held = gate.held
-            released = gate.finish() if filled else gate.give_up()
-            RESUME_DROPPED.inc(held - len(released) - gate.held)
-            for destination_, message_id_, encoded_ in released:
-                self.core.send_encoded(sub_id, destination_, message_id_, encoded_)
-            self._flush()
-            fetch = gate.take_fetch()
-
-    async def _replay(
-        self, sub_id: str, destination: str, session: uuid.UUID, gate: SeqGate[Held], after: int
-    ) -> bool:
-        """History above ``after`` in seq order (``x-resume-after-seq``); False when the
-        subscription went away, or the history failed and the connection is refused."""
-        try:
-            return await self._deliver_history(sub_id, destination, session, gate, after, None)
-        except ChatError as exc:
-            self.refuse(f"cannot resume: {exc.detail}")
-            return False
-
-    async def _fill(
-        self, sub_id: str, destination: str, session: uuid.UUID, gate: SeqGate[Held], gap: Fetch
-    ) -> bool:
-        """The messages of a gap, in seq order, with a bounded number of attempts; False when
-        the gap could not be filled (what arrived is delivered, the rest is skipped)."""
-        settings = self.edge.settings
-        problem = ""
-        for attempt in range(settings.gap_fill_attempts):
-            if attempt:
-                await asyncio.sleep(settings.gap_fill_backoff_seconds * 2 ** (attempt - 1))
-            after = max(gap.after, gate.last_seq or 0)  # a retry goes on from what arrived
-            try:
-                if not await self._deliver_history(
-                    sub_id, destination, session, gate, after, gap.up_to
-                ):
-                    return False  # the subscription or the connection went away
-            except ChatError as exc:
-                problem = exc.detail
-                continue
-            if gate.complete:
-                GAP_FILLS.labels("filled").inc()
-                return True
-            problem = "the history lacks part of the range"
-        GAP_FILLS.labels("gave_up").inc()
-        log.warning(
-            "connection %s: seqs %d..%d of session %s not fetched after %d attempts (%s);"
-            " delivering the later ones",
-            self.id,
-            gap.after + 1,
-            gap.up_to,
-            session,
-            settings.gap_fill_attempts,
-            problem,
-        )
-        return False
-
-    async def _deliver_history(
-        self,
-        sub_id: str,
-        destination: str,
-        session: uuid.UUID,
-        gate: SeqGate[Held],
-        after: int,
-        up_to: int | None,
-    ) -> bool:
-        """Stored messages above ``after`` (up to ``up_to``) the gate admits, paced by the
-        outbound buffer; False when the subscription or the connection went away."""
-        assert self.token is not None
-        async for seq, body in self.edge.upstream.history_after(self.token, session, after, up_to):
-            if self._gates.get(sub_id) is not gate or self._ending is not None:
-                return False
-            if not gate.admit(seq):
-                RESUME_DROPPED.inc()
-                continue
-            encoded = encode("message", str(session), seq, body)
-            self.core.send_encoded(sub_id, destination, message_id(session, seq), encoded)
-            self._flush()
-            await self._sender.room()
-        return self._gates.get(sub_id) is gate and self._ending is None
-
     # -- delivered marks ---------------------------------------------------------------------
 
     def _on_ack(self, event: Acked) -> None:
-        if self._marks.note(event.destination, event.message_ids) and self._marks_timer is None:
-            delay = self.edge.settings.delivered_flush_seconds
-            self._marks_timer = asyncio.get_running_loop().call_later(delay, self._marks_due)
-
-    def _marks_due(self) -> None:
-        self._marks_timer = None
-        if self._marks and self.token is not None:
-            self.edge.spawn(self._post_marks(self.token, self._marks.take()))
-
-    async def _post_marks(self, token: str, marks: dict[uuid.UUID, int]) -> None:
-        for session, seq in marks.items():
-            try:
-                status = await self.edge.upstream.mark(token, session, "delivered", seq)
-            except ChatError as exc:
-                log.warning("delivered mark for %s not moved: %s", session, exc.detail)
-                continue
-            if status != 200:
-                log.warning("delivered mark for %s refused (%s)", session, status)
+        self._delivered.note(event.destination, event.message_ids)
 
 
 def _receipt_of(event: Event) -> str | None:

@@ -27,34 +27,84 @@ destination is an ERROR (with ``receipt-id`` when asked).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Protocol
 
 import msgspec
-from prometheus_client import Counter
+from chat_stomp.events import SendReceived
 
 from chat_common import routing, tracing
-from chat_common.dto import SendCommand, SendMessageRequest
+from chat_common.dto import Membership, SendCommand, SendMessageRequest
 from chat_common.errors import ChatError
-from chat_common.ratelimit import take
-from ws_edge.stomp.events import SendReceived
+from chat_common.ratelimit import Decision
 
 from .answers import Refused, SendAnswer, Stored
-from .sends import PendingSend
-
-if TYPE_CHECKING:
-    from .client import ClientSession
+from .codes import EdgeCode, Forwarded
+from .metrics import SENDS
+from .sends import PendingSend, SendPipe
 
 log = logging.getLogger(__name__)
 
 SEND, TYPING, READ = "/app/chat.send", "/app/chat.typing", "/app/chat.read"
 
-SENDS = Counter(
-    "chat_edge_sends_total",
-    "/app/chat.send messages by how they were answered",
-    ["outcome"],
-)
+
+class Publisher(Protocol):
+    """The broker, as commands use it (``ws_edge.broker.Broker``)."""
+
+    async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None: ...
+
+    async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None: ...
+
+
+class MarkMover(Protocol):
+    """message-svc's read and delivered marks (``ws_edge.upstream.Upstream``)."""
+
+    async def mark(self, token: str, session: uuid.UUID, kind: str, up_to: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What command handlers reach beyond their connection."""
+
+    broker: Publisher
+    upstream: MarkMover
+    send_route: str
+
+
+class Connection(Protocol):
+    """What a command handler may use of the connection that sent the frame
+    (``ws_edge.client.ClientSession``): the narrow context commands run in."""
+
+    id: str
+    email: str | None
+    token: str | None
+
+    @property
+    def services(self) -> Services: ...
+
+    def take_send_token(self) -> Decision: ...
+
+    def refuse(self, message: str, receipt: str | None = None) -> None: ...
+
+    def error_message(
+        self,
+        code: EdgeCode | Forwarded,
+        detail: str,
+        receipt: str | None = None,
+        *,
+        client_message_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None: ...
+
+    def receipt(self, receipt_id: str) -> None: ...
+
+    def acked(self, receipt: str | None, stored: Stored) -> None: ...
+
+    def sends(self) -> SendPipe: ...
+
+    async def member(self, session: uuid.UUID) -> Membership | None: ...
 
 
 class Typing(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -67,61 +117,79 @@ class ReadMark(msgspec.Struct, rename="camel", forbid_unknown_fields=True, froze
     up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
+class TypingEvent(msgspec.Struct, rename="camel", frozen=True):
+    """What the session's subscribers get for a ``/app/chat.typing`` (``x-event: typing``)."""
+
+    session_id: uuid.UUID
+    email: str
+    profile_id: uuid.UUID
+    typing: bool
+
+
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _MARK_REFUSALS = {
-    400: "INVALID_INPUT",
-    401: "UNAUTHENTICATED",
-    403: "NOT_PARTICIPANT",
-    404: "SESSION_NOT_FOUND",
-    422: "INVALID_INPUT",
-    429: "RATE_LIMITED",
+    400: EdgeCode.INVALID_INPUT,
+    401: EdgeCode.UNAUTHENTICATED,
+    403: EdgeCode.NOT_PARTICIPANT,
+    404: EdgeCode.SESSION_NOT_FOUND,
+    422: EdgeCode.INVALID_INPUT,
+    429: EdgeCode.RATE_LIMITED,
 }
 
 
-async def handle_send(client: ClientSession, event: SendReceived) -> None:
+async def handle_send(client: Connection, event: SendReceived) -> None:
     handler = _HANDLERS.get(event.destination)
     if handler is None:
         client.refuse(f"unknown destination {event.destination}", event.receipt)
         return
-    decision = take(client.bucket, time.monotonic(), client.send_policy)
-    client.bucket = decision.bucket
+    decision = client.take_send_token()
     if not decision.allowed:
         detail = f"too many SENDs; retry in {decision.retry_after:.1f} s"
-        client.error_message("RATE_LIMITED", detail, event.receipt, **_client_id(event.body))
+        client.error_message(
+            EdgeCode.RATE_LIMITED,
+            detail,
+            event.receipt,
+            client_message_id=_client_id(event.body),
+        )
         return
     await handler(client, event)
 
 
-def _client_id(body: bytes) -> dict[str, Any]:
+def _client_id(body: bytes) -> str | None:
     """``clientMessageId`` of a body, when it has a readable one (to label an error)."""
     try:
         value = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return {}
+        return None
     cid = value.get("clientMessageId") if isinstance(value, dict) else None
-    return {"clientMessageId": cid} if isinstance(cid, str) else {}
+    return cid if isinstance(cid, str) else None
 
 
-async def _send(client: ClientSession, event: SendReceived) -> None:
+async def _send(client: Connection, event: SendReceived) -> None:
     try:
         request = msgspec.json.decode(event.body, type=SendMessageRequest)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt, **_client_id(event.body))
+        client.error_message(
+            EdgeCode.INVALID_INPUT,
+            str(exc),
+            event.receipt,
+            client_message_id=_client_id(event.body),
+        )
         return
     pending = PendingSend(request, event.receipt, tracing.current())
-    if client.edge.settings.send_route == "queue":
+    if client.services.send_route == "queue":
         await _enqueue(client, pending)
     elif not client.sends().submit(pending):
         SENDS.labels("too_many").inc()
         client.error_message(
-            "RATE_LIMITED",
+            EdgeCode.RATE_LIMITED,
             "too many SENDs waiting for their answer; wait for their receipts",
             event.receipt,
             **_labels(request),
         )
 
 
-async def answer_send(client: ClientSession, pending: PendingSend, answer: SendAnswer) -> None:
+async def answer_send(client: Connection, pending: PendingSend, answer: SendAnswer) -> None:
     """message-svc's answer to a SEND (:mod:`ws_edge.sends`): stored is the RECEIPT and
     ``/user/queue/ack``, refused is ``/user/queue/error``; unanswered (message-svc unreachable
     or failing) puts the SEND on the send queue, whose consumer stores it once message-svc can
@@ -133,7 +201,7 @@ async def answer_send(client: ClientSession, pending: PendingSend, answer: SendA
     elif isinstance(answer, Refused):
         SENDS.labels("refused").inc()
         client.error_message(
-            answer.code, answer.detail, pending.receipt, **_labels(pending.request)
+            Forwarded(answer.code), answer.detail, pending.receipt, **_labels(pending.request)
         )
     else:
         SENDS.labels("queued").inc()
@@ -141,7 +209,7 @@ async def answer_send(client: ClientSession, pending: PendingSend, answer: SendA
         await _enqueue(client, pending)
 
 
-async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
+async def _enqueue(client: Connection, pending: PendingSend) -> None:
     """The SEND as a ``SendCommand`` on the send queue (persistent, confirmed); message-svc's
     consumer answers it with an ``ack`` or ``error`` event."""
     assert client.email is not None
@@ -158,88 +226,94 @@ async def _enqueue(client: ClientSession, pending: PendingSend) -> None:
     headers: dict[str, Any] = {"x-user": client.email}
     tracing.inject(headers, pending.trace)
     try:
-        await client.edge.broker.publish_send(msgspec.json.encode(command), headers)
+        await client.services.broker.publish_send(msgspec.json.encode(command), headers)
     except Exception as exc:
         log.warning("chat.send publish failed: %s", exc)
         SENDS.labels("failed").inc()
         client.error_message(
-            "UNAVAILABLE",
+            EdgeCode.UNAVAILABLE,
             "the message was not accepted; send it again",
             pending.receipt,
             **_labels(request),
         )
 
 
-def _labels(request: SendMessageRequest) -> dict[str, Any]:
+def _labels(request: SendMessageRequest) -> dict[str, str]:
+    """What labels an error about a SEND that parsed (``EdgeError``'s fields)."""
     return {
-        "clientMessageId": str(request.client_message_id),
-        "sessionId": str(request.session_id),
+        "client_message_id": str(request.client_message_id),
+        "session_id": str(request.session_id),
     }
 
 
-async def _typing(client: ClientSession, event: SendReceived) -> None:
+async def _typing(client: Connection, event: SendReceived) -> None:
     try:
         typing = msgspec.json.decode(event.body, type=Typing)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        client.error_message(EdgeCode.INVALID_INPUT, str(exc), event.receipt)
         return
     try:
         member = await client.member(typing.session_id)
     except ChatError as exc:
-        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, exc.detail, event.receipt)
         return
     if member is None:
         detail = "not a participant of this session"
-        client.error_message("NOT_PARTICIPANT", detail, event.receipt)
+        client.error_message(EdgeCode.NOT_PARTICIPANT, detail, event.receipt)
         return
+    assert client.email is not None
     body = msgspec.json.encode(
-        {
-            "sessionId": str(typing.session_id),
-            "email": client.email,
-            "profileId": str(member.me.profile_id),
-            "typing": typing.typing,
-        }
+        TypingEvent(typing.session_id, client.email, member.me.profile_id, typing.typing)
     )
     headers: dict[str, Any] = {
         routing.EVENT_HEADER: "typing",
         routing.SESSION_HEADER: str(typing.session_id),
     }
     try:
-        await client.edge.broker.publish_event(
+        await client.services.broker.publish_event(
             routing.session_key(typing.session_id), body, headers
         )
     except Exception as exc:
         log.warning("typing publish failed: %s", exc)
-        client.error_message("UNAVAILABLE", "typing indicator not sent", event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, "typing indicator not sent", event.receipt)
         return
     if event.receipt:
         client.receipt(event.receipt)
 
 
-async def _read(client: ClientSession, event: SendReceived) -> None:
+async def _read(client: Connection, event: SendReceived) -> None:
     try:
         mark = msgspec.json.decode(event.body, type=ReadMark)
     except _DECODE_ERRORS as exc:
-        client.error_message("INVALID_INPUT", str(exc), event.receipt)
+        client.error_message(EdgeCode.INVALID_INPUT, str(exc), event.receipt)
         return
     assert client.token is not None
     try:
-        status = await client.edge.upstream.mark(
+        status = await client.services.upstream.mark(
             client.token, mark.session_id, "read", mark.up_to_seq
         )
     except ChatError as exc:
-        client.error_message("UNAVAILABLE", exc.detail, event.receipt)
+        client.error_message(EdgeCode.UNAVAILABLE, exc.detail, event.receipt)
         return
     if status == 200:
         if event.receipt:
             client.receipt(event.receipt)
         return
-    code = _MARK_REFUSALS.get(status, "UNAVAILABLE")
+    code = _MARK_REFUSALS.get(status, EdgeCode.UNAVAILABLE)
     client.error_message(
-        code, f"the read mark was refused ({status})", event.receipt, sessionId=str(mark.session_id)
+        code,
+        f"the read mark was refused ({status})",
+        event.receipt,
+        session_id=str(mark.session_id),
     )
 
 
 _HANDLERS = {SEND: _send, TYPING: _typing, READ: _read}
 SEND_DESTINATIONS: Final[tuple[str, ...]] = tuple(_HANDLERS)
 """Every destination a SEND may name (``ws_edge.destinations`` lists them with SUBSCRIBE's)."""
+SEND_BODIES: Final[Mapping[str, type[msgspec.Struct]]] = {
+    SEND: SendMessageRequest,
+    TYPING: Typing,
+    READ: ReadMark,
+}
+"""The JSON body each SEND destination is decoded as (its schema in the AsyncAPI document)."""

@@ -1,7 +1,7 @@
 """Why the edge closes a connection (pure): one typed reason per cause, with the WebSocket
 close code the client sees and the label the ``chat_ws_disconnects_total`` metric counts.
 
-The STOMP core reports its own reasons (:class:`ws_edge.stomp.events.CloseReason`); the edge
+The STOMP core reports its own reasons (:class:`chat_stomp.events.CloseReason`); the edge
 adds those that only the I/O layer can see (a slow reader, a restart, a lost broker, an expired
 token) and maps everything to one :class:`Disconnect`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from ws_edge.stomp.events import CloseReason
+from chat_stomp.events import CloseReason
 
 
 class Disconnect(enum.Enum):

@@ -14,9 +14,9 @@ import itertools
 import logging
 import uuid
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge
+from chat_stomp.frames import EncodedMessage
 
 from chat_common import routing, tracing
 from chat_common.errors import DependencyUnavailable
@@ -26,37 +26,46 @@ from .broker import Broker
 from .disconnect import Disconnect
 from .fanout import BadEvent, encode_event, parse_event
 from .hub import Hub
+from .metrics import BOUND_KEYS, CONNECTIONS, DELIVERED, DISCONNECTS, EVENTS
 from .seats import MemorySeats, Seats
 from .settings import Settings
 from .upstream import Upstream
 
-if TYPE_CHECKING:
-    from .client import ClientSession
-
 log = logging.getLogger(__name__)
 TRACER = tracing.tracer(__name__)
-
-CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this edge")
-SUBSCRIPTIONS = Gauge("chat_ws_subscriptions", "Accepted STOMP subscriptions on this edge")
-BOUND_KEYS = Gauge("chat_ws_bound_keys", "Routing keys this edge's queue is bound to")
-EVENTS = Counter("chat_ws_events_total", "Events received from the broker", ["event"])
-DELIVERED = Counter("chat_ws_delivered_total", "MESSAGE frames queued to clients", ["event"])
-RESUME_DROPPED = Counter(
-    "chat_ws_resume_duplicates_total",
-    "Messages dropped at a replay or gap-fill seam (already delivered, or fetched twice)",
-)
-GAP_FILLS = Counter(
-    "chat_ws_gap_fills_total",
-    "Gaps in a topic subscription's seqs fetched from history, by outcome",
-    ["outcome"],
-)
-DISCONNECTS = Counter("chat_ws_disconnects_total", "Connections closed, by reason", ["reason"])
 
 
 class Identities(Protocol):
     """Who a token belongs to (``chat_common.jwt_verify.UserTokenVerifier`` in production)."""
 
     async def identify(self, token: str) -> UserIdentity: ...
+
+
+class Subscriber(Protocol):
+    """What the edge needs of a connection (``ws_edge.client.Subscriber``): who it is,
+    whether it holds a seat, and where its deliveries, receipts and refusals go."""
+
+    id: str
+    email: str | None
+    seated: bool
+
+    def deliver(
+        self,
+        subscription: str,
+        destination: str,
+        message_id: str,
+        encoded: EncodedMessage,
+        seq: int | None,
+    ) -> None: ...
+
+    def receipt(self, receipt_id: str) -> None: ...
+
+    def refused(self, receipt: str, body: bytes) -> None: ...
+
+    def disconnect(self, reason: Disconnect) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection at once (no closing handshake): the end of a shutdown."""
 
 
 class Edge:
@@ -74,7 +83,7 @@ class Edge:
         self.upstream = upstream
         self.users = users
         self.hub = Hub()
-        self.clients: dict[str, ClientSession] = {}
+        self.clients: dict[str, Subscriber] = {}
         self.accepting = True
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
@@ -87,23 +96,21 @@ class Edge:
 
     # -- connections and their keys ------------------------------------------------------
 
-    def opened(self, client: ClientSession) -> None:
+    def opened(self, client: Subscriber) -> None:
         self.clients[client.id] = client
         CONNECTIONS.set(len(self.clients))
 
-    async def registered(self, client: ClientSession, email: str) -> None:
+    async def registered(self, client: Subscriber, email: str) -> None:
         """An authenticated connection: its user's key carries its acks, errors and
         messages, so it is bound for as long as the user has a connection here."""
         await self._bound(routing.user_key(email), self.hub.add_user(client.id, email))
 
-    async def subscribed(
-        self, client: ClientSession, subscription: str, session: uuid.UUID
-    ) -> None:
+    async def subscribed(self, client: Subscriber, subscription: str, session: uuid.UUID) -> None:
         first = self.hub.add_topic(client.id, subscription, session)
         await self._bound(routing.session_key(session), first)
 
     async def unsubscribed(
-        self, client: ClientSession, subscription: str, session: uuid.UUID | None
+        self, client: Subscriber, subscription: str, session: uuid.UUID | None
     ) -> None:
         if session is None:
             self.hub.remove_queue(client.id, subscription)
@@ -118,7 +125,7 @@ class Edge:
                 held.setdefault(client.email, []).append(client.id)
         return held
 
-    async def closed(self, client: ClientSession, reason: Disconnect) -> None:
+    async def closed(self, client: Subscriber, reason: Disconnect) -> None:
         if client.seated and client.email is not None:
             client.seated = False
             await self.seats.release(client.email, client.id)

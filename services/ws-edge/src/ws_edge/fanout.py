@@ -11,17 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
+from chat_stomp.frames import EncodedMessage, Header, encode_message
 
 from chat_common import routing
-from ws_edge.stomp.frames import EncodedMessage, Header, encode_message
 
 from .marks import message_id
 
 CC_HEADER = "CC"
 KINDS = frozenset({"message", "receipt", "typing", "presence", "ack", "error"})
+ERROR_KIND: Final = "error"
+
+# The headers of a MESSAGE's shared tail (the STOMP names are those of the AMQP headers).
+CONTENT_TYPE: Final = "application/json"
+EVENT_HEADER: Final = routing.EVENT_HEADER
+SESSION_HEADER: Final = routing.SESSION_HEADER
+SEQ_HEADER: Final = routing.SEQ_HEADER
+RECEIPT_ID_HEADER: Final = "receipt-id"
 
 
 class BadEvent(ValueError):
@@ -91,13 +99,13 @@ def encode(
 ) -> EncodedMessage:
     """The shared tail of the MESSAGE: JSON body, ``x-event``, ``x-session-id``, ``x-seq``,
     and ``receipt-id`` on an error about a SEND that asked for a receipt."""
-    headers: list[Header] = [("content-type", "application/json"), ("x-event", kind)]
+    headers: list[Header] = [("content-type", CONTENT_TYPE), (EVENT_HEADER, kind)]
     if session:
-        headers.append(("x-session-id", session))
+        headers.append((SESSION_HEADER, session))
     if seq is not None:
-        headers.append(("x-seq", str(seq)))
-    if receipt and kind == "error":
-        headers.append(("receipt-id", receipt))
+        headers.append((SEQ_HEADER, str(seq)))
+    if receipt and kind == ERROR_KIND:
+        headers.append((RECEIPT_ID_HEADER, receipt))
     return encode_message(headers, body)
 
 

@@ -22,12 +22,14 @@ fetch runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 
 MAX_SEQ = 2**62
 """The largest seq message-svc accepts in a history query."""
+RESUME_HEADER: Final = "x-resume-after-seq"
+"""The SUBSCRIBE header naming the last seq the client has (:func:`resume_point` reads it)."""
 
 
 class ResumeOverflow(Exception):

@@ -17,21 +17,15 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from chat_common import routing
+from chat_common.errors import RedisUnavailable
+from chat_common.redis_client import faults
+
+from .metrics import SEATS_DEGRADED, SEATS_REFUSED
 
 log = logging.getLogger(__name__)
-
-SEATS_REFUSED = Counter(
-    "chat_ws_seats_refused_total", "Connections refused: the user holds the most allowed"
-)
-SEATS_DEGRADED = Counter(
-    "chat_ws_seats_degraded_total",
-    "Seat checks answered by this edge alone because Redis could not be reached",
-)
 
 
 class Seats(Protocol):
@@ -133,10 +127,11 @@ class RedisSeats:
         if not self._per_user:
             return True
         try:
-            seated = await self._take(
-                keys=[self._key(user)], args=[self._lease, self._per_user, connection]
-            )
-        except (RedisError, OSError) as exc:
+            with faults():
+                seated = await self._take(
+                    keys=[self._key(user)], args=[self._lease, self._per_user, connection]
+                )
+        except RedisUnavailable as exc:
             SEATS_DEGRADED.inc()
             log.warning("seat check without Redis (%s): this edge's own count decides", exc)
             return True
@@ -149,8 +144,9 @@ class RedisSeats:
     async def release(self, user: str, connection: str) -> None:
         await self._local.release(user, connection)
         try:
-            await self._redis.zrem(self._key(user), connection)
-        except (RedisError, OSError) as exc:
+            with faults():
+                await self._redis.zrem(self._key(user), connection)
+        except RedisUnavailable as exc:
             log.info("seat of %s not given back now (%s); its lease ends it", connection, exc)
 
     async def renew(self, held: Mapping[str, Iterable[str]]) -> None:
@@ -166,7 +162,8 @@ class RedisSeats:
             if not keys:
                 continue
             try:
-                await self._renew(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
+                with faults():
+                    await self._renew(keys=keys, args=args)
+            except RedisUnavailable as exc:
                 log.warning("seat leases not renewed (%s)", exc)
                 return

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+from chat_stomp.frames import error_frame, serialize
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -45,7 +46,6 @@ from .disconnect import Disconnect
 from .edge import Edge
 from .seats import MemorySeats, RedisSeats, Seats
 from .settings import Settings
-from .stomp.frames import error_frame, serialize
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,10 @@ class EdgeSocket(ServerConnection):
     The library checks the size in its sans-I/O protocol as soon as a frame header announces
     the length, and fails the connection there (close frame, then end of stream) before the
     application sees anything; hooking that failure is the only point where a data frame can
-    still go out first.
+    still go out first. The hook wraps ``fail``, a public method of the library's sans-I/O
+    protocol, on this connection's own instance; that the library calls it for an oversized
+    frame (and a fragmented message) is an assumption about its internals, pinned by
+    ``tests/test_server_frame_limit.py``, which fails if a new release stops doing so.
     """
 
     def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
@@ -191,7 +194,7 @@ class EdgeServer:
                 while self.edge.clients:  # noqa: ASYNC110 - they leave one by one
                     await asyncio.sleep(0.02)
         for client in list(self.edge.clients.values()):
-            client.socket.transport.abort()
+            client.abort()
         await self.edge.drain(grace)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
@@ -241,17 +244,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             sends_in_flight=settings.send_requests_in_flight,
             send_timeout_seconds=settings.upstream_timeout_seconds,
         )
-        holder: list[Edge] = []
         broker = RabbitBroker(
             settings.amqp_url,
             settings.instance_id,
-            lambda key, headers, body: holder[0].on_event(key, headers, body),
             send_queue=settings.send_queue,
             prefetch=settings.amqp_prefetch,
             ack_batch=settings.ack_batch,
             ack_delay=settings.ack_delay_seconds,
-            on_lost=lambda: holder[0].broker_lost(),
-            on_restored=lambda: holder[0].broker_restored(),
         )
         redis = redis_client(settings.redis_url, settings.redis_timeout_seconds)
         seats: Seats = (
@@ -262,8 +261,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             )
         )
         edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users, seats)
-        holder.append(edge)
-        await broker.start()
+        await broker.start(
+            edge.on_event, on_lost=edge.broker_lost, on_restored=edge.broker_restored
+        )
         edge_server = EdgeServer(settings, edge, _attempts(settings, redis))
         renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
         try:

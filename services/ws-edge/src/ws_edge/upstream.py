@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import httpx
 import msgspec
-from prometheus_client import Counter
 
 from chat_common import tracing
 from chat_common.dto import (
@@ -30,13 +29,9 @@ from chat_common.grouping import Group, GroupBatcher, Sender
 
 from .answers import Refused, SendAnswer, Stored, Unanswered
 from .cache import TtlCache
+from .metrics import HISTORY_PAGES
 
 PAGE = 200  # message-svc's largest history page
-
-HISTORY_PAGES = Counter(
-    "chat_edge_history_pages_total",
-    "History pages asked of message-svc (resumes and gap fills)",
-)
 
 
 class _Page(msgspec.Struct):
