@@ -1,4 +1,4 @@
-"""What the deployment tests read: the Dockerfiles, docker-compose.yml, the Kubernetes manifests
+"""What the deployment tests read: the Dockerfile, docker-compose.yml, the Kubernetes manifests
 (the base and each overlay of deploy/k8s, rendered by the kustomize built into kubectl), and
 what each service reads from its environment (its settings module, imported; never a
 hard-coded list).
