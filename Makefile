@@ -7,12 +7,13 @@ PY := .venv/bin/python
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/chat
 SOURCES := libs/common/src libs/stomp/src libs/testing/src migrations/src services/gateway/src services/session-svc/src \
 	services/message-svc/src services/outbox-relay/src services/ws-edge/src \
-	dev/flairbit-stub/src scripts/stack.py
+	dev/flairbit-stub/src scripts/stack.py scripts/images.py
 
-.PHONY: help install dev up down status migrate test test-unit lint fmt keys bench bench-quick asyncapi
+.PHONY: help install dev up down status migrate test test-unit lint fmt keys bench bench-quick asyncapi \
+	images compose-test
 
 help: ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .venv/.installed: pyproject.toml uv.lock $(wildcard */*/pyproject.toml) $(wildcard */pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -52,6 +53,12 @@ bench: install ## benchmark the stack against its baselines (not part of make te
 
 bench-quick: ## the benchmark's headline figures in under 3 minutes
 	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+images: install ## build the seven images (chat/*:dev) from the Dockerfile; see docs/operations.md
+	$(PY) scripts/images.py build $(IMAGES)
+
+compose-test: install ## build the images, run docker-compose.yml, drive a conversation through it
+	$(PY) -m pytest tests/compose -p no:cacheprovider $(PYTEST_ARGS)
 
 # The tests are type-checked one folder at a time, each as the package `tests` of the folder above
 # it (MYPYPATH and --explicit-package-bases), so that their relative imports resolve as under

@@ -1,8 +1,9 @@
 """Fixtures shared by every test suite of the workspace: keys, tokens, a migrated database;
 and the kind of every test, as a marker (``make test-unit`` runs ``-m unit``):
 
-- ``e2e``, ``browser``, ``chaos``: by directory (``tests/e2e``, ``tests/browser``,
-  ``tests/chaos``; chaos restarts the machine's PostgreSQL and RabbitMQ);
+- ``e2e``, ``browser``, ``chaos``, ``compose``: by directory (``tests/e2e``, ``tests/browser``,
+  ``tests/chaos``, ``tests/compose``; chaos restarts the machine's PostgreSQL and RabbitMQ;
+  compose builds the images and runs docker-compose.yml, only by ``make compose-test``);
 - ``integration``: needs the machine's PostgreSQL, RabbitMQ or Redis: a test that asks for a
   fixture of :data:`SERVER_FIXTURES` (directly or through another fixture), or is marked so;
 - ``unit``: everything else. A unit test may not reach those servers: it fails at the first
@@ -30,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chat_migrations import apply
 
-KINDS = ("unit", "integration", "e2e", "browser", "chaos")
-BY_DIRECTORY = {"e2e": "e2e", "browser": "browser", "chaos": "chaos"}  # under tests/
+KINDS = ("unit", "integration", "e2e", "browser", "chaos", "compose")
+BY_DIRECTORY = {"e2e": "e2e", "browser": "browser", "chaos": "chaos", "compose": "compose"}
 SERVER_FIXTURES = frozenset({"database_url", "db_pool"})
 SERVER_PORTS = {5432: "PostgreSQL", 5672: "RabbitMQ", 6379: "Redis"}
 
@@ -41,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("unit", "needs none of the machine's servers (make test-unit)"),
         ("integration", "needs the machine's PostgreSQL, RabbitMQ or Redis"),
         ("chaos", "restarts the machine's PostgreSQL and RabbitMQ under a running stack"),
+        ("compose", "builds the images and runs docker-compose.yml (make compose-test)"),
     ):
         config.addinivalue_line("markers", f"{kind}: {what}")
 

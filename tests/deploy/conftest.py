@@ -1,4 +1,4 @@
-"""What the deployment tests read: the Dockerfiles, docker-compose.yml, the Kubernetes manifests
+"""What the deployment tests read: the Dockerfile, docker-compose.yml, the Kubernetes manifests
 (the base and each overlay of deploy/k8s, rendered by the kustomize built into kubectl), and
 what each service reads from its environment (its settings module, imported; never a
 hard-coded list).
@@ -58,18 +58,19 @@ MACHINE_LOCAL = re.compile(r"127\.0\.0\.1|localhost|^\.run(/|$)")
 
 @dataclass(frozen=True)
 class Deployable:
-    """One image: where its Dockerfile is, what it is called, where it runs."""
+    """One image: its stage of the Dockerfile, what it is called, where it runs."""
 
-    name: str  # compose service and Kubernetes workload name
-    directory: str  # the package directory, holding pyproject.toml and the Dockerfile
+    name: str  # compose service, Kubernetes workload and Dockerfile stage name
+    directory: str  # the workspace package directory, holding pyproject.toml
     image: str  # image repository, without tag
     kind: str  # "server" (HTTP with /healthz), "job" (runs once)
     compose: tuple[str, ...] = ()  # compose services built from this image
     k8s: str | None = None  # Kubernetes workload kind: Deployment or Job
 
     @property
-    def dockerfile(self) -> Path:
-        return ROOT / self.directory / "Dockerfile"
+    def target(self) -> str:
+        """Its stage in the one Dockerfile (``--target``)."""
+        return self.name
 
     @property
     def pyproject(self) -> dict[str, Any]:
@@ -265,7 +266,7 @@ def env_spec_or_skip(process: str) -> EnvSpec:
     return spec
 
 
-# ---- Dockerfiles ----------------------------------------------------------------------------
+# ---- the Dockerfile -------------------------------------------------------------------------
 
 
 class Instruction(TypedDict):
@@ -279,22 +280,64 @@ class Instruction(TypedDict):
 
 
 @dataclass
+class Stage:
+    name: str | None  # the AS name
+    base: str  # what FROM names: an image (maybe ${BASE_IMAGE}) or an earlier stage
+    instructions: list[Instruction]  # FROM first
+
+    def values(self, name: str) -> list[str]:
+        return [i["value"] for i in self.instructions if i["instruction"] == name]
+
+
+@dataclass
 class Dockerfile:
+    """The one Dockerfile: its global ARGs (before the first FROM) and its stages."""
+
     path: Path
-    stages: list[list[Instruction]]  # instructions per stage, FROM first
+    args: dict[str, str]  # global ARG name -> default
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        found = [s for s in self.stages if s.name == name]
+        assert len(found) == 1, f"{self.path.name}: expected one stage {name!r}"
+        return found[0]
+
+    def chain(self, target: str) -> list[Stage]:
+        """The stages an image of ``target`` is made of, the base-most first."""
+        names = {s.name for s in self.stages}
+        chain = [self.stage(target)]
+        while chain[0].base in names:
+            chain.insert(0, self.stage(chain[0].base))
+        return chain
+
+    def image(self, target: str) -> Image:
+        return Image(self, self.chain(target))
+
+
+@dataclass
+class Image:
+    """What one image (a --target) is configured with: its stages' instructions, in order, so
+    that the last ENV, USER, CMD, HEALTHCHECK... wins as in the built image."""
+
+    dockerfile: Dockerfile
+    chain: list[Stage]
 
     @property
-    def final(self) -> list[Instruction]:
-        return self.stages[-1]
+    def build(self) -> Stage:
+        """The stage the runtime copies the virtual environment from."""
+        for value in self.instructions("COPY"):
+            if value.startswith("--from="):
+                return self.dockerfile.stage(value.split()[0].removeprefix("--from="))
+        raise AssertionError("no COPY --from=<build stage> in the image's stages")
 
-    def instructions(self, name: str, stage: int = -1) -> list[str]:
-        return [i["value"] for i in self.stages[stage] if i["instruction"] == name]
+    def instructions(self, name: str) -> list[str]:
+        return [v for stage in self.chain for v in stage.values(name)]
 
-    def env(self, stage: int = -1) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
+        import shlex
+
         parsed: dict[str, str] = {}
-        for value in self.instructions("ENV", stage):
-            import shlex
-
+        for value in self.instructions("ENV"):
             for part in shlex.split(value):
                 key, _, val = part.partition("=")
                 parsed[key] = val
@@ -314,7 +357,7 @@ class Dockerfile:
         return {int(p.split("/")[0]) for v in self.instructions("EXPOSE") for p in v.split()}
 
     def cmd(self) -> list[str] | str:
-        (value,) = self.instructions("CMD")
+        value = self.instructions("CMD")[-1]
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
@@ -328,13 +371,23 @@ class Dockerfile:
 
 def parse_dockerfile(path: Path) -> Dockerfile:
     parser = DockerfileParser(path=str(path))
-    stages: list[list[Instruction]] = []
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
     for instruction in parser.structure:
         if instruction["instruction"] == "FROM":
-            stages.append([])
+            words = instruction["value"].split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(name, words[0], []))
         if stages:
-            stages[-1].append(instruction)
-    return Dockerfile(path, stages)
+            stages[-1].instructions.append(instruction)
+        elif instruction["instruction"] == "ARG":
+            key, _, default = instruction["value"].partition("=")
+            args[key] = default
+    return Dockerfile(path, args, stages)
+
+
+DOCKERFILE = ROOT / "Dockerfile"
+LOCAL_IMAGES_DIR = ROOT / "deploy" / "docker"  # the locally made base and server images
 
 
 # ---- compose and Kubernetes -----------------------------------------------------------------
@@ -486,8 +539,14 @@ def manifests(request: pytest.FixtureRequest) -> Manifests:
 
 
 @pytest.fixture(scope="session")
-def dockerfiles() -> dict[str, Dockerfile]:
-    return {d.name: parse_dockerfile(d.dockerfile) for d in DEPLOYABLES}
+def dockerfile() -> Dockerfile:
+    return parse_dockerfile(DOCKERFILE)
+
+
+@pytest.fixture(scope="session")
+def dockerfiles(dockerfile: Dockerfile) -> dict[str, Image]:
+    """Each deployable's image, as its stage of the one Dockerfile configures it."""
+    return {d.name: dockerfile.image(d.target) for d in DEPLOYABLES}
 
 
 @pytest.fixture(scope="session")
@@ -508,6 +567,8 @@ def deploy() -> SimpleNamespace:
         SINGLE_POD_OVERLAYS=SINGLE_POD_OVERLAYS,
         WS_DIRECT_COMPONENT=WS_DIRECT_COMPONENT,
         COMPOSE_FILE=COMPOSE_FILE,
+        DOCKERFILE=DOCKERFILE,
+        LOCAL_IMAGES_DIR=LOCAL_IMAGES_DIR,
         SECRETS_TEMPLATE=SECRETS_TEMPLATE,
         DEPLOYABLES=DEPLOYABLES,
         BY_NAME=BY_NAME,

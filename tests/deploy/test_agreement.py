@@ -1,5 +1,6 @@
-"""Dockerfiles, docker-compose.yml and the Kubernetes manifests agree with each other and with
-the code: image names, the module each image runs, ports, and the health and readiness paths.
+"""The Dockerfile, docker-compose.yml, the image table of `make images` (scripts/images.py) and
+the Kubernetes manifests agree with each other and with the code: image names, the package and
+module of each image, ports, and the health and readiness paths.
 
 The port of a service is its settings' default PORT (FLAIRBIT_PORT for the stand-in); the
 image EXPOSEs it and sets it, compose exposes or publishes it, the Deployment's containerPort,
@@ -11,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def _port_variable(deployable: Any) -> str:
@@ -41,9 +44,29 @@ def test_image_names_agree(deployable: Any, dockerfiles: Any, compose: Any, mani
         ours = compose["services"][service]
         assert _repository(ours["image"]) == deployable.image, service
         assert ours["build"]["context"] == "."
-        assert Path(ours["build"]["dockerfile"]) == Path(deployable.directory) / "Dockerfile"
+        assert Path(ours["build"]["dockerfile"]) == Path("Dockerfile")
+        assert ours["build"]["target"] == deployable.target, service
+        assert ours["build"]["args"]["PACKAGE"] == deployable.package, service
     if deployable.k8s:
         assert _repository(manifests.container(deployable)["image"]) == deployable.image
+
+
+def test_make_images_builds_every_image(deploy: Any) -> None:
+    """scripts/images.py (make images, make compose-test) builds what the tests know about."""
+    from chat_testing import containers
+
+    table = {(i.target, i.package, i.repository) for i in containers.IMAGES}
+    assert table == {(d.target, d.package, d.image) for d in deploy.DEPLOYABLES}
+
+
+def test_the_local_servers_override_swaps_every_server(compose: Any) -> None:
+    from chat_testing import containers
+
+    override = yaml.safe_load(containers.LOCAL_SERVERS_OVERRIDE.read_text())
+    assert override["services"] == {s.service: {"image": s.local} for s in containers.SERVERS}
+    for server in containers.SERVERS:
+        assert compose["services"][server.service]["image"] == server.registry
+        assert (containers.LOCAL_DIR / server.dockerfile).exists()
 
 
 def test_compose_builds_only_our_images_and_names_them(compose: Any, deploy: Any) -> None:
@@ -77,9 +100,8 @@ def test_the_image_runs_its_package(
 ) -> None:
     dockerfile = dockerfiles[deployable.name]
     assert dockerfile.cmd() == ["python", "-m", deployable.module]
-    syncs = [v for v in dockerfile.instructions("RUN", 0) if "uv sync" in v]
-    assert syncs
-    assert all(f"--package {deployable.package}" in v for v in syncs)
+    syncs = [v for v in dockerfile.build.values("RUN") if "uv sync" in v]
+    assert '--package "$PACKAGE"' in syncs[-1]  # PACKAGE: see test_image_names_agree
     if deployable.k8s:
         container = manifests.container(deployable)
         for key in ("command", "args"):
