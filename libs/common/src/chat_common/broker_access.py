@@ -6,8 +6,8 @@ binding) and *read* (consume from a queue; be the source of a binding). A passiv
 needs none. What each service does, and so may do:
 
 - ``outbox-relay`` declares the event exchanges (and binds ``chat.typing`` and
-  ``chat.presence`` into ``chat.events``) and publishes events to ``chat.events``: the only service that may, with
-  message-svc's replies to queued sends.
+  ``chat.presence`` into ``chat.events``) and publishes events to ``chat.events``: the only
+  service that may, with message-svc's replies to queued sends.
 - ``message-svc`` declares the same exchanges, the commands exchange and the send queue with its
   dead-letter exchange and queue; consumes ``chat.send``; publishes replies to ``chat.events``.
 - ``ws-edge`` declares and consumes its own exclusive queue (``ws-edge.{instance}``), binds it to

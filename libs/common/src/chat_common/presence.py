@@ -52,6 +52,12 @@ class PresenceAnswer(msgspec.Struct, frozen=True):
     presence: list[PresenceView]
 
 
+class Peers(msgspec.Struct, frozen=True):
+    """session-svc ``GET /internal/peers``: who shares a session with the caller."""
+
+    emails: list[str]
+
+
 def instant(seconds: float | None) -> dt.datetime | None:
     """An epoch time (Redis's clock) as an aware UTC datetime, to the millisecond."""
     if seconds is None:
