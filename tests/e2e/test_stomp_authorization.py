@@ -89,6 +89,7 @@ MATRIX: dict[tuple[str, str], dict[str, Outcome]] = {
     ("SUBSCRIBE", "/user/queue/messages"): OWN_QUEUE,
     ("SUBSCRIBE", "/user/queue/ack"): OWN_QUEUE,
     ("SUBSCRIBE", "/user/queue/error"): OWN_QUEUE,
+    ("SUBSCRIBE", "/user/queue/presence"): OWN_QUEUE,
     ("SEND", "/app/chat.send"): PARTICIPANTS_SEND,
     ("SEND", "/app/chat.typing"): PARTICIPANTS_SEND,
     ("SEND", "/app/chat.read"): PARTICIPANTS_SEND,
@@ -538,6 +539,13 @@ async def own_queue_only(world: World, peers: Opener, role: Role, queue: str) ->
         got = await me.message_on(queue)
         assert body_of(got)["messageId"] == mine["messageId"]
         assert got.header("x-session-id") == world.sessions[role.session]
+        return
+    if queue == "/user/queue/presence":  # the foreign user's peer connects
+        await peers(role.foreign_peer)
+        with contextlib.suppress(TimeoutError):  # the caller hears of their own peer only
+            while True:
+                told = body_of(await me.message_on(queue, QUIET))
+                assert told["email"] == world.emails[role.peer], told
         return
     # ack: each sends a message over WebSocket in their own session; error: each sends one to a
     # session they are not in (message-svc's refusal comes back through the broker)

@@ -90,13 +90,16 @@ async def test_each_service_can_do_its_job_with_its_own_user(
     await events.publish(aio_pika.Message(b"relayed", headers={"x-event": "message"}), key)
     await replies.publish(aio_pika.Message(b"reply", headers={"x-event": "ack"}), key)
     await exchanges.typing.publish(aio_pika.Message(b"typing", headers={"x-event": "typing"}), key)
+    presence = aio_pika.Message(b"presence", headers={"x-event": "presence"})
+    await exchanges.presence.publish(presence, key)
     await exchanges.commands.publish(aio_pika.Message(b"command"), routing.SEND_QUEUE)
 
-    got = await _take(queue, 3)
+    got = await _take(queue, 4)
     assert [(m.exchange, m.body) for m in got] == [
         (routing.EVENTS_EXCHANGE, b"relayed"),
         (routing.EVENTS_EXCHANGE, b"reply"),
         (routing.TYPING_EXCHANGE, b"typing"),
+        (routing.PRESENCE_EXCHANGE, b"presence"),
     ]
     [command] = await _take(sends, 1)
     assert command.body == b"command"
@@ -143,6 +146,10 @@ async def _delete_typing(channel: AbstractChannel) -> None:
     await channel.exchange_delete(routing.TYPING_EXCHANGE)
 
 
+async def _delete_presence(channel: AbstractChannel) -> None:
+    await channel.exchange_delete(routing.PRESENCE_EXCHANGE)
+
+
 async def _declare_another_queue(channel: AbstractChannel) -> None:
     await channel.declare_queue("chat.send.copy", durable=True)
 
@@ -156,6 +163,7 @@ async def _declare_another_queue(channel: AbstractChannel) -> None:
         _bind_at_commands,
         _declare_events,
         _delete_typing,
+        _delete_presence,
         _declare_another_queue,
     ],
 )

@@ -11,12 +11,14 @@ from gateway.routing import Upstream, upstream_for
     ("path", "upstream"),
     [
         ("/api/chat/init", Upstream.SESSION),
+        ("/api/chat/presence", Upstream.SESSION),
         ("/api/chat/init/", Upstream.MESSAGE),
         ("/api/chat/message", Upstream.MESSAGE),
         ("/api/chat/sessions", Upstream.MESSAGE),
         ("/api/chat/3f1c/history", Upstream.MESSAGE),
         ("/api/other", None),
         ("/internal/sessions/x/membership", None),
+        ("/internal/peers", None),
         ("/internal/flairbit/sessions", Upstream.SESSION),
     ],
 )

@@ -108,7 +108,7 @@ def test_every_event_kind_is_a_message_with_its_x_event(kind: str) -> None:
 def test_each_user_queue_carries_its_own_kind_and_the_topic_the_session_events() -> None:
     for queue, kind in USER_QUEUES.items():
         assert kinds_on(queue) == {kind}
-    assert kinds_on(destinations.SESSION_TOPIC) == {"message", "receipt", "typing", "presence"}
+    assert kinds_on(destinations.SESSION_TOPIC) == {"message", "receipt", "typing"}
 
 
 def test_messages_carry_their_seq_and_errors_their_receipt_id() -> None:

@@ -158,6 +158,7 @@ def test_the_table_names_every_destination_once() -> None:
         "/user/queue/messages",
         "/user/queue/ack",
         "/user/queue/error",
+        "/user/queue/presence",
     )
     assert destinations.SEND == ("/app/chat.send", "/app/chat.typing", "/app/chat.read")
 

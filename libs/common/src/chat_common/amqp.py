@@ -63,8 +63,9 @@ async def connect(url: str) -> AbstractRobustConnection:
 
 
 async def events_exchange(channel: AbstractChannel) -> AbstractExchange:
-    """The durable topic exchange that carries every chat event, and the typing exchange
-    bound into it for every key (declared with it, so typing works wherever events do)."""
+    """The durable topic exchange that carries every chat event, and the typing and presence
+    exchanges bound into it for every key (declared with it, so typing and presence work
+    wherever events do)."""
     events = await channel.declare_exchange(
         routing.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
     )
@@ -72,6 +73,10 @@ async def events_exchange(channel: AbstractChannel) -> AbstractExchange:
         routing.TYPING_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
     )
     await events.bind(typing, "#")  # source: chat.typing, destination: chat.events
+    presence = await channel.declare_exchange(
+        routing.PRESENCE_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await events.bind(presence, "#")
     return events
 
 
@@ -109,6 +114,7 @@ class EdgeExchanges(NamedTuple):
     events: AbstractExchange
     typing: AbstractExchange
     commands: AbstractExchange
+    presence: AbstractExchange
 
 
 async def edge_exchanges(channel: AbstractChannel) -> EdgeExchanges:
@@ -121,6 +127,7 @@ async def edge_exchanges(channel: AbstractChannel) -> EdgeExchanges:
             routing.EVENTS_EXCHANGE,
             routing.TYPING_EXCHANGE,
             routing.COMMANDS_EXCHANGE,
+            routing.PRESENCE_EXCHANGE,
         )
     ]
     return EdgeExchanges(*found)

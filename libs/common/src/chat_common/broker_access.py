@@ -5,13 +5,14 @@ RabbitMQ grants a user, per virtual host, three regular expressions over resourc
 binding) and *read* (consume from a queue; be the source of a binding). A passive declare
 needs none. What each service does, and so may do:
 
-- ``outbox-relay`` declares the event exchanges (and binds ``chat.typing`` into
-  ``chat.events``) and publishes events to ``chat.events``: the only service that may, with
-  message-svc's replies to queued sends.
+- ``outbox-relay`` declares the event exchanges (and binds ``chat.typing`` and
+  ``chat.presence`` into ``chat.events``) and publishes events to ``chat.events``: the only
+  service that may, with message-svc's replies to queued sends.
 - ``message-svc`` declares the same exchanges, the commands exchange and the send queue with its
   dead-letter exchange and queue; consumes ``chat.send``; publishes replies to ``chat.events``.
 - ``ws-edge`` declares and consumes its own exclusive queue (``ws-edge.{instance}``), binds it to
-  ``chat.events``, and publishes only typing events (``chat.typing``) and queued sends
+  ``chat.events``, and publishes only typing events (``chat.typing``), presence events
+  (``chat.presence``) and queued sends
   (``chat.commands``, each carrying its user's own token). It may not publish to
   ``chat.events`` (a message or receipt there would be believed by every edge), publish through
   the default exchange (straight into any queue), consume ``chat.send`` or bind at
@@ -55,14 +56,17 @@ _EDGE_QUEUES: Final = re.escape(routing.EDGE_QUEUE_PREFIX) + ".+"
 
 GRANTS: Final[dict[str, Grant]] = {
     "outbox-relay": Grant(
-        configure=_only(routing.EVENTS_EXCHANGE, routing.TYPING_EXCHANGE),
+        configure=_only(
+            routing.EVENTS_EXCHANGE, routing.TYPING_EXCHANGE, routing.PRESENCE_EXCHANGE
+        ),
         write=_only(routing.EVENTS_EXCHANGE),
-        read=_only(routing.TYPING_EXCHANGE),
+        read=_only(routing.TYPING_EXCHANGE, routing.PRESENCE_EXCHANGE),
     ),
     "message-svc": Grant(
         configure=_only(
             routing.EVENTS_EXCHANGE,
             routing.TYPING_EXCHANGE,
+            routing.PRESENCE_EXCHANGE,
             routing.COMMANDS_EXCHANGE,
             routing.SEND_QUEUE,
             routing.SEND_DEAD_LETTER_EXCHANGE,
@@ -76,6 +80,7 @@ GRANTS: Final[dict[str, Grant]] = {
         ),
         read=_only(
             routing.TYPING_EXCHANGE,
+            routing.PRESENCE_EXCHANGE,
             routing.COMMANDS_EXCHANGE,
             routing.SEND_QUEUE,
             routing.SEND_DEAD_LETTER_EXCHANGE,
@@ -84,7 +89,7 @@ GRANTS: Final[dict[str, Grant]] = {
     "ws-edge": Grant(
         configure=f"^{_EDGE_QUEUES}$",
         write=f"^({_EDGE_QUEUES}|{re.escape(routing.COMMANDS_EXCHANGE)}"
-        f"|{re.escape(routing.TYPING_EXCHANGE)})$",
+        f"|{re.escape(routing.TYPING_EXCHANGE)}|{re.escape(routing.PRESENCE_EXCHANGE)})$",
         read=f"^({_EDGE_QUEUES}|{re.escape(routing.EVENTS_EXCHANGE)})$",
     ),
 }

@@ -13,6 +13,9 @@ EVENTS_EXCHANGE = "chat.events"
 # Typing events, published by the edges; bound into chat.events (every key), so they reach the
 # queues bound there, and an edge can tell them from the relay's events by this exchange name.
 TYPING_EXCHANGE = "chat.typing"
+# Presence events, published by the edges, bound into chat.events the same way (an edge fans
+# out only presence events that came through it, and presence events only from it).
+PRESENCE_EXCHANGE = "chat.presence"
 # Commands for message-svc (a direct exchange: each send queue is bound by its own name).
 COMMANDS_EXCHANGE = "chat.commands"
 SEND_QUEUE = "chat.send"

@@ -31,6 +31,7 @@ class Rule:
 # only FlairBit's endpoints are public, and only to FlairBit's service token.
 RULES: tuple[Rule, ...] = (
     Rule("/api/chat/init", True, Upstream.SESSION),
+    Rule("/api/chat/presence", True, Upstream.SESSION),
     Rule("/api/chat/messages", True, Upstream.MESSAGE, bulk=True),
     Rule("/api/chat/", False, Upstream.MESSAGE),
     Rule("/internal/flairbit/", False, Upstream.SESSION, Caller.FLAIRBIT),

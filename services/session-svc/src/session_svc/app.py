@@ -15,11 +15,13 @@ from chat_common.db import create_pool, ping
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
+from chat_common.presence_store import RedisPresence
 from chat_common.redis_client import redis_client
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
 from .flairbit import ProfileDirectory
 from .invalidation import Invalidations
+from .presence import PresenceService
 from .routes import routes, state
 from .service import SessionService
 from .settings import Settings
@@ -70,6 +72,14 @@ def create_app(settings: Settings) -> Starlette:
                             profiles=profiles,
                             sessions=SessionService(pool, profiles),
                             invalidations=invalidations,
+                            presence=PresenceService(
+                                pool,
+                                None
+                                if redis is None
+                                else RedisPresence(  # read only: no lease of its own
+                                    redis, 0.0, 0.0, prefix=settings.presence_key_prefix
+                                ),
+                            ),
                         )
                     }
                 finally:

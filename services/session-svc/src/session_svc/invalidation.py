@@ -56,8 +56,10 @@ class Invalidations:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A cancel that lands while redis-py opens the subscription may not end the task
+            # at once (seen as a shutdown hanging past the lifespan's timeout): never wait
+            # more than a second for it.
+            await asyncio.wait({self._task}, timeout=1.0)
 
     async def _listen(self, redis: Redis) -> None:
         delay = 0.2

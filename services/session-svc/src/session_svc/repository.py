@@ -105,3 +105,26 @@ async def find_by_pair(conn: Conn, pair: Pair, intent: str) -> SessionRow | None
 async def find_by_id(conn: Conn, session_id: uuid.UUID) -> SessionRow | None:
     rows = await conn.fetch(_SESSION_SQL + " WHERE s.id = $1 ORDER BY p.profile_id", session_id)
     return _session_from_rows(rows)
+
+
+_PEERS = """
+    SELECT DISTINCT other.user_email
+    FROM chat_participants me
+    JOIN chat_participants other
+      ON other.session_id = me.session_id AND other.user_email <> me.user_email
+    WHERE me.user_email = $1
+"""
+
+
+async def peers_of(conn: Conn, user_email: str, limit: int) -> list[str]:
+    """The users who share a session with ``user_email`` (at most ``limit``)."""
+    rows = await conn.fetch(_PEERS + " LIMIT $2", user_email, limit)
+    return [row["user_email"] for row in rows]
+
+
+async def peers_among(conn: Conn, user_email: str, candidates: list[str]) -> set[str]:
+    """Those of ``candidates`` who share a session with ``user_email``."""
+    rows = await conn.fetch(
+        _PEERS + " AND other.user_email = ANY($2::text[])", user_email, candidates
+    )
+    return {row["user_email"] for row in rows}

@@ -14,8 +14,10 @@ from chat_common.dto import InitSessionRequest, MatchSession, ProfileChanged, Se
 from chat_common.errors import AuthenticationFailed, NotFound
 from chat_common.identity import normalise_email
 from chat_common.openapi import Endpoint, Operation, Param
+from chat_common.presence import Peers, PresenceAnswer
 from chat_common.web import bearer_token, json_response, parse_body
 
+from .presence import MAX_ASKED, asked_emails
 from .state import AppState
 
 
@@ -46,6 +48,18 @@ async def membership(request: Request) -> Response:
     user = await _user(request)
     answer = await state(request).sessions.membership(user, _session_id(request))
     return json_response(answer)
+
+
+async def peers(request: Request) -> Response:
+    """For the edges (with the user's own token; not routed by the gateway)."""
+    user = await _user(request)
+    return json_response(Peers(await state(request).presence.peers(user)))
+
+
+async def presence(request: Request) -> Response:
+    user = await _user(request)
+    emails = asked_emails(request.query_params.getlist("emails"))
+    return json_response(await state(request).presence.presence(user, emails))
 
 
 async def _flairbit(request: Request) -> None:
@@ -91,6 +105,36 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
     ),
     (
         Operation(
+            "GET",
+            "/api/chat/presence",
+            "Whether users who share a session with the caller are online, and when they were"
+            " last seen (403 NOT_A_PEER for anyone else)",
+            answer=PresenceAnswer,
+            params=(
+                Param(
+                    "emails",
+                    "query",
+                    {"type": "string"},
+                    f"comma-separated emails (or the parameter repeated), at most {MAX_ASKED}",
+                    required=True,
+                ),
+            ),
+            errors=(400, 401, 403, 422, 429, 503),
+            tags=("presence",),
+            answer_example={
+                "presence": [
+                    {
+                        "email": "bob@example.com",
+                        "online": False,
+                        "lastSeen": "2026-01-02T10:00:00Z",
+                    }
+                ]
+            },
+        ),
+        presence,
+    ),
+    (
+        Operation(
             "POST",
             "/internal/flairbit/profile-changed",
             "FlairBit: a user's profile changed; drop what chat cached of it",
@@ -122,5 +166,6 @@ def routes() -> list[BaseRoute]:
     return [
         *openapi.routes(OPERATIONS),
         Route("/internal/sessions/{session_id}/membership", membership, methods=["GET"]),
+        Route("/internal/peers", peers, methods=["GET"]),
         openapi.openapi_route("session-svc", "1", [op for op, _ in OPERATIONS]),
     ]

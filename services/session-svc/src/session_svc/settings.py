@@ -22,6 +22,9 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # Without it, each instance's cache forgets a changed profile within its TTL.
     redis_url: str | None = None
     redis_timeout_seconds: float = 0.5
+    # Where the edges keep presence (GET /api/chat/presence reads it; without REDIS_URL it
+    # answers 503 PRESENCE_UNAVAILABLE). Must match the edges' PRESENCE_KEY_PREFIX.
+    presence_key_prefix: str = "chat:presence:"
     breaker_threshold: int = 5
     breaker_reset_seconds: float = 15.0
     # FlairBit's own service JWTs (for /internal/flairbit/*): its signing key is the one of the

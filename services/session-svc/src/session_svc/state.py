@@ -11,6 +11,7 @@ from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier
 
 from .flairbit import ProfileDirectory
 from .invalidation import Invalidations
+from .presence import PresenceService
 from .service import SessionService
 
 
@@ -23,3 +24,4 @@ class AppState:
     profiles: ProfileDirectory
     sessions: SessionService
     invalidations: Invalidations
+    presence: PresenceService

@@ -36,6 +36,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from chat_common.dto import ErrorEvent, MessageView, ReceiptEvent
+from chat_common.presence import PresenceView
 
 from . import destinations
 from .codes import MEANINGS, EdgeCode, EdgeError
@@ -107,12 +108,16 @@ _KINDS: Final[Mapping[str, _Kind]] = {
         topic=True,
     ),
     "presence": _Kind(
-        "Reserved: the edge passes a presence event published to a session's key on to the "
-        "session's subscribers; no service publishes one yet",
-        (),
-        "sometimes",
+        "A user who shares a session with the subscriber went online (their first connection "
+        "on any edge) or offline (their last one closed and stayed closed for the grace, "
+        "PRESENCE_GRACE_SECONDS, 3 s: a reconnect within it is no change; or their edge died "
+        "and its leases lapsed: within PRESENCE_LEASE_SECONDS, 30 s, plus a sweep). Only to "
+        "the user's peers, on /user/queue/presence; GET /api/chat/presence answers the state "
+        "for a peer who just connected",
+        (PresenceView,),
+        "never",
         seq=False,
-        topic=True,
+        topic=False,
     ),
     "ack": _Kind(
         "The stored message, for a /app/chat.send of the user, before the SEND's RECEIPT: to "
@@ -143,6 +148,9 @@ _SUBSCRIBE_PROSE: Final[Mapping[str, str]] = {
     "sessions and devices.",
     "/user/queue/ack": "The stored message, for each /app/chat.send of this connection (of any "
     "of the user's connections, for a SEND stored through the send queue).",
+    "/user/queue/presence": "Presence changes (online, offline with last seen) of the users "
+    "who share a session with the connected user, across sessions; never of strangers. "
+    "Events, not state: read the current state with GET /api/chat/presence after subscribing.",
     "/user/queue/error": "Refusals of what this connection sent (of what any of the user's "
     "connections sent, for a SEND refused through the send queue). A SEND that asked for a "
     "receipt and is refused gets its `receipt-id` here and never a RECEIPT; on a connection "

@@ -7,9 +7,11 @@ A delivery is handed to every local subscriber's buffer before anything acknowle
 the acks go in batches (:class:`Acks`: one ``basic.ack`` with ``multiple`` for up to
 ``ACK_BATCH`` handled deliveries, or ``ACK_DELAY_SECONDS`` after the first of them);
 ``/app/chat.send`` commands published to ``chat.commands`` (bound to the durable send queue)
-and typing events to ``chat.typing`` (bound into ``chat.events``), both with publisher
-confirms; the edge's RabbitMQ user may publish nowhere else (``chat_common.broker_access``),
-and a delivery that came through ``chat.typing`` is fanned out only if it is a typing event.
+typing events to ``chat.typing`` and presence events to ``chat.presence`` (both bound into
+``chat.events``), all with publisher confirms; the edge's RabbitMQ user may publish nowhere
+else (``chat_common.broker_access``), a delivery that came through ``chat.typing`` is fanned
+out only if it is a typing event, one through ``chat.presence`` only if it is a presence event,
+and a presence event only if it came through ``chat.presence`` (:func:`forged`).
 The edge declares only its own queue: it waits at start until message-svc or the relay has
 declared the shared exchanges. When the connection to RabbitMQ drops, the
 queue and everything routed to it meanwhile is gone: the broker reports the loss (the edge
@@ -60,6 +62,20 @@ def _text(value: Any, default: str) -> str:
     return default if value is None else str(value)
 
 
+_ONLY_KIND = {routing.TYPING_EXCHANGE: "typing", routing.PRESENCE_EXCHANGE: "presence"}
+
+
+def forged(exchange: str, kind: object) -> bool:
+    """Whether a delivery came through an exchange the edges may publish to with another kind
+    than that exchange carries, or is a presence event that came through another exchange."""
+    if isinstance(kind, bytes | bytearray):
+        kind = bytes(kind).decode("utf-8", "replace")
+    expected = _ONLY_KIND.get(exchange)
+    if expected is not None:
+        return kind != expected
+    return kind == "presence"
+
+
 class Broker(Protocol):
     @property
     def connected(self) -> bool: ...
@@ -75,6 +91,10 @@ class Broker(Protocol):
     async def publish_event(self, key: str, body: bytes, headers: dict[str, Any]) -> None: ...
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None: ...
+
+    async def publish_presence(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
+        """A presence event (``chat.presence``): routed by ``key`` and the ``CC`` header."""
+        ...
 
 
 class Acks:
@@ -255,17 +275,15 @@ class RabbitBroker:
     def _handle(self, message: AbstractIncomingMessage) -> None:
         assert self._handler is not None
         headers = message.headers or {}
-        if (
-            message.exchange == routing.TYPING_EXCHANGE
-            and headers.get(routing.EVENT_HEADER) != "typing"
-        ):
-            # Anything with the edges' publish right can write to chat.typing: only typing
-            # events come from there (a message or receipt only from the relay's chat.events).
+        if forged(message.exchange or "", headers.get(routing.EVENT_HEADER)):
+            # Anything with the edges' publish right can write to chat.typing and
+            # chat.presence: only typing events come from the one, presence events from the
+            # other and from nowhere else (a message or receipt only from chat.events).
             self.forged += 1
             log.warning(
                 "dropped a %r event published to %s",
                 headers.get(routing.EVENT_HEADER),
-                routing.TYPING_EXCHANGE,
+                message.exchange,
             )
             return
         try:
@@ -304,6 +322,16 @@ class RabbitBroker:
             key,
             mandatory=False,
         )
+
+    async def publish_presence(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Confirmed; raises ``BrokerUnavailable``; fine if nobody is bound to the keys."""
+        assert self._exchanges is not None
+        with amqp.faults():
+            await self._exchanges.presence.publish(
+                aio_pika.Message(body, headers=headers, content_type="application/json"),
+                key,
+                mandatory=False,
+            )
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None:
         """A command for message-svc: persistent, confirmed, and an error if unroutable."""
@@ -366,3 +394,6 @@ class MemoryBroker:
 
     async def publish_send(self, body: bytes, headers: dict[str, Any]) -> None:
         self.sends.append((body, headers))
+
+    async def publish_presence(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
+        self.exchange.publish(key, headers, body)

@@ -411,6 +411,7 @@ class ClientSession:
         self.token, self.email, self.expires_at = token, identity.email, identity.expires_at
         await self.edge.registered(self, identity.email)  # bound before CONNECTED goes out
         self.core.accept(identity.email, time.monotonic())
+        self.edge.accepted(self, identity.email, token)
         self._arm_timer()  # heart-beats negotiated, token expiry known
 
     def take_send_token(self) -> Decision:

@@ -27,6 +27,7 @@ from .disconnect import Disconnect
 from .fanout import BadEvent, encode_event, parse_event
 from .hub import Hub
 from .metrics import BOUND_KEYS, CONNECTIONS, DELIVERED, DISCONNECTS, EVENTS
+from .presence import EdgePresence
 from .seats import MemorySeats, Seats
 from .settings import Settings
 from .upstream import Upstream
@@ -76,9 +77,11 @@ class Edge:
         upstream: Upstream,
         users: Identities,
         seats: Seats | None = None,
+        presence: EdgePresence | None = None,
     ) -> None:
         self.settings = settings
         self.seats: Seats = seats or MemorySeats(settings.max_connections_per_user)
+        self.presence = presence
         self.broker = broker
         self.upstream = upstream
         self.users = users
@@ -105,6 +108,11 @@ class Edge:
         messages, so it is bound for as long as the user has a connection here."""
         await self._bound(routing.user_key(email), self.hub.add_user(client.id, email))
 
+    def accepted(self, client: Subscriber, email: str, token: str) -> None:
+        """CONNECTED went out: the connection counts for its user's presence."""
+        if self.presence is not None:
+            self.presence.connected(email, client.id, token)
+
     async def subscribed(self, client: Subscriber, subscription: str, session: uuid.UUID) -> None:
         first = self.hub.add_topic(client.id, subscription, session)
         await self._bound(routing.session_key(session), first)
@@ -129,6 +137,10 @@ class Edge:
         if client.seated and client.email is not None:
             client.seated = False
             await self.seats.release(client.email, client.id)
+        if self.presence is not None and client.email is not None:
+            # in the background (drained at shutdown): it may wait for the record of the
+            # connection's CONNECT, and the close path waits for nothing of presence
+            self.spawn(self.presence.closed(client.email, client.id))
         if self.clients.pop(client.id, None) is None:
             return
         CONNECTIONS.set(len(self.clients))

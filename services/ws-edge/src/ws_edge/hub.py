@@ -8,7 +8,8 @@ after the last, and it turns one delivered event (its routing key, its ``CC`` ke
 - ``session.{id}``: every subscription of ``/topic/session.{id}``, whatever the event;
 - ``user.{hash}``: the connections of that user, on the user queue of the event's kind
   (``message`` -> ``/user/queue/messages``, ``ack`` -> ``/user/queue/ack``, ``error`` ->
-  ``/user/queue/error``); other kinds are not for user queues.
+  ``/user/queue/error``, ``presence`` -> ``/user/queue/presence``); other kinds are not for
+  user queues.
 
 A key listed twice (routing key and CC) is served once, as RabbitMQ delivers one copy.
 """
@@ -26,6 +27,7 @@ USER_QUEUES = {
     "/user/queue/messages": "message",
     "/user/queue/ack": "ack",
     "/user/queue/error": "error",
+    "/user/queue/presence": "presence",
 }
 
 _QUEUE_OF = {kind: destination for destination, kind in USER_QUEUES.items()}

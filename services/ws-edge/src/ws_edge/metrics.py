@@ -35,3 +35,8 @@ SEATS_DEGRADED = Counter(
     "chat_ws_seats_degraded_total",
     "Seat checks answered by this edge alone because Redis could not be reached",
 )
+PRESENCE_CHANGES = Counter(
+    "chat_ws_presence_changes_total",
+    "Presence changes this edge announced to the users' peers",
+    ["state"],
+)

@@ -37,6 +37,7 @@ from chat_common import tracing
 from chat_common.errors import DependencyUnavailable
 from chat_common.handshake import client_address, handshake_token, origin_allowed
 from chat_common.jwt_verify import verifiers
+from chat_common.presence_store import MemoryPresence, PresenceStore, RedisPresence
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 from chat_common.redis_client import redis_client
 
@@ -44,6 +45,7 @@ from .broker import RabbitBroker
 from .client import ClientSession
 from .disconnect import Disconnect
 from .edge import Edge
+from .presence import EdgePresence, keep
 from .seats import MemorySeats, RedisSeats, Seats
 from .settings import Settings
 from .upstream import Upstream
@@ -260,12 +262,28 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 redis, settings.max_connections_per_user, settings.connection_lease_seconds
             )
         )
-        edge = Edge(settings, broker, upstream, verifiers(settings, http_client).users, seats)
+        store: PresenceStore = (
+            MemoryPresence(settings.presence_lease_seconds, settings.presence_grace_seconds)
+            if redis is None
+            else RedisPresence(
+                redis,
+                settings.presence_lease_seconds,
+                settings.presence_grace_seconds,
+                prefix=settings.presence_key_prefix,
+            )
+        )
+        presence = EdgePresence(store, broker, upstream)
+        edge = Edge(
+            settings, broker, upstream, verifiers(settings, http_client).users, seats, presence
+        )
         await broker.start(
             edge.on_event, on_lost=edge.broker_lost, on_restored=edge.broker_restored
         )
         edge_server = EdgeServer(settings, edge, _attempts(settings, redis))
         renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
+        presence_upkeep = asyncio.create_task(
+            keep(presence, settings.presence_lease_seconds / 3, settings.presence_sweep_seconds)
+        )
         try:
             async with serve(
                 edge_server.handle,
@@ -289,6 +307,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                     await edge_server.shutdown(server)
         finally:
             renewing.cancel()
+            presence_upkeep.cancel()
             await broker.close()  # the exclusive queue and its bindings go with the connection
             if redis is not None:
                 await redis.aclose()

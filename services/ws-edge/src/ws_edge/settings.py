@@ -72,6 +72,15 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     max_connections_per_user: int = 20
     connection_lease_seconds: float = 60.0
     redis_url: str | None = None
+    # Presence (online / last seen, pushed to the user's peers on /user/queue/presence): each
+    # connection holds a lease in Redis renewed every third of PRESENCE_LEASE_SECONDS, so a
+    # dead edge's users go offline within a lease plus a sweep; the last close is announced
+    # after PRESENCE_GRACE_SECONDS (a reconnect within it announces nothing); every edge
+    # sweeps for expired users every PRESENCE_SWEEP_SECONDS. Without REDIS_URL, per edge.
+    presence_lease_seconds: float = 30.0
+    presence_grace_seconds: float = 3.0
+    presence_sweep_seconds: float = 1.0
+    presence_key_prefix: str = "chat:presence:"
     redis_timeout_seconds: float = 0.5
     # SUBSCRIBE and UNSUBSCRIBE frames per connection (token bucket); past it, ERROR and close.
     subscribes_burst: int = 100
@@ -95,6 +104,15 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
             raise ValueError("ack_batch must be >= 1 and ack_delay_seconds >= 0")
         if self.send_requests_in_flight < 1:
             raise ValueError("send_requests_in_flight must be >= 1")
+        if (
+            self.presence_lease_seconds <= 0
+            or self.presence_grace_seconds < 0
+            or self.presence_sweep_seconds <= 0
+        ):
+            raise ValueError(
+                "presence_lease_seconds and presence_sweep_seconds must be > 0, "
+                "presence_grace_seconds >= 0"
+            )
         if self.max_connections_per_user < 0 or self.connection_lease_seconds <= 0:
             raise ValueError(
                 "max_connections_per_user must be >= 0 and connection_lease_seconds > 0"

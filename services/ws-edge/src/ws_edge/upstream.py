@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 import msgspec
 
-from chat_common import tracing
+from chat_common import routing, tracing
 from chat_common.dto import (
     GroupedSendAnswer,
     GroupedSendRequest,
@@ -26,6 +26,7 @@ from chat_common.dto import (
 )
 from chat_common.errors import DependencyUnavailable
 from chat_common.grouping import Group, GroupBatcher, Sender
+from chat_common.presence import Peers
 
 from .answers import Refused, SendAnswer, Stored, Unanswered
 from .cache import TtlCache
@@ -58,6 +59,7 @@ _problem = msgspec.json.Decoder(_Problem)
 _grouped = msgspec.json.Decoder(GroupedSendAnswer)
 _seq = msgspec.json.Decoder(_Seq)
 _membership = msgspec.json.Decoder(Membership)
+_peers = msgspec.json.Decoder(Peers)
 
 MemberKey = tuple[str, uuid.UUID]
 
@@ -125,6 +127,18 @@ class Upstream:
         self._cache.put(key, value, ttl, self._clock())
         future.set_result(value)
         return value
+
+    async def peers(self, token: str) -> tuple[str, ...]:
+        """The users who share a session with the token's user, as their routing keys
+        (session-svc ``GET /internal/peers``); raises ``DependencyUnavailable``."""
+        answer = await self._call("GET", f"{self._sessions}/internal/peers", token)
+        if answer.status_code != 200:
+            raise DependencyUnavailable(f"peers look-up answered {answer.status_code}")
+        try:
+            peers = _peers.decode(answer.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DependencyUnavailable(f"peers answer unreadable: {exc}") from None
+        return tuple(routing.user_key(email) for email in peers.emails)
 
     async def _ask_membership(self, token: str, session: uuid.UUID) -> Membership | None:
         url = f"{self._sessions}/internal/sessions/{session}/membership"
