@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
 
@@ -21,15 +22,20 @@ E2E_DATABASE_URL = os.environ.get(
     "E2E_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_e2e_{os.getpid()}"
 )
 E2E_AMQP_VHOST = os.environ.get("E2E_AMQP_VHOST", f"chat_e2e_{os.getpid()}")
+# Redis as in production (shared limits, seats, presence): a database of this suite's own,
+# emptied before the stack starts, so nothing of an earlier run carries over.
+E2E_REDIS_DB = 6
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis.Redis(port=6379, db=E2E_REDIS_DB).flushdb()
     with running_stack(
         tmp_path_factory.mktemp("stack"),
         database_url=E2E_DATABASE_URL,
         vhost=E2E_AMQP_VHOST,
         first_port=18080,
+        extra_env={"REDIS_URL": f"redis://127.0.0.1:6379/{E2E_REDIS_DB}"},
     ) as started:
         yield started
 

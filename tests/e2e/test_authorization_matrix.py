@@ -78,6 +78,15 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
         lambda sid, p: {"upToSeq": 1},
         USER_ROUTE,
     ),
+    # presence of bob: alice and carol share a session with him (carol for another intent:
+    # still his peer), eve does not
+    ("GET", "/api/chat/presence"): (
+        "gateway",
+        lambda sid, p: None,
+        {**USER_ROUTE, "other_intent_user": OK},
+    ),
+    # the caller's own peers, for the edges (not routed by the gateway)
+    ("GET", "/internal/peers"): ("session-svc", lambda sid, p: None, OWN_DATA_ROUTE),
     ("GET", "/internal/sessions/{session_id}/membership"): (
         "session-svc",
         lambda sid, p: None,
@@ -99,6 +108,11 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
     ),
 }
 
+
+# Query strings some routes need (from the test's people)
+QUERIES: dict[tuple[str, str], Callable[[People], dict[str, str]]] = {
+    ("GET", "/api/chat/presence"): lambda p: {"emails": p["bob"]},
+}
 
 # What each user's bulk-send item gets (the request itself answers 200)
 BULK_ITEM = {"participant": 200, "other_user": 403, "other_intent_user": 403}
@@ -211,8 +225,13 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
         for caller in CALLERS:
             token = tokens[caller]
             headers = {"Authorization": f"Bearer {token}"} if token else {}
+            query = QUERIES.get(route)
             answer = client.request(
-                method, url, json=make_body(session_id, people), headers=headers
+                method,
+                url,
+                json=make_body(session_id, people),
+                params=query(people) if query else None,
+                headers=headers,
             )
             assert answer.status_code == expected[caller], (caller, answer.text)
             if path == "/api/chat/messages" and answer.status_code == 200:
