@@ -40,9 +40,13 @@ status: ## show which parts of the stack run
 keys: install ## create the development key pair (done by dev/up too)
 	$(PY) scripts/stack.py keys
 
-test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, browser)
+test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, browser, chaos)
 	@scripts/test-tools.sh
-	$(PY) -m pytest
+	@# the unit tests in parallel (they share nothing), then the rest one at a time; the first
+	@# failing part's exit status is make's (5, "no tests", included)
+	@rc=0; $(PY) -m pytest -m unit -n auto || rc=$$?; \
+	$(PY) -m pytest -m "not unit" || { r=$$?; [ "$$rc" -ne 0 ] || rc=$$r; }; \
+	exit $$rc
 
 test-unit: install ## the tests that need no server (pure code, stand-ins on loopback), in parallel
 	$(PY) -m pytest -m unit -n auto -p no:cacheprovider
