@@ -11,6 +11,7 @@ import uuid
 import asyncpg
 from prometheus_client import REGISTRY
 
+from chat_testing.waiting import eventually
 from outbox_relay import metrics
 
 from .conftest import (
@@ -18,7 +19,6 @@ from .conftest import (
     Insert,
     Observed,
     RelayProcesses,
-    eventually,
     relay_settings,
     running_relay,
     statuses,
@@ -36,7 +36,7 @@ async def test_two_relays_publish_a_thousand_rows_once_each_in_session_order(
         for chunk in range(10):  # committed in ten transactions while the relays run
             ids += await insert([sessions[(chunk * 100 + i) % 50] for i in range(100)])
         await observed.wait_for(1000)
-        await asyncio.sleep(0.3)  # a duplicate would show up by now
+        await asyncio.sleep(0.3)  # a negative check: a duplicate would show up by now
     print(f"\nrows published by each relay: {one.published}, {two.published}")
     assert one.published + two.published == 1000
     assert one.published > 0
