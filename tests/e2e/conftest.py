@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
+from chat_testing.stomp import StompClient
 
-__all__ = ["ROOT", "Chat", "Stack", "open_chat", "port_base", "second_edge"]
+__all__ = ["ROOT", "Chat", "Stack", "open_chat", "port_base", "second_edge", "subscribed"]
 
 # Per pytest process, so that stacks started side by side never share a database or vhost.
 E2E_DATABASE_URL = os.environ.get(
@@ -62,6 +63,15 @@ def second_edge(stack: Stack) -> Iterator[int]:
         yield port
     finally:
         stack.stop_service("ws-edge", SECOND_EDGE)
+
+
+async def subscribed(client: StompClient, destination: str, *headers: tuple[str, str]) -> None:
+    """SUBSCRIBE, then wait for the edge's RECEIPT: the subscription is authorised and bound,
+    so what is published from now on reaches it (no fixed sleep for that)."""
+    receipt = f"subscribed-{uuid.uuid4().hex[:8]}"
+    await client.subscribe(destination, *headers, ("receipt", receipt))
+    frame = await client.next_frame()
+    assert (frame.command, frame.header("receipt-id")) == ("RECEIPT", receipt), frame
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_testing.stomp import StompClient
 
-from .conftest import ROOT, Stack, port_base
+from .conftest import ROOT, Stack, port_base, subscribed
 
 pytestmark = pytest.mark.e2e
 
@@ -82,9 +82,8 @@ async def test_a_send_on_one_edge_reaches_a_client_of_another(
     )
     bob = await StompClient.open(f"{second_edge}?access_token={bob_token}")
     try:
-        await bob.subscribe(f"/topic/session.{session_id}")
-        await bob.subscribe("/user/queue/messages")
-        await asyncio.sleep(0.3)
+        await subscribed(bob, f"/topic/session.{session_id}")
+        await subscribed(bob, "/user/queue/messages")
         body = {
             "sessionId": session_id,
             "content": "across edges",

@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 
 from chat_testing.stomp import StompClient
 
-from .conftest import Stack
+from .conftest import Stack, subscribed
 
 pytestmark = pytest.mark.e2e
 
@@ -162,9 +162,8 @@ async def test_a_send_flood_is_rate_limited_and_stores_only_what_was_allowed(sta
         stack.gateway.replace("http://", "ws://") + "/ws", headers=(("passcode", token),)
     )
     try:
-        await client.subscribe("/user/queue/error")
-        await client.subscribe("/user/queue/ack")
-        await asyncio.sleep(0.2)
+        await subscribed(client, "/user/queue/error")
+        await subscribed(client, "/user/queue/ack")
         for i in range(60):
             body = {
                 "sessionId": session_id,

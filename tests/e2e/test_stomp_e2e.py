@@ -14,7 +14,7 @@ from chat_stomp.frames import Frame
 
 from chat_testing.stomp import StompClient
 
-from .conftest import Chat, Stack, open_chat
+from .conftest import Chat, Stack, open_chat, subscribed
 
 pytestmark = pytest.mark.e2e
 
@@ -102,10 +102,9 @@ async def test_rest_message_reaches_topic_and_both_devices(
     phone = await StompClient.open(ws(stack, chat.bob_token))
     laptop = await StompClient.open(ws(stack, chat.bob_token))
     opened += [topic, phone, laptop]
-    await topic.subscribe(f"/topic/session.{chat.id}")
-    await phone.subscribe("/user/queue/messages")
-    await laptop.subscribe("/user/queue/messages")
-    await asyncio.sleep(0.2)
+    await subscribed(topic, f"/topic/session.{chat.id}")
+    await subscribed(phone, "/user/queue/messages")
+    await subscribed(laptop, "/user/queue/messages")
     sent = await rest_send(stack, chat, "hello over REST")
     for client, destination in (
         (topic, f"/topic/session.{chat.id}"),
@@ -127,9 +126,8 @@ async def test_chat_send_is_receipted_after_commit_and_delivered(
     alice = await StompClient.open(ws(stack, chat.alice_token))
     bob = await StompClient.open(ws(stack, chat.bob_token))
     opened += [alice, bob]
-    await alice.subscribe("/user/queue/ack")
-    await bob.subscribe(f"/topic/session.{chat.id}")
-    await asyncio.sleep(0.2)
+    await subscribed(alice, "/user/queue/ack")
+    await subscribed(bob, f"/topic/session.{chat.id}")
     cid = str(uuid.uuid4())
     body = json.dumps({"sessionId": chat.id, "content": "over STOMP", "clientMessageId": cid})
     await alice.send("/app/chat.send", body.encode(), ("receipt", "send-1"))
@@ -155,8 +153,7 @@ async def test_refused_send_goes_to_the_error_queue(
     eve_token = stack.token("eve.stomp@example.com")
     eve = await StompClient.open(ws(stack, eve_token))
     opened.append(eve)
-    await eve.subscribe("/user/queue/error")
-    await asyncio.sleep(0.2)
+    await subscribed(eve, "/user/queue/error")
     cid = str(uuid.uuid4())
     body = json.dumps({"sessionId": chat.id, "content": "let me in", "clientMessageId": cid})
     await eve.send("/app/chat.send", body.encode(), ("receipt", "nope"))
@@ -176,9 +173,8 @@ async def test_typing_and_read_receipts_reach_the_peer(
     alice = await StompClient.open(ws(stack, chat.alice_token))
     bob = await StompClient.open(ws(stack, chat.bob_token))
     opened += [alice, bob]
-    await alice.subscribe(f"/topic/session.{chat.id}")
-    await bob.subscribe(f"/topic/session.{chat.id}")
-    await asyncio.sleep(0.2)
+    await subscribed(alice, f"/topic/session.{chat.id}")
+    await subscribed(bob, f"/topic/session.{chat.id}")
     sent = await rest_send(stack, chat, "are you there?")
     await frames_until(bob, 1)
     await frames_until(alice, 1)
@@ -226,8 +222,7 @@ async def test_resume_after_a_disconnect_misses_nothing(
     stack: Stack, chat: Chat, opened: list[StompClient]
 ) -> None:
     bob = await StompClient.open(ws(stack, chat.bob_token))
-    await bob.subscribe(f"/topic/session.{chat.id}")
-    await asyncio.sleep(0.2)
+    await subscribed(bob, f"/topic/session.{chat.id}")
     await rest_send(stack, chat, "m1")
     [first] = await frames_until(bob, 1)
     last_seen = int(first.header("x-seq") or 0)

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from chat_common import routing, tracing
 from chat_testing.stomp import StompClient
+from chat_testing.waiting import eventually
 from gateway.app import create_app as gateway_app
 from gateway.settings import Settings as GatewaySettings
 from message_svc.app import create_app as message_app
@@ -334,9 +335,7 @@ async def test_the_trace_follows_the_message_to_the_websocket_push(
         def finished() -> list[ReadableSpan]:
             return [s for s in EXPORTER.get_finished_spans() if s.kind is SpanKind.PRODUCER]
 
-        async with asyncio.timeout(WITHIN):
-            while not finished():  # noqa: ASYNC110 - the exporter offers no event
-                await asyncio.sleep(0.02)
+        await eventually(finished, within=WITHIN, what="the publish's span")
         queue = edge.broker.queue_name
 
     assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == 0  # published

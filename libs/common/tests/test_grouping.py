@@ -161,7 +161,7 @@ async def test_close_waits_for_the_requests_under_way() -> None:
     task = asyncio.create_task(batcher.store("a", sends("a1")))
     await asyncio.sleep(0)
     closing = asyncio.create_task(batcher.close())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check: time enough for close() to return wrongly
     assert not closing.done()
     groups.gate.set()
     await closing

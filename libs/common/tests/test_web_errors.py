@@ -17,6 +17,7 @@ from starlette.routing import Route
 from chat_common import db
 from chat_common.problems import PROBLEM_CONTENT_TYPE
 from chat_common.web import EXCEPTION_HANDLERS
+from chat_testing.waiting import eventually
 
 
 def app_with(endpoint: Route, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
@@ -46,8 +47,17 @@ async def test_a_connection_the_server_ends_is_503(database_url: str) -> None:
         async with pool.acquire() as conn:
             pid = conn.get_server_pid()
 
+            async def sleeping() -> bool:
+                return bool(
+                    await pool.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                        " AND state = 'active' AND query LIKE '%pg_sleep%'",
+                        pid,
+                    )
+                )
+
             async def end_it() -> None:
-                await asyncio.sleep(0.2)
+                await eventually(sleeping, poll=0.02, what="the query is running")
                 await pool.execute("SELECT pg_terminate_backend($1)", pid)
 
             ending = asyncio.create_task(end_it())

@@ -134,6 +134,7 @@ async def test_redis_unreachable_degrades_to_this_gateways_own_limits(
             waited = time.monotonic() - started
             ready = await gw.get("/readyz")
     assert [a.status_code for a in answers] == [200] * 3 + [429] * 2
+    # bounded, with a wide margin: a refused Redis costs no request a wait on its timeout
     assert waited < 5
     assert ready.status_code == 200
 

@@ -4,12 +4,10 @@ told about the client."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +22,7 @@ from websockets.typing import Origin, Subprotocol
 
 from chat_common.observability import quiet_server_logs
 from chat_common.serve import server_config
+from chat_testing.waiting import eventually
 from gateway.app import create_app
 
 from .loopback import free_port, gateway_settings, json_logs, serving
@@ -280,10 +279,10 @@ async def test_the_handshake_request_id_is_the_logged_one_and_no_token_is_logged
             with pytest.raises(InvalidStatus):
                 async with connect(f"ws://127.0.0.1:{port}/ws?refuse=429&access_token={token}"):
                     pass
-            deadline = time.monotonic() + 3
-            while len([x for x in logs.lines if "chat.access" in x]) < 2:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+            await eventually(
+                lambda: len([x for x in logs.lines if "chat.access" in x]) >= 2,
+                what="both handshakes logged",
+            )
     assert len(seen["requestId"]) == 32  # none was sent: the gateway made one
     access = [json.loads(x) for x in logs.lines if '"logger": "chat.access"' in x]
     assert [(a["path"], a["status"]) for a in access] == [("/ws", 101), ("/ws", 429)]

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from chat_common.problems import PROBLEM_CONTENT_TYPE
 from chat_testing.tcpproxy import TcpProxy
+from chat_testing.waiting import eventually
 from message_svc.app import create_app
 from message_svc.settings import Settings
 
@@ -137,15 +138,16 @@ async def test_redis_cut_after_the_commit_does_not_fail_the_send(
                 sending = asyncio.create_task(
                     client.post("/api/chat/message", json=body(session), headers=as_user(session.a))
                 )
-                for _ in range(200):
-                    waiting = await db_pool.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+
+                async def waiting() -> bool:
+                    return bool(
+                        await db_pool.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
                     )
-                    if waiting:
-                        break
-                    await asyncio.sleep(0.02)
-                assert waiting, "the send never reached the insert"
+
+                await eventually(waiting, poll=0.02, what="the send waits at the insert")
                 proxy.cut()
                 await lock.commit()
                 answer = await asyncio.wait_for(sending, 10)

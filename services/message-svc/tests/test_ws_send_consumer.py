@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from chat_common import amqp, routing
 from chat_common.dto import SendCommand
 from chat_testing.tcpproxy import TcpProxy
+from chat_testing.waiting import eventually
 from message_svc.app import create_app
 from message_svc.settings import Settings
 
@@ -259,9 +260,12 @@ async def test_database_down_mid_way_loses_nothing(
                 await publish(channel, queue_name, sent)
             acked = [await next_message(events) for _ in range(3)]
             proxy.cut()
+            before = retried()
             for sent in commands[3:]:
                 await publish(channel, queue_name, sent)
-            await asyncio.sleep(1.0)  # the consumer retries against a dead database
+            await eventually(  # again, after a backoff: held in place, not given up
+                lambda: retried() >= before + 2, what="the consumer retries the dead database"
+            )
             proxy.restore()
             acked += [await next_message(events, within=20) for _ in range(7)]
     stored = await db_pool.fetch("SELECT content, seq FROM chat_messages ORDER BY seq")
@@ -300,8 +304,9 @@ async def test_redis_down_is_retried_not_dead_lettered(
             commands = [command(session, session.a, content=f"m{i}") for i in range(3)]
             for sent in commands:
                 await publish(channel, queue_name, sent)
-            await asyncio.sleep(1.0)  # the consumer retries against a dead Redis
-            assert retried() > before
+            await eventually(  # again, after a backoff: held in place, not given up
+                lambda: retried() >= before + 2, what="the consumer retries the dead Redis"
+            )
             assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 1
             proxy.restore()
             acked += [await next_message(events, within=20) for _ in range(3)]

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
+from chat_testing.waiting import eventually
 from outbox_relay import repository
 from outbox_relay.app import open_pool
 from outbox_relay.publisher import Publisher, RabbitPublisher, Round
@@ -178,13 +179,6 @@ async def bury_rows(
             assert await repository.bury(conn, row_id, retry_count=retry_count, error=error)
 
 
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> None:
-    """Poll an async predicate until it holds."""
-    async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 - polls a database, not an event
-            await asyncio.sleep(0.05)
-
-
 def relay_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -245,9 +239,7 @@ async def running_relay(
 
 
 async def until_listening(relay: Relay) -> None:
-    async with asyncio.timeout(10):
-        while not relay.listening:  # noqa: ASYNC110 - the listener exposes no event
-            await asyncio.sleep(0.01)
+    await eventually(lambda: relay.listening, what="the relay LISTENs")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chat_common.errors import DatabaseUnavailable
+from chat_testing.waiting import eventually
 from outbox_relay.app import open_pool
 from outbox_relay.publisher import RabbitPublisher
 from outbox_relay.relay import Relay
@@ -25,7 +26,6 @@ from .conftest import (
     Interposed,
     Observed,
     bury_rows,
-    eventually,
     held_rows,
     outbox_id,
     relay_settings,

@@ -15,6 +15,7 @@ import asyncpg
 from prometheus_client import REGISTRY
 
 from chat_testing.tcpproxy import TcpProxy
+from chat_testing.waiting import eventually
 from outbox_relay.app import open_pool
 from outbox_relay.repository import Claimed
 
@@ -24,7 +25,6 @@ from .conftest import (
     Interposed,
     Observed,
     RelayProcesses,
-    eventually,
     held_rows,
     relay_settings,
     running_relay,
@@ -63,7 +63,9 @@ async def test_broker_unreachable_rows_wait_then_go(
             await observed.wait_for(1)
             proxy.cut()
             waiting = await insert([uuid.uuid4() for _ in range(20)])
-            await asyncio.sleep(2.0)
+            # a negative check: meanwhile the relay tries again (after 0.1 s, 0.2 s...) and
+            # neither publishes nor counts an attempt against the rows
+            await asyncio.sleep(0.5)
             assert len(observed.messages) == 1
             counts = await db_pool.fetch(
                 "SELECT retry_count FROM chat_message_outbox WHERE id = ANY($1::bigint[])",
@@ -90,11 +92,16 @@ async def test_a_stalled_broker_times_out_and_nothing_is_lost(
             await observed.wait_for(1)
             proxy.latency = 2.0
             stalled = await insert([sessions[i % 5] for i in range(50)])
-            await asyncio.sleep(1.5)
+
+            async def holding() -> bool:  # a round has them, its publish stalled
+                return await held_rows(db_pool) > 0
 
             async def let_go() -> bool:  # after the timeout, not held for the 30 s lease
                 return await held_rows(db_pool) == 0
 
+            await eventually(holding)
+            # part of the scenario: the broker stays stalled for 1.5 s (three publish timeouts)
+            await asyncio.sleep(1.5)
             await eventually(let_go, within=5)
             proxy.latency = 0.0
             await observed.wait_for_all(stalled, within=30)
@@ -127,9 +134,7 @@ async def test_a_killed_relay_loses_nothing(
     async def all_published() -> bool:
         return await statuses(db_pool) == {}
 
-    async with asyncio.timeout(10):
-        while not await all_published():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await eventually(all_published)
 
 
 async def test_sigterm_finishes_or_lets_go_the_batch_in_hand(
@@ -181,7 +186,9 @@ async def test_a_relay_paused_past_its_lease_changes_nothing_it_lost(
         async with running_relay(same_lease):
             await observed.wait_for_all(ids, within=30)  # after the lease ran out
             os.kill(paused.pid, signal.SIGCONT)
-            await asyncio.sleep(1.0)  # the paused relay finishes its stale round
+            # a negative check: the paused relay finishes its stale round meanwhile (its
+            # write-back fails) and changes nothing
+            await asyncio.sleep(1.0)
     finally:
         os.kill(paused.pid, signal.SIGCONT)
     assert paused.poll() is None  # it carries on
@@ -305,7 +312,16 @@ async def stop_during_a_stuck_write_back(
         async with running_relay(settings, lambda p: Interposed(p, locker.lock)) as relay:
             async with asyncio.timeout(10):
                 await locker.locked.wait()
-            await asyncio.sleep(0.1)  # the write-back is waiting for the locks now
+
+            async def write_back_waits() -> bool:
+                return bool(
+                    await db_pool.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+
+            await eventually(write_back_waits, what="the write-back waits for the locks")
             loop = asyncio.get_running_loop()
             started = loop.time()
             stopping = asyncio.create_task(relay.stop())
@@ -327,7 +343,7 @@ async def test_a_write_back_under_way_at_the_end_of_the_grace_is_finished(
     ids, took = await stop_during_a_stuck_write_back(
         database_url, db_pool, insert, unlock_after=1.5
     )
-    assert took < 3.5
+    assert took < 3.5  # bounded: the 3 s grace (and a margin), not the 60 s lease
     await observed.wait_for_all(ids, within=5)
     assert await statuses(db_pool) == {}
 
@@ -341,7 +357,7 @@ async def test_a_write_back_stuck_past_the_grace_is_rolled_back_at_stop(
     ids, took = await stop_during_a_stuck_write_back(
         database_url, db_pool, insert, unlock_after=2.4
     )
-    assert took < 3.5
+    assert took < 3.5  # bounded: the 3 s grace (and a margin), not the 60 s lease
     assert await statuses(db_pool) == {"waiting": 5}
     assert await held_rows(db_pool) == 0
     rows = await db_pool.fetch("SELECT retry_count FROM chat_message_outbox")

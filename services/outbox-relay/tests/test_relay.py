@@ -1,16 +1,16 @@
 """In-process relays on the real PostgreSQL and RabbitMQ: order, no duplicates, wake-up,
-routing, latency, the rotation of the outbox's partitions."""
+routing, the latency histogram, the rotation of the outbox's partitions. (How fast rows go
+is measured by the benchmark, bench/, not asserted here.)"""
 
 from __future__ import annotations
 
 import asyncio
-import statistics
-import time
 import uuid
 
 import asyncpg
 from prometheus_client import REGISTRY
 
+from chat_testing.waiting import eventually
 from outbox_relay import metrics
 
 from .conftest import (
@@ -18,7 +18,6 @@ from .conftest import (
     Insert,
     Observed,
     RelayProcesses,
-    eventually,
     relay_settings,
     running_relay,
     statuses,
@@ -36,7 +35,7 @@ async def test_two_relays_publish_a_thousand_rows_once_each_in_session_order(
         for chunk in range(10):  # committed in ten transactions while the relays run
             ids += await insert([sessions[(chunk * 100 + i) % 50] for i in range(100)])
         await observed.wait_for(1000)
-        await asyncio.sleep(0.3)  # a duplicate would show up by now
+        await asyncio.sleep(0.3)  # a negative check: a duplicate would show up by now
     print(f"\nrows published by each relay: {one.published}, {two.published}")
     assert one.published + two.published == 1000
     assert one.published > 0
@@ -52,18 +51,16 @@ async def test_two_relays_publish_a_thousand_rows_once_each_in_session_order(
 async def test_notify_wakes_the_relay_long_before_the_poll(
     database_url: str, insert: Insert, observed: Observed
 ) -> None:
-    settings = relay_settings(database_url, poll_interval_seconds=5.0)
+    """Rows committed one at a time, each once the previous one arrived, come out long before
+    the poll (60 s) could bring them: NOTIFY wakes the relay. (The relay's first round and the
+    catch-up round that LISTEN starts may take the first two; the other three need a NOTIFY.)
+    How soon they come is the benchmark's to measure."""
+    settings = relay_settings(database_url, poll_interval_seconds=60.0)
     async with running_relay(settings) as relay:
         await until_listening(relay)
-        await asyncio.sleep(0.3)  # the catch-up wake-up after LISTEN is over
-        latencies = []
-        for _ in range(5):
-            started = time.perf_counter()
+        for n in range(5):
             await insert([uuid.uuid4()])
-            await observed.wait_for(len(observed.messages) + 1, within=4.0)
-            latencies.append(time.perf_counter() - started)
-    # had it waited for the 5 s poll, each would take seconds
-    assert max(latencies) < 0.5, latencies
+            await observed.wait_for(n + 1, within=10.0)  # not the 60 s poll
 
 
 async def test_without_notify_the_poll_still_finds_rows(
@@ -77,7 +74,7 @@ async def test_without_notify_the_poll_still_finds_rows(
 async def test_the_listener_comes_back_after_its_connection_is_killed(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
 ) -> None:
-    settings = relay_settings(database_url, poll_interval_seconds=5.0)
+    settings = relay_settings(database_url, poll_interval_seconds=60.0)
     async with running_relay(settings) as relay:
         await until_listening(relay)
         killed = await db_pool.fetchval(
@@ -91,11 +88,11 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(
             return relay.listens == 2 and relay.listening
 
         await eventually(listening_again, within=10)
-        await asyncio.sleep(0.3)
-        started = time.perf_counter()
-        await insert([uuid.uuid4()])
-        await observed.wait_for(1, within=4.0)
-    assert time.perf_counter() - started < 0.5  # woken by NOTIFY again, not by the 5 s poll
+        # Woken by NOTIFY again, not by the 60 s poll: the catch-up round that the new LISTEN
+        # starts may take the first row, not the second (committed once the first arrived).
+        for n in range(2):
+            await insert([uuid.uuid4()])
+            await observed.wait_for(n + 1, within=10.0)
 
 
 async def test_cc_header_reaches_the_extra_routing_keys(
@@ -128,37 +125,24 @@ async def test_an_unroutable_event_is_published_not_retried(
     assert REGISTRY.get_sample_value("chat_outbox_retries_total") == retries_before
 
 
-async def test_commit_to_confirm_latency_on_a_light_load(
+def _latency_count() -> float:
+    samples = next(iter(metrics.LATENCY.collect())).samples
+    return next(s.value for s in samples if s.name.endswith("_count"))
+
+
+async def test_the_latency_histogram_times_every_row_published(
     database_url: str, insert: Insert, observed: Observed
 ) -> None:
-    """Rows committed one at a time, a few ms apart: print p50/p99 from the COMMIT's return
-    to the message's arrival at a consumer, which comes with the broker's confirm (run with
-    -s)."""
-    settings = relay_settings(database_url, poll_interval_seconds=5.0)
-    before = next(iter(metrics.LATENCY.collect())).samples
-    count_before = next(s.value for s in before if s.name.endswith("_count"))
-    samples: list[float] = []
-    async with running_relay(settings) as relay:
+    """Rows committed one at a time: each is timed in chat_outbox_publish_latency_seconds.
+    (The latency itself is the benchmark's to measure, under a controlled load.)"""
+    before = _latency_count()
+    async with running_relay(relay_settings(database_url)) as relay:
         await until_listening(relay)
-        await asyncio.sleep(0.3)
-        loop = asyncio.get_running_loop()
-        for n in range(200):
-            [row_id] = await insert([uuid.uuid4()])
-            committed = loop.time()  # the COMMIT has returned
-            await observed.wait_for(n + 1, within=5)
-            samples.append(max(0.0, observed.arrival[row_id] - committed))
-            await asyncio.sleep(0.005)
-    cuts = statistics.quantiles(samples, n=100)
-    p50, p99 = statistics.median(samples), cuts[98]
-    after = next(iter(metrics.LATENCY.collect())).samples
-    count_after = next(s.value for s in after if s.name.endswith("_count"))
-    print(
-        f"\noutbox commit -> delivered to a consumer, {len(samples)} rows one at a time:"
-        f" p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms"
-    )
-    assert count_after - count_before >= 200  # the relay's own histogram saw them too
-    assert p50 < 0.05, samples
-    assert p99 < 0.5, samples
+        for n in range(20):
+            await insert([uuid.uuid4()])
+            await observed.wait_for(n + 1, within=10)
+    # stopped: every round is written back, its rows timed
+    assert _latency_count() - before >= 20
 
 
 async def test_the_relay_rotates_the_outbox_and_truncates_what_it_drained(

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat_testing.waiting import eventually
 from outbox_relay import repository
 
-from .conftest import Insert, bury_rows, eventually, held_rows, statuses
+from .conftest import Insert, bury_rows, held_rows, statuses
 from .oracle import OutboxRow, RowState, publishable_in_order
 
 
@@ -119,7 +120,7 @@ async def test_a_relay_round_held_past_the_lease_is_ended_by_another_relay(
             await bystander.execute("SELECT 1")
             async with db_pool.acquire() as conn:
                 assert await repository.end_stale_rounds(conn, lease_seconds=30) == 0
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # the scenario: both rounds outlive a 0.2 s lease
                 assert await repository.end_stale_rounds(conn, lease_seconds=0.2) == 1
             assert await bystander.fetchval("SELECT 1") == 1  # not a relay: untouched
 

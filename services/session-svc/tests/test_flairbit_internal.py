@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,9 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from redis.asyncio import Redis
+
+from chat_testing.waiting import eventually
 
 from .test_sessions_api import auth, client, init, instance  # noqa: F401 - the client fixture
 
@@ -111,11 +114,21 @@ async def test_a_profile_change_reaches_every_instance_through_redis(
     db_pool: Any, database_url: str, flairbit_reset: Any
 ) -> None:
     redis = "redis://127.0.0.1:6379/0"
+    names = [f"chat-test-{uuid.uuid4().hex[:8]}-{n}" for n in ("one", "two")]
+    probe = Redis.from_url(redis)
+
+    async def both_subscribed() -> bool:  # their connections carry the names given below
+        listening = {c.get("name") for c in await probe.client_list(_type="pubsub")}
+        return listening >= set(names)
+
     async with (
-        instance(database_url, flairbit_reset, redis_url=redis) as one,
-        instance(database_url, flairbit_reset, redis_url=redis) as two,
+        instance(database_url, flairbit_reset, redis_url=f"{redis}?client_name={names[0]}") as one,
+        instance(database_url, flairbit_reset, redis_url=f"{redis}?client_name={names[1]}") as two,
     ):
-        await asyncio.sleep(0.3)  # both subscribed
+        try:  # a profile cached before an instance subscribes is forgotten when it does
+            await eventually(both_subscribed, what="both instances listen for changes")
+        finally:
+            await probe.aclose()
         for c in (one, two):  # both cache Bob's profile
             seen = await init(c, flairbit_reset, "alice@example.com", "bob@example.com")
             assert "Bob" in {p["displayName"] for p in seen.json()["participants"]}
@@ -128,12 +141,12 @@ async def test_a_profile_change_reaches_every_instance_through_redis(
             headers={"Authorization": f"Bearer {service_token(flairbit_reset)}"},
         )
         assert told.status_code == 204
-        async with asyncio.timeout(5):
-            while True:
-                fresh = await init(two, flairbit_reset, "alice@example.com", "bob@example.com")
-                if "Robert" in {p["displayName"] for p in fresh.json()["participants"]}:
-                    break
-                await asyncio.sleep(0.05)
+
+        async def fresh_on_two() -> bool:
+            fresh = await init(two, flairbit_reset, "alice@example.com", "bob@example.com")
+            return "Robert" in {p["displayName"] for p in fresh.json()["participants"]}
+
+        await eventually(fresh_on_two, poll=0.05, what="instance two forgot Bob's profile")
 
 
 async def test_a_change_that_cannot_reach_the_others_is_503_for_flairbit_to_retry(

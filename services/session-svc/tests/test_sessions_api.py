@@ -240,7 +240,7 @@ async def test_slow_flairbit_gives_504_in_bounded_time(
     answer = await init(client, flairbit_reset, "alice@example.com", "bob@example.com")
     assert answer.status_code == 504
     assert answer.json()["code"] == "FLAIRBIT_TIMEOUT"
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 2.5  # bounded: the 0.5 s timeout, not the 3 s answer
 
 
 async def test_membership(client: httpx.AsyncClient, flairbit_reset: Any) -> None:

@@ -15,7 +15,7 @@ import json
 import queue
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +61,6 @@ async def serving(app: ASGIApp, port: int) -> AsyncIterator[None]:
     finally:
         server.should_exit = True
         await task
-
-
-async def eventually(check: Callable[[], Any], within: float = WITHIN) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    async with asyncio.timeout(within):
-        while not (result := check()):  # noqa: ASYNC110 - polling state owned elsewhere
-            await asyncio.sleep(0.02)
-    return result
 
 
 @dataclass(frozen=True)

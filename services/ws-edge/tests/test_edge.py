@@ -107,7 +107,7 @@ async def test_a_subscriber_waits_for_the_bind_in_flight() -> None:
     broker.bind = slow_bind  # type: ignore[method-assign]
     first = asyncio.create_task(edge.subscribed(FakeClient("a", ALICE), "s", S1))
     second = asyncio.create_task(edge.subscribed(FakeClient("b", BOB), "s", S1))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check
     assert not second.done()  # not told "subscribed" before the key is bound
     gate.set()
     await asyncio.gather(first, second)

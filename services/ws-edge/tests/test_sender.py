@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.protocol import State
 
+from chat_testing.waiting import eventually
 from ws_edge.sender import Sender
 
 
@@ -79,7 +80,7 @@ async def test_two_waiters_for_room_both_wake_when_the_buffer_drains() -> None:
     assert sender.send([b"x" * 60, b"y" * 60, b"z" * 60])
     first = asyncio.create_task(sender.room())
     second = asyncio.create_task(sender.room())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check: neither waiter wakes while the gate is shut
     assert not first.done()
     assert not second.done()
     socket.gate.set()
@@ -97,11 +98,12 @@ async def test_a_waiter_arriving_after_a_wake_waits_for_the_next_drain() -> None
     socket.gate.set()
     async with asyncio.timeout(2):
         await early
-    await asyncio.sleep(0.01)  # the writer sends the rest and stops
+    # the writer sends the rest and stops (it does so in the step that sends the last chunk)
+    await eventually(lambda: len(socket.sent) == 3, what="the first three chunks sent")
     socket.gate.clear()
     assert sender.send([b"b" * 60] * 3)
     late = asyncio.create_task(sender.room())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check: no wake-up left over from the last drain
     assert not late.done()
     socket.gate.set()
     async with asyncio.timeout(2):

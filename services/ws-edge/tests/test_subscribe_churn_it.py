@@ -44,6 +44,6 @@ async def test_a_subscribe_flood_is_cut_and_costs_few_history_fetches(world: Any
             if frame.command == "ERROR":
                 error = frame
     assert "too many SUBSCRIBE" in (error.header("message") or "")
-    await asyncio.sleep(0.3)  # fetches of the flood still running would ask for more pages
+    await asyncio.sleep(0.3)  # a negative check: flood fetches still running would add pages
     pages = (REGISTRY.get_sample_value(PAGES) or 0) - pages_before
     assert pages <= 5, pages  # Bob's replay and at most a few of the flood's 30 pairs
