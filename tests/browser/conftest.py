@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 
 from chat_testing.stack import ROOT, Stack, running_stack
 
@@ -28,6 +29,8 @@ BROWSER_DATABASE_URL = os.environ.get(
     "BROWSER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_browser"
 )
 BROWSER_AMQP_VHOST = os.environ.get("BROWSER_AMQP_VHOST", "chat_browser")
+# Redis as in production (limits, seats, presence): a database of this suite's own, emptied first.
+BROWSER_REDIS_DB = 5
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -87,11 +90,13 @@ def chromium() -> str:
 def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack as tests/e2e starts it (scripts/stack.py gives the gateway DEV_TOKEN_URL and
     the page's origin)."""
+    redis.Redis(port=6379, db=BROWSER_REDIS_DB).flushdb()
     with running_stack(
         tmp_path_factory.mktemp("browser-stack"),
         database_url=BROWSER_DATABASE_URL,
         vhost=BROWSER_AMQP_VHOST,
         first_port=19080,
+        extra_env={"REDIS_URL": f"redis://127.0.0.1:6379/{BROWSER_REDIS_DB}"},
     ) as started:
         yield started
 

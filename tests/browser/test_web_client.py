@@ -348,3 +348,39 @@ def test_the_page_reconnects_by_itself_and_misses_or_repeats_nothing(
     assert topic_seqs(wire[-1], session_id) == [2, 3, 4, 5, 6, 7]
     page.screenshot(path=str(artifacts / "web-client-reconnected.png"))
     b.check_clean()
+
+
+def presence_text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text())
+
+
+def test_the_peer_shows_online_then_last_seen(live_stack: Stack, new_page: Any) -> None:
+    """Alice's page shows Bob online while his page is connected and "last seen" once he
+    leaves, in the open chat's header and in her session list, pushed live."""
+    alice, bob = unique("alice"), unique("bob")
+    with httpx.Client(
+        base_url=live_stack.gateway,
+        headers={"Authorization": f"Bearer {live_stack.token(alice)}"},
+        timeout=10,
+    ) as client:
+        session_id = client.post(
+            "/api/chat/init", json={"toEmail": bob, "intent": "dating"}
+        ).json()["sessionId"]
+    a = new_page()
+    sign_in(a, live_stack, alice)
+    a.page.wait_for_selector('#conn-status[data-state="live"]')
+    item = f'li.session[data-session-id="{session_id}"]'
+    a.page.click(item)
+    header, listed = "#chat-presence", f"{item} .presence"
+
+    b = new_page()  # Bob comes: his edge tells his peers (Alice) he is online
+    sign_in(b, live_stack, bob)
+    a.page.wait_for_selector(f'{header}[data-state="online"]', timeout=15_000)
+    a.page.wait_for_selector(f'{listed}[data-state="online"]')
+    assert presence_text(a.page, header) == "online"
+
+    b.page.close()  # Bob leaves: offline after the grace, with when he was last seen
+    a.page.wait_for_selector(f'{header}[data-state="offline"]', timeout=20_000)
+    a.page.wait_for_selector(f'{listed}[data-state="offline"]')
+    assert presence_text(a.page, header).startswith("last seen ")
+    a.check_clean()

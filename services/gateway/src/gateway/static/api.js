@@ -90,6 +90,12 @@ export class Api {
     return { messages: data.messages, next: nextLink(headers.get("Link")) };
   }
 
+  /** Online / last seen of peers (people the caller shares a session with), by email. */
+  async presence(emails) {
+    const query = new URLSearchParams({ emails: emails.join(",") });
+    return (await this.request("GET", `/api/chat/presence?${query}`)).data.presence;
+  }
+
   async send(sessionId, content, clientMessageId) {
     const body = { sessionId, content, clientMessageId };
     return (await this.request("POST", "/api/chat/message", body)).data;

@@ -32,6 +32,7 @@ const state = {
   expiryTimer: null,
   typingOut: { sessionId: null, on: false, lastSent: 0, idleTimer: null },
   typingIn: { timer: null },
+  presence: new Map(), // peer email -> {online, lastSeen}
   polling: false,
 };
 
@@ -294,8 +295,11 @@ function onEvent(event, body) {
     case "error":
       onSendError(body);
       break;
+    case "presence":
+      if (body && body.email) setPresence([body]);
+      break;
     default:
-      break; // presence and future events: nothing to show yet
+      break; // future events: nothing to show yet
   }
 }
 
@@ -404,6 +408,42 @@ async function refreshSessions() {
   }
   for (const id of [...state.sessions.keys()]) if (!seen.has(id)) state.sessions.delete(id);
   renderSessions();
+  loadPresence().catch(() => {}); // unknown until a change arrives (503 without Redis)
+}
+
+// ---- presence of the peers ----------------------------------------------------------------
+
+async function loadPresence() {
+  const emails = [...new Set([...state.sessions.values()].map((s) => norm(s.peer.email)))];
+  for (let i = 0; i < emails.length; i += 100) setPresence(await api.presence(emails.slice(i, i + 100)));
+}
+
+function setPresence(states) {
+  for (const p of states) state.presence.set(norm(p.email), { online: p.online, lastSeen: p.lastSeen });
+  renderSessions();
+  renderPresence();
+}
+
+/** "online", "last seen 14:05" (or a date when not today), or "" when not known. */
+function presenceOf(email) {
+  const p = state.presence.get(norm(email));
+  if (!p) return { state: "unknown", text: "" };
+  if (p.online) return { state: "online", text: "online" };
+  if (!p.lastSeen) return { state: "offline", text: "offline" };
+  const seen = new Date(p.lastSeen);
+  const today = seen.toDateString() === new Date().toDateString();
+  const when = today
+    ? seen.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : seen.toLocaleDateString();
+  return { state: "offline", text: `last seen ${when}` };
+}
+
+function renderPresence() {
+  const c = state.open;
+  const node = $("chat-presence");
+  const p = c ? presenceOf(c.summary.peer.email) : { state: "unknown", text: "" };
+  node.dataset.state = p.state;
+  node.textContent = p.text;
 }
 
 function summaryFromInit(view) {
@@ -444,6 +484,10 @@ function renderSessions() {
     const preview = last ? `${norm(last.senderEmail) === state.auth.email ? "You: " : ""}${last.content}` : "";
     li.append(el("span", "preview", preview.slice(0, 80)));
     li.append(el("span", "intent", s.intent));
+    const p = presenceOf(s.peer.email);
+    const presence = el("span", "presence", p.text);
+    presence.dataset.state = p.state;
+    li.append(presence);
     return li;
   });
   list.replaceChildren(...items);
@@ -528,6 +572,7 @@ function renderConversation({ toBottom = false } = {}) {
   $("chat-title").textContent = c.summary.peer.displayName || c.summary.peer.email;
   $("chat-title").title = c.summary.peer.email;
   $("chat-intent").textContent = c.summary.intent;
+  renderPresence();
   $("older").hidden = !c.olderPath;
 
   const items = [...c.messages.values()].sort((a, b) => a.seq - b.seq).map((m) => messageItem(c, m));

@@ -76,6 +76,7 @@ export class Live {
     this.client.subscribe("/user/queue/messages", handler("message"), { id: "user-messages" });
     this.client.subscribe("/user/queue/ack", handler("ack"), { id: "user-ack" });
     this.client.subscribe("/user/queue/error", handler("error"), { id: "user-error" });
+    this.client.subscribe("/user/queue/presence", handler("presence"), { id: "user-presence" });
     this.sessionSub = null;
     if (this.sessionId) this.subscribeSession();
     this.hooks.onState("live");
