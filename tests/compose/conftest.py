@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,30 +115,6 @@ def stack(engine: docker_engine.Engine, images: dict[str, str]) -> Iterator[Comp
 
 
 # ---- a conversation ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Chat:
-    id: str
-    alice: str
-    bob: str
-    alice_token: str
-    bob_token: str
-
-
-def open_chat(stack: ComposeStack, label: str) -> Chat:
-    """Two new users and their session, opened by Alice through the gateway."""
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice.{label}.{tag}@example.com", f"bob.{label}.{tag}@example.com"
-    alice_token, bob_token = stack.token(alice), stack.token(bob)
-    opened = httpx.post(
-        f"{stack.gateway}/api/chat/init",
-        json={"toEmail": bob, "intent": "dating"},
-        headers={"Authorization": f"Bearer {alice_token}"},
-        timeout=10,
-    )
-    assert opened.status_code == 200, opened.text
-    return Chat(opened.json()["sessionId"], alice, bob, alice_token, bob_token)
 
 
 class Listener:

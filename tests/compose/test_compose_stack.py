@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 from chat_testing import compose_stack, containers, docker_engine
+from chat_testing.chats import Chat, open_chat
 
-from .conftest import OURS, Chat, ComposeStack, Listen, open_chat
+from .conftest import OURS, ComposeStack, Listen
 
 pytestmark = pytest.mark.timeout(1200)  # the first test's setup builds the images
 

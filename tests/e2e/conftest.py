@@ -7,12 +7,12 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 import redis
 
+from chat_testing.chats import Chat, open_chat
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
 from chat_testing.stomp import StompClient
 
@@ -72,30 +72,3 @@ async def subscribed(client: StompClient, destination: str, *headers: tuple[str,
     await client.subscribe(destination, *headers, ("receipt", receipt))
     frame = await client.next_frame()
     assert (frame.command, frame.header("receipt-id")) == ("RECEIPT", receipt), frame
-
-
-@dataclass(frozen=True)
-class Chat:
-    """A session between two users made for one test, with their tokens."""
-
-    id: str
-    alice: str
-    bob: str
-    alice_token: str
-    bob_token: str
-
-
-def open_chat(stack: Stack, label: str) -> Chat:
-    """Two new users (``alice.{label}.{tag}@example.com`` and Bob alike) and their session,
-    opened by Alice through the gateway."""
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice.{label}.{tag}@example.com", f"bob.{label}.{tag}@example.com"
-    ta, tb = stack.token(alice), stack.token(bob)
-    opened = httpx.post(
-        f"{stack.gateway}/api/chat/init",
-        json={"toEmail": bob, "intent": "dating"},
-        headers={"Authorization": f"Bearer {ta}"},
-        timeout=10,
-    )
-    assert opened.status_code == 200, opened.text
-    return Chat(opened.json()["sessionId"], alice, bob, ta, tb)
