@@ -153,22 +153,18 @@ class RabbitPublisher:
         if self.connected:
             return
         self._abandon()
-        try:
-            with amqp.faults():
-                async with asyncio.timeout(self._timeout):
-                    connection = await aio_pika.connect(
-                        self._url, client_properties={"connection_name": self._name}
-                    )
-                    try:
-                        setup = await connection.channel()
-                        await amqp.events_exchange(setup)  # the exchange rows name by default
-                        await setup.close()
-                    except BaseException:
-                        await connection.close()
-                        raise
-        except BrokerUnavailable as exc:
-            cause = exc.__cause__ or exc
-            raise BrokerUnavailable(_describe(cause)) from cause
+        with amqp.faults():  # BrokerUnavailable
+            async with asyncio.timeout(self._timeout):
+                connection = await aio_pika.connect(
+                    self._url, client_properties={"connection_name": self._name}
+                )
+                try:
+                    setup = await connection.channel()
+                    await amqp.events_exchange(setup)  # the exchange rows name by default
+                    await setup.close()
+                except BaseException:
+                    await connection.close()
+                    raise
         self._connection = connection
         self._known = {"", routing.EVENTS_EXCHANGE}  # "": the default exchange always exists
 

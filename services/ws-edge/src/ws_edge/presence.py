@@ -142,10 +142,6 @@ class EdgePresence:
                 log.warning("presence of a user not pushed to some peers (%s)", exc)
                 return
 
-    def held(self) -> int:
-        """Users with a connection on this edge."""
-        return len(self._held)
-
 
 async def keep(presence: EdgePresence, renew_every: float, sweep_every: float) -> None:
     """Renew this edge's leases and sweep for offline users, until cancelled."""
