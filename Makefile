@@ -42,10 +42,24 @@ keys: install ## create the development key pair (done by dev/up too)
 
 test: install ## run every test (unit, integration on PostgreSQL/RabbitMQ, e2e, browser, chaos)
 	@scripts/test-tools.sh
-	@# the unit tests in parallel (they share nothing), then the rest one at a time; the first
-	@# failing part's exit status is make's (5, "no tests", included)
-	@rc=0; $(PY) -m pytest -m unit -n auto || rc=$$?; \
-	$(PY) -m pytest -m "not unit" || { r=$$?; [ "$$rc" -ne 0 ] || rc=$$r; }; \
+	@# The unit tests in parallel (they share nothing). Then the e2e and browser suites in the
+	@# background beside the integration suite (each has its own stacks, ports, databases, vhosts
+	@# and Redis database), their output printed when they end. Then the chaos suite alone: it
+	@# restarts PostgreSQL and RabbitMQ. The first failing part's exit status is make's (5, "no
+	@# tests", included).
+	@mkdir -p .run; rc=0; keep() { [ "$$rc" -ne 0 ] || rc=$$1; }; \
+	$(PY) -m pytest -m unit -n auto || keep $$?; \
+	$(PY) -m pytest -m e2e -p no:cacheprovider --basetemp=.run/pytest-e2e \
+		>.run/test-e2e.log 2>&1 & e2e=$$!; \
+	$(PY) -m pytest -m browser -p no:cacheprovider --basetemp=.run/pytest-browser \
+		>.run/test-browser.log 2>&1 & browser=$$!; \
+	$(PY) -m pytest -m integration || keep $$?; \
+	for part in e2e browser; do \
+		if [ $$part = e2e ]; then wait $$e2e; else wait $$browser; fi; r=$$?; \
+		echo "== the $$part suite (run beside the above)"; cat .run/test-$$part.log; \
+		[ "$$r" -eq 0 ] || keep $$r; \
+	done; \
+	$(PY) -m pytest -m chaos || keep $$?; \
 	exit $$rc
 
 test-unit: install ## the tests that need no server (pure code, stand-ins on loopback), in parallel

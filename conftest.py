@@ -28,12 +28,13 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from redis.asyncio import Redis
 
 from chat_migrations import apply
 
 KINDS = ("unit", "integration", "e2e", "browser", "chaos", "compose")
 BY_DIRECTORY = {"e2e": "e2e", "browser": "browser", "chaos": "chaos", "compose": "compose"}
-SERVER_FIXTURES = frozenset({"database_url", "db_pool"})
+SERVER_FIXTURES = frozenset({"database_url", "db_pool", "redis"})
 SERVER_PORTS = {5432: "PostgreSQL", 5672: "RabbitMQ", 6379: "Redis"}
 
 
@@ -48,12 +49,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _kind(item: pytest.Item) -> str:
+    """The one kind of a test: its directory's, else its marker's, else by the fixtures it uses.
+
+    Each suite is selected by its kind alone (``make test`` runs ``-m e2e`` beside ``-m "not unit
+    and not e2e and not chaos"``), so a second kind would run a test twice, or a chaos test beside
+    the others: two kinds on one test stop the collection.
+    """
     parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+    marked = {kind for kind in KINDS if item.get_closest_marker(kind) is not None}
     if parts[0] == "tests" and parts[1] in BY_DIRECTORY:
-        return BY_DIRECTORY[parts[1]]
-    marked = [kind for kind in KINDS if item.get_closest_marker(kind) is not None]
+        marked.add(BY_DIRECTORY[parts[1]])
+    if len(marked) > 1:
+        raise pytest.UsageError(
+            f"{item.nodeid} has the kinds {', '.join(sorted(marked))}: a test has one "
+            "(tests/e2e, tests/browser, tests/chaos and tests/compose give theirs)"
+        )
     if marked:
-        return marked[0]
+        return marked.pop()
     fixtures = set(getattr(item, "fixturenames", ()))
     return "integration" if fixtures & SERVER_FIXTURES else "unit"
 
@@ -95,12 +107,14 @@ def _unit_tests_reach_no_server(
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_test_{os.getpid()}"
 )
+TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 TABLES = (
     "chat_message_outbox",
     "chat_message_outbox_dead",
     "chat_messages",
     "chat_participants",
     "chat_sessions",
+    "chat_user_keys",
 )
 
 
@@ -188,6 +202,16 @@ def database_url() -> Iterator[str]:
     yield TEST_DATABASE_URL
     with psycopg.connect(_admin_url(TEST_DATABASE_URL), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """A client of the machine's Redis, database 0 (tests keep to keys of their own)."""
+    client = Redis.from_url(TEST_REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

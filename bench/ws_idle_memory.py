@@ -8,7 +8,10 @@ its session's topic (two users per session), so the edge holds N users' bindings
 sessions' bindings. It reads the edge's RSS (``/proc/<pid>/status``) before and after, prints
 the growth per connection and the total, closes everything and stops the edge with SIGTERM.
 
-    .venv/bin/python bench/ws_idle_memory.py [--connections 2000] [--sources 1]
+    .venv/bin/python bench/ws_idle_memory.py [--connections 2000] [--sources 1] [--sockjs]
+
+With --sockjs the connections are SockJS sessions on the xhr_streaming transport (one streamed
+response held open each, frames sent with xhr_send) instead of WebSockets.
 
 Needs RabbitMQ on 127.0.0.1:5672 (AMQP_URL to change it). Bounded: every step has a deadline,
 the whole run gives up after --deadline seconds. Source addresses 127.0.0.1..127.0.0.k
@@ -32,6 +35,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import jwt
 from chat_stomp.frames import Frame
 from cryptography.hazmat.primitives import serialization
@@ -39,7 +43,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from chat_testing.sockjs import SockJSStompClient
 from chat_testing.stomp import StompClient
+
+Client = StompClient | SockJSStompClient
 
 
 def free_port() -> int:
@@ -68,24 +75,24 @@ def raise_fd_limit(wanted: int) -> None:
 
 
 async def serve_membership(port: int) -> None:
-    """session-svc's membership endpoint, answering 200 to everyone (HTTP/1.1 keep-alive);
-    runs until killed."""
+    """session-svc's membership endpoint, answering 200 to everyone, and its peers endpoint
+    (one peer each) (HTTP/1.1 keep-alive); runs until killed."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 request = await reader.readuntil(b"\r\n\r\n")
                 path = request.split(b" ", 2)[1].decode()
-                session = path.split("/")[3]
-                profile = str(uuid.uuid4())
-                body = json.dumps(
-                    {
-                        "sessionId": session,
-                        "intent": "dating",
-                        "me": {"profileId": profile, "displayName": "Me", "email": "me@x.io"},
-                        "peer": {"profileId": profile, "displayName": "Peer", "email": "p@x.io"},
-                    }
-                ).encode()
+                if path.startswith("/internal/peers"):  # presence, at CONNECT: one peer each
+                    body = json.dumps({"emails": ["peer@bench.example"]}).encode()
+                else:
+                    session = path.split("/")[3]
+                    profile = str(uuid.uuid4())
+                    me = {"profileId": profile, "displayName": "Me", "email": "me@x.io"}
+                    peer = {"profileId": profile, "displayName": "Peer", "email": "p@x.io"}
+                    body = json.dumps(
+                        {"sessionId": session, "intent": "dating", "me": me, "peer": peer}
+                    ).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     + f"content-length: {len(body)}\r\n\r\n".encode()
@@ -174,16 +181,27 @@ async def open_stomp(url: str, token: str, source: str) -> StompClient:
 
 
 async def open_clients(
-    url: str, tokens: list[str], sessions: list[uuid.UUID], sources: int, parallel: int
-) -> list[StompClient]:
-    clients: list[StompClient | None] = [None] * len(tokens)
+    url: str,
+    tokens: list[str],
+    sessions: list[uuid.UUID],
+    sources: int,
+    parallel: int,
+    http: aiohttp.ClientSession | None = None,
+) -> list[Client]:
+    """STOMP connections over WebSockets at ``url`` (ws://.../ws), or, given ``http``, SockJS
+    sessions at ``url`` (http://.../ws)."""
+    clients: list[Client | None] = [None] * len(tokens)
     limit = asyncio.Semaphore(parallel)
     opened = [0]
 
     async def one(i: int) -> None:
         async with limit:
             source = f"127.0.0.{1 + i % sources}"
-            client = await open_stomp(url, tokens[i], source)
+            client: Client
+            if http is None:
+                client = await open_stomp(url, tokens[i], source)
+            else:
+                client = await SockJSStompClient.open(http, url, token=tokens[i])
             await client.subscribe("/user/queue/messages")
             await client.subscribe("/user/queue/ack")
             await client.subscribe(f"/topic/session.{sessions[i // 2]}", ("receipt", "r"))
@@ -199,7 +217,9 @@ async def open_clients(
     return [c for c in clients if c is not None]
 
 
-async def measure(connections: int, sources: int, parallel: int, hold: float) -> dict[str, float]:
+async def measure(
+    connections: int, sources: int, parallel: int, hold: float, sockjs: bool = False
+) -> dict[str, float]:
     raise_fd_limit(2 * connections + 1024)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
@@ -234,14 +254,24 @@ async def measure(connections: int, sources: int, parallel: int, hold: float) ->
             }
             for name in ("JWT_JWKS_URL", "JWT_AUDIENCE"):
                 env.pop(name, None)
-            async with edge_process(env, port) as pid:
-                url = f"ws://127.0.0.1:{port}/ws"
+            async with (
+                edge_process(env, port) as pid,
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                ) as http,
+            ):
+                scheme = "http" if sockjs else "ws"
+                url = f"{scheme}://127.0.0.1:{port}/ws"
+                over = http if sockjs else None
                 # warm-up: code paths, caches and the first bindings, then the baseline
-                warm = await open_clients(url, tokens[-20:], sessions[-10:], 1, parallel)
+                warm = await open_clients(url, tokens[-20:], sessions[-10:], 1, parallel, over)
                 await asyncio.sleep(1.0)
                 before = rss_kib(pid)
                 started = time.monotonic()
-                held = await open_clients(url, tokens[:connections], sessions, sources, parallel)
+                held = await open_clients(
+                    url, tokens[:connections], sessions, sources, parallel, over
+                )
                 opened_in = time.monotonic() - started
                 await asyncio.sleep(hold)  # idle: let the edge settle
                 after = rss_kib(pid)
@@ -264,6 +294,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=100, help="handshakes at once")
     parser.add_argument("--hold", type=float, default=3.0, help="idle seconds before measuring")
     parser.add_argument("--deadline", type=float, default=600.0)
+    parser.add_argument("--sockjs", action="store_true", help="SockJS xhr_streaming sessions")
     parser.add_argument("--membership-stub-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.membership_stub_port:
@@ -273,11 +304,14 @@ def main() -> None:
 
     async def run() -> dict[str, float]:
         async with asyncio.timeout(args.deadline):
-            return await measure(args.connections, args.sources, args.parallel, args.hold)
+            return await measure(
+                args.connections, args.sources, args.parallel, args.hold, args.sockjs
+            )
 
     result = asyncio.run(run())
+    kind = "SockJS xhr_streaming sessions" if args.sockjs else "connections"
     print(
-        f"{result['connections']:.0f} idle connections (authenticated; subscribed to 2 user "
+        f"{result['connections']:.0f} idle {kind} (authenticated; subscribed to 2 user "
         f"queues and a session topic) opened in {result['open_seconds']:.1f} s\n"
         f"edge RSS {result['rss_before_kib'] / 1024:.1f} MiB -> "
         f"{result['rss_after_kib'] / 1024:.1f} MiB: "

@@ -142,10 +142,14 @@ async def test_a_stalled_send_shows_in_p99_and_the_schedule_goes_on(
     # deliveries (the second highest) holds it
     assert row["p99_ms"] >= STALL * 1000
     assert row["max_ms"] >= STALL * 1000
-    assert row["p50_ms"] < 50  # the rest went through at once
-    # open loop: the messages due while the stalled one was held were sent on time anyway
+    assert row["p50_ms"] < STALL * 1000 / 2  # the rest were not held by it
+    # open loop: the messages due while the stalled one was held were sent meanwhile, not after
+    # its answer (a closed loop would send them >= STALL after it); the margin is for a busy
+    # machine, whose scheduler may run the generator a little late
     first = min(chat.arrived.values())
-    behind = range(STALLED + 1, STALLED + 15)
-    late = [chat.arrived[n] - (first + n / RATE) for n in behind]
-    assert max(late) < 0.05, late
+    behind = range(STALLED + 1, STALLED + 6)  # due within 50 ms of the stalled one
+    released = chat.arrived[STALLED] + STALL
+    assert all(chat.arrived[n] < released for n in behind), [
+        round(chat.arrived[n] - chat.arrived[STALLED], 3) for n in behind
+    ]
     assert first >= started

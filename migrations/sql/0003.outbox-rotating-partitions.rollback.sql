@@ -38,6 +38,9 @@ DROP TABLE chat_message_outbox;
 DROP FUNCTION chat_outbox_slot();
 DROP TABLE chat_outbox_state;
 ALTER TABLE chat_message_outbox_before_rollback RENAME TO chat_message_outbox;
+ALTER TABLE chat_message_outbox
+    RENAME CONSTRAINT chat_message_outbox_before_rollback_pkey TO chat_message_outbox_pkey;
+ALTER SEQUENCE chat_message_outbox_before_rollback_id_seq RENAME TO chat_message_outbox_id_seq;
 CREATE INDEX chat_outbox_unpublished ON chat_message_outbox (id)
     WHERE status IN ('pending', 'claimed');
 CREATE INDEX chat_outbox_unpublished_by_session ON chat_message_outbox (session_id, id)

@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# Per pytest process, so that two runs side by side never share a database or vhost.
 BROWSER_DATABASE_URL = os.environ.get(
-    "BROWSER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chat_browser"
+    "BROWSER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/chat_browser_{os.getpid()}"
 )
-BROWSER_AMQP_VHOST = os.environ.get("BROWSER_AMQP_VHOST", "chat_browser")
+BROWSER_AMQP_VHOST = os.environ.get("BROWSER_AMQP_VHOST", f"chat_browser_{os.getpid()}")
 # Redis as in production (limits, seats, presence): a database of this suite's own, emptied first.
 BROWSER_REDIS_DB = 5
 CHROMIUM_ARGS = [
@@ -178,6 +179,17 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Any]:
                 watched.errors.append(f"CSP: {message.text}")
 
         page.on("console", on_console)
+        # The console names no URL for a failed request: the log gets each server error's.
+        page.on(
+            "response",
+            lambda response: (
+                watched.console.append(
+                    f"http {response.status}: {response.request.method} {response.url}"
+                )
+                if response.status >= 500
+                else None
+            ),
+        )
         made.append(watched)
         return watched
 

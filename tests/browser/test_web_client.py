@@ -19,8 +19,9 @@ import pytest
 from chat_testing.stack import Stack
 
 from .conftest import Watched
+from .network import Network
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = pytest.mark.browser
 
 
 def unique(name: str) -> str:
@@ -40,6 +41,13 @@ def send_rest(client: httpx.Client, session_id: str, content: str) -> dict[str, 
     raise AssertionError("rate limited for too long")
 
 
+def open_session(client: httpx.Client, to: str, intent: str) -> str:
+    """A chat of ``client``'s user with ``to`` (POST /api/chat/init): its session id."""
+    opened = client.post("/api/chat/init", json={"toEmail": to, "intent": intent})
+    assert opened.status_code == 200, opened.text
+    return str(opened.json()["sessionId"])
+
+
 def sign_in(watched: Watched, stack: Stack, email: str) -> None:
     page = watched.page
     page.goto(stack.gateway + "/")
@@ -48,6 +56,19 @@ def sign_in(watched: Watched, stack: Stack, email: str) -> None:
     page.wait_for_function(
         "email => document.getElementById('whoami').textContent === email", arg=email
     )
+
+
+def live_in_chat(
+    stack: Stack, session_id: str, *pages: tuple[Watched, str], history: bool = False
+) -> None:
+    """Each page signed in as its email, live, with the chat ``session_id`` open (and, with
+    ``history``, its first message shown)."""
+    for watched, email in pages:
+        sign_in(watched, stack, email)
+        watched.page.wait_for_selector('#conn-status[data-state="live"]')
+        watched.page.click(f'li.session[data-session-id="{session_id}"]')
+        shown = '#messages li.msg[data-seq="1"]' if history else "#chat-body:not([hidden])"
+        watched.page.wait_for_selector(shown)
 
 
 def message_items(page: Any) -> list[dict[str, Any]]:
@@ -148,15 +169,17 @@ def test_sign_in_start_a_chat_and_scroll_back_through_history(
     a.check_clean()
 
 
-def test_without_websockets_the_page_still_chats_over_rest(
+def test_without_a_live_connection_the_page_still_chats_over_rest(
     stack: Stack, new_page: Any, artifacts: Path
 ) -> None:
-    """Where WebSockets cannot pass (a proxy that refuses them), sends go over REST and the
-    open conversation and its receipts are polled: slower, nothing missing."""
+    """Where neither WebSockets nor SockJS pass (a proxy that refuses the upgrade and /ws/),
+    sends go over REST and the open conversation and its receipts are polled: slower, nothing
+    missing."""
     alice, bob = unique("alice"), unique("bob")
     a, b = new_page(), new_page()
     for watched in (a, b):
-        watched.page.route_web_socket(re.compile(r"/ws$"), lambda ws: ws.close())
+        watched.page.route_web_socket(re.compile(r"/ws(/|$)"), lambda ws: ws.close())
+        watched.page.route(re.compile(r"/ws/"), lambda route: route.abort())
     sign_in(a, stack, alice)
     sign_in(b, stack, bob)
     a.page.fill("#start-email", bob)
@@ -285,51 +308,19 @@ def test_the_page_reconnects_by_itself_and_misses_or_repeats_nothing(
 
         b = new_page()
         page = b.page
-        # The page's WebSockets and REST calls go through here, so the test can cut them: while
-        # the network is "down" the page can neither reconnect nor poll, and whatever it missed
-        # must come from the topic's resume (x-resume-after-seq) once it is back.
-        down = {"on": False}
-        sockets: list[tuple[Any, Any]] = []
-        wire: list[list[str]] = []  # per socket, what the server sent
-
-        def route_socket(ws: Any) -> None:
-            if down["on"]:
-                ws.close()
-                return
-            server = ws.connect_to_server()
-            frames: list[str] = []
-
-            def from_server(message: str | bytes) -> None:
-                text = message if isinstance(message, str) else message.decode(errors="replace")
-                frames.append(text)
-                ws.send(message)
-
-            server.on_message(from_server)
-            sockets.append((ws, server))
-            wire.append(frames)
-
-        def route_rest(route: Any) -> None:
-            if down["on"]:
-                route.abort("internetdisconnected")
-            else:
-                route.continue_()
-
-        page.route_web_socket(re.compile(r"/ws$"), route_socket)
-        page.route(re.compile(r"/api/"), route_rest)
+        # cut below: whatever the page missed must come from the topic's resume
+        network = Network(page)
         sign_in(b, live_stack, bob)
         page.wait_for_selector('#conn-status[data-state="live"]')
         page.click(f'li.session[data-session-id="{session_id}"]')
         page.wait_for_selector('#messages li.msg[data-seq="1"]')
 
-        down["on"] = True
-        client_side, server_side = sockets[-1]
-        client_side.close()
-        server_side.close()
+        network.cut()
         page.wait_for_selector('#conn-status:not([data-state="live"])')
         for i in range(1, 6):
             send_rest(alice_api, session_id, f"while away {i}")
         time.sleep(1.5)  # a reconnect attempt or two fail meanwhile
-        down["on"] = False
+        network.restore()
         page.wait_for_selector('#conn-status[data-state="live"]', timeout=30_000)
         send_rest(alice_api, session_id, "after the return")
         page.wait_for_selector('#messages li.msg[data-seq="7"]')
@@ -343,9 +334,9 @@ def test_the_page_reconnects_by_itself_and_misses_or_repeats_nothing(
     ]
     assert len({m["messageId"] for m in items}) == 7
     assert [m["via"] for m in items[1:]] == ["live"] * 6
-    assert len(sockets) >= 2  # it did reconnect
+    assert len(network.sockets) >= 2  # it did reconnect
     # On the wire: the new socket's topic replayed 2..6 once each, then 7 came live.
-    assert topic_seqs(wire[-1], session_id) == [2, 3, 4, 5, 6, 7]
+    assert topic_seqs(network.received[-1], session_id) == [2, 3, 4, 5, 6, 7]
     page.screenshot(path=str(artifacts / "web-client-reconnected.png"))
     b.check_clean()
 

@@ -32,7 +32,7 @@ from chat_testing.stack import Stack
 
 from .conftest import Knobs, Links
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 # A fault's steps. ``inject`` may answer the moment the fault really began, if it first had
 # to wait for the right one (recovery is measured from there).

@@ -335,6 +335,7 @@ def test_the_ingress_routes_the_public_paths_to_the_gateway(manifests: Any) -> N
     for path in ("/api", "/internal/flairbit", "/openapi.json", "/asyncapi.json", "/docs"):
         assert routes[path][0] == "gateway", path
     assert routes["/ws"][0] == ("ws-edge" if manifests.ws_direct else "gateway")
+    assert routes["/ws/"][0] == routes["/ws"][0], "SockJS goes where /ws goes"
 
 
 def test_websocket_timeouts(manifests: Any) -> None:
@@ -347,6 +348,27 @@ def test_websocket_timeouts(manifests: Any) -> None:
     assert api_ingress is not ws_ingress, "REST keeps short timeouts on its own Ingress"
 
 
+def test_sockjs_sessions_stay_on_one_edge(manifests: Any) -> None:
+    """A SockJS session lives on one edge: straight from the Ingress, nginx keeps a browser on
+    its edge by cookie; through the gateway, the gateway picks the edge of each session among
+    the edge pods, which a headless Service names."""
+    routes = _routes(manifests)
+    _, ws_ingress = routes["/ws/"]
+    annotations = ws_ingress["metadata"]["annotations"]
+    if manifests.ws_direct:
+        assert annotations.get("nginx.ingress.kubernetes.io/affinity") == "cookie"
+    pods, edge = manifests.get("Service", "ws-edge-pods"), manifests.get("Service", "ws-edge")
+    assert pods["spec"]["clusterIP"] == "None"
+    assert pods["spec"]["selector"] == edge["spec"]["selector"]
+    (gateway,) = manifests.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+    [entry] = [e for e in gateway["env"] if e["name"] == "SOCKJS_EDGES_DNS"]
+    dns = manifests.env_value(entry)
+    assert dns is not None
+    host, _, port = dns.partition(":")
+    assert host == "ws-edge-pods"
+    assert int(port) == pods["spec"]["ports"][0]["port"]
+
+
 def test_the_websocket_route_logs_no_request_lines(manifests: Any) -> None:
     """A browser's handshake URL carries its token (?access_token=): the Ingress serving /ws
     must not write it to nginx's access log, and no Ingress route of the API takes it."""
@@ -355,4 +377,4 @@ def test_the_websocket_route_logs_no_request_lines(manifests: Any) -> None:
     annotations = ws_ingress["metadata"]["annotations"]
     assert annotations.get("nginx.ingress.kubernetes.io/enable-access-log") == "false"
     ws_paths = {p["path"] for r in ws_ingress["spec"]["rules"] for p in r["http"]["paths"]}
-    assert ws_paths == {"/ws"}
+    assert ws_paths == {"/ws", "/ws/"}  # the WebSocket endpoint and SockJS under it

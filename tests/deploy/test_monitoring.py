@@ -264,14 +264,32 @@ def _service_monitor(manifests: Any) -> dict[str, Any]:
     return dict(monitor)
 
 
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels; matchExpressions In/NotIn/Exists/
+    DoesNotExist) against ``labels``."""
+    assert set(selector) <= {"matchLabels", "matchExpressions"}
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
 def _selected_services(manifests: Any, monitor: dict[str, Any]) -> list[dict[str, Any]]:
-    selector = monitor["spec"]["selector"]
-    assert set(selector) == {"matchLabels"}, "this test reads matchLabels only"
     assert "namespaceSelector" not in monitor["spec"], "the chat namespace only"
     return [
         s
         for s in manifests.of_kind("Service")
-        if selector["matchLabels"].items() <= (s["metadata"].get("labels") or {}).items()
+        if _matches(monitor["spec"]["selector"], s["metadata"].get("labels") or {})
     ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +18,8 @@ import redis
 from chat_testing.chats import Chat, open_chat
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
 from chat_testing.stomp import StompClient
+
+from .node import NODE_DIR
 
 __all__ = ["ROOT", "Chat", "Stack", "open_chat", "port_base", "second_edge", "subscribed"]
 
@@ -39,6 +44,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         extra_env={"REDIS_URL": f"redis://127.0.0.1:6379/{E2E_REDIS_DB}"},
     ) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def node_ready() -> Path:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(
+            "Node.js and npm are needed for the @stomp/stompjs client:"
+            " apt-get install -y nodejs npm",
+            pytrace=False,
+        )
+    modules = NODE_DIR / "node_modules"
+    if not all((modules / package).exists() for package in ("@stomp/stompjs", "sockjs-client")):
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=NODE_DIR,
+            check=True,
+            timeout=300,
+        )
+    return Path(node)
 
 
 SECOND_EDGE = 2  # the stack's extra ws-edge instance, on port base+3+2

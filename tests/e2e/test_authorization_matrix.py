@@ -5,12 +5,15 @@ MATRIX fails this suite."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 from starlette.routing import Route
 
 from gateway.app import create_app as gateway_app
@@ -72,6 +75,19 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
     ("GET", "/api/chat/sessions"): ("gateway", lambda sid, p: None, OWN_DATA_ROUTE),
     ("GET", "/api/chat/{sessionId}/history"): ("gateway", lambda sid, p: None, USER_ROUTE),
     ("GET", "/api/chat/{sessionId}/unread"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    ("GET", "/api/chat/{sessionId}/events"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    # {messageId}: a message the participant (alice) sent in the session; the peer's refusal
+    # (NOT_MESSAGE_SENDER) is in test_changes_e2e
+    ("PATCH", "/api/chat/{sessionId}/messages/{messageId}"): (
+        "gateway",
+        lambda sid, p: {"content": "edited", "clientMessageId": str(uuid.uuid4())},
+        USER_ROUTE,
+    ),
+    ("DELETE", "/api/chat/{sessionId}/messages/{messageId}"): (
+        "gateway",
+        lambda sid, p: {"clientMessageId": str(uuid.uuid4())},
+        USER_ROUTE,
+    ),
     ("POST", "/api/chat/{sessionId}/read"): ("gateway", lambda sid, p: {"upToSeq": 1}, USER_ROUTE),
     ("POST", "/api/chat/{sessionId}/delivered"): (
         "gateway",
@@ -85,6 +101,29 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
         lambda sid, p: None,
         {**USER_ROUTE, "other_intent_user": OK},
     ),
+    # public keys: each user's own, and a session's for its participants
+    ("PUT", "/api/chat/keys/{keyId}"): (
+        "gateway",
+        lambda sid, p: {"algorithm": "X25519", "publicKey": x25519_key()},
+        {
+            **OWN_DATA_ROUTE,
+            **dict.fromkeys(("participant", "other_user", "other_intent_user"), 201),
+        },
+    ),
+    ("DELETE", "/api/chat/keys/{keyId}"): (
+        "gateway",
+        lambda sid, p: None,
+        {
+            **OWN_DATA_ROUTE,
+            **dict.fromkeys(("participant", "other_user", "other_intent_user"), 204),
+        },
+    ),
+    ("GET", "/api/chat/keys"): ("gateway", lambda sid, p: None, OWN_DATA_ROUTE),
+    ("GET", "/api/chat/{sessionId}/keys"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    # blocking: participants only (a DELETE with nothing to lift answers the state, 200); who
+    # may lift whose block is in test_blocks_e2e
+    ("POST", "/api/chat/{sessionId}/block"): ("gateway", lambda sid, p: None, USER_ROUTE),
+    ("DELETE", "/api/chat/{sessionId}/block"): ("gateway", lambda sid, p: None, USER_ROUTE),
     # the caller's own peers, for the edges (not routed by the gateway)
     ("GET", "/internal/peers"): ("session-svc", lambda sid, p: None, OWN_DATA_ROUTE),
     ("GET", "/internal/sessions/{session_id}/membership"): (
@@ -96,6 +135,12 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
         "gateway",
         lambda sid, p: {"email": p["bob"]},
         {**FLAIRBIT_ROUTE, "service_token": 204},
+    ),
+    # erasure: a user nobody knows (erasing one of the matrix's people would close its session)
+    ("POST", "/internal/flairbit/user-deleted"): (
+        "gateway",
+        lambda sid, p: {"email": f"gone.{uuid.uuid4().hex}@example.com"},
+        FLAIRBIT_ROUTE,
     ),
     ("POST", "/internal/flairbit/sessions"): (
         "gateway",
@@ -112,6 +157,26 @@ MATRIX: dict[tuple[str, str], tuple[str, Callable[[str, People], Any], dict[str,
 # Query strings some routes need (from the test's people)
 QUERIES: dict[tuple[str, str], Callable[[People], dict[str, str]]] = {
     ("GET", "/api/chat/presence"): lambda p: {"emails": p["bob"]},
+}
+
+KEY_ID = "matrix-device"
+
+
+def x25519_key() -> str:
+    raw = (
+        x25519.X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# What a route needs in place before each caller calls it, done with that caller's token (a
+# caller without a user token gets nothing in place, and is refused anyway)
+PREPARE: dict[tuple[str, str], Callable[[httpx.Client, str, dict[str, str]], object]] = {
+    ("DELETE", "/api/chat/keys/{keyId}"): lambda client, url, headers: client.put(
+        url, json={"algorithm": "X25519", "publicKey": x25519_key()}, headers=headers
+    ),
 }
 
 # What each user's bulk-send item gets (the request itself answers 200)
@@ -222,10 +287,26 @@ def test_matrix(stack: Stack, route: tuple[str, str]) -> None:
         )
         assert other.status_code == 200
         url = base + path.replace("{sessionId}", session_id).replace("{session_id}", session_id)
+        url = url.replace("{keyId}", KEY_ID)
+        if "{messageId}" in url:
+            sent = client.post(
+                f"{stack.gateway}/api/chat/message",
+                json={
+                    "sessionId": session_id,
+                    "content": "hi",
+                    "clientMessageId": str(uuid.uuid4()),
+                },
+                headers=alice,
+            )
+            assert sent.status_code == 200, sent.text
+            url = url.replace("{messageId}", sent.json()["messageId"])
         for caller in CALLERS:
             token = tokens[caller]
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             query = QUERIES.get(route)
+            prepare = PREPARE.get(route)
+            if prepare is not None:
+                prepare(client, url, headers)
             answer = client.request(
                 method,
                 url,

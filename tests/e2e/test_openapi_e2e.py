@@ -18,6 +18,12 @@ SAMPLE_BODIES = {
     "BulkSendRequest": None,
     "MarkRequest": {"upToSeq": 1},
     "ProfileChanged": {"email": "doc.peer@example.com"},
+    "UserDeleted": {"email": "doc.deleted@example.com"},
+    # an X25519 public key (base64url of its 32 raw bytes)
+    "PublishKeyRequest": {
+        "algorithm": "X25519",
+        "publicKey": "fZwkMWU5glwYluV_KBl3Rnk85gy-461H2p0HuF-lXio",
+    },
     "MatchSession": {
         "firstEmail": "doc.user@example.com",
         "secondEmail": "doc.peer@example.com",
@@ -43,8 +49,22 @@ def test_document_is_valid_and_every_operation_answers(stack: Stack) -> None:
         session_id = client.post(
             "/api/chat/init", json=SAMPLE_BODIES["InitSessionRequest"], headers=user
         ).json()["sessionId"]
+        # a message of the user's, for the routes of one message (edited, then deleted)
+        sent = client.post(
+            "/api/chat/message",
+            json={
+                "sessionId": session_id,
+                "content": "to be edited by the docs test",
+                "clientMessageId": str(uuid.uuid4()),
+            },
+            headers=user,
+        )
+        assert sent.status_code == 200, sent.text
+        message_id = sent.json()["messageId"]
         bodies = {
             **SAMPLE_BODIES,
+            "EditMessageRequest": {"content": "edited", "clientMessageId": str(uuid.uuid4())},
+            "DeleteMessageRequest": {"clientMessageId": str(uuid.uuid4())},
             "SendMessageRequest": {
                 "sessionId": session_id,
                 "content": "from the docs test",
@@ -72,7 +92,9 @@ def test_document_is_valid_and_every_operation_answers(stack: Stack) -> None:
                     body = bodies[ref.rsplit("/", 1)[-1]]
                 answer = client.request(
                     method,
-                    path.replace("{sessionId}", session_id),
+                    path.replace("{sessionId}", session_id)
+                    .replace("{messageId}", message_id)
+                    .replace("{keyId}", "doc-device"),
                     json=body,
                     params=QUERIES.get(path),
                     headers=headers,
@@ -85,4 +107,4 @@ def test_document_is_valid_and_every_operation_answers(stack: Stack) -> None:
                 )
                 assert answer.status_code < 300, (method, path, answer.text)
                 answered.append((method, path))
-    assert len(answered) == 11
+    assert len(answered) == 21

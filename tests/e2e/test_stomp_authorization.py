@@ -26,6 +26,7 @@ What a refusal looks like (``../shared/DESIGN.md`` §5, ``services/ws-edge/READM
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import uuid
@@ -39,6 +40,8 @@ import jwt
 import pytest
 from chat_stomp.frames import SERVER_COMMANDS, Frame, serialize
 from chat_stomp.parser import FrameParser
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -90,10 +93,14 @@ MATRIX: dict[tuple[str, str], dict[str, Outcome]] = {
     ("SUBSCRIBE", "/user/queue/ack"): OWN_QUEUE,
     ("SUBSCRIBE", "/user/queue/error"): OWN_QUEUE,
     ("SUBSCRIBE", "/user/queue/presence"): OWN_QUEUE,
+    ("SUBSCRIBE", "/user/queue/keys"): OWN_QUEUE,
     ("SEND", "/app/chat.send"): PARTICIPANTS_SEND,
     ("SEND", "/app/chat.typing"): PARTICIPANTS_SEND,
     ("SEND", "/app/chat.read"): PARTICIPANTS_SEND,
+    ("SEND", "/app/chat.edit"): PARTICIPANTS_SEND,
+    ("SEND", "/app/chat.delete"): PARTICIPANTS_SEND,
 }
+CHANGES = ("/app/chat.edit", "/app/chat.delete")
 CASES = [(frame, dest, caller) for (frame, dest), row in MATRIX.items() for caller in row]
 
 
@@ -389,6 +396,22 @@ async def rest_send(
     return dict(answer.json())
 
 
+async def publish_key(world: World, name: str) -> None:
+    raw = (
+        x25519.X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    async with httpx.AsyncClient(base_url=world.stack.gateway, timeout=WAIT) as client:
+        answer = await client.put(
+            "/api/chat/keys/authz",
+            json={"algorithm": "X25519", "publicKey": text},
+            headers={"Authorization": f"Bearer {world.tokens[name]}"},
+        )
+    assert answer.status_code == 201, answer.text
+
+
 async def history_ids(world: World, name: str, session: str) -> list[str]:
     async with httpx.AsyncClient(base_url=world.stack.gateway, timeout=WAIT) as client:
         answer = await client.get(
@@ -406,6 +429,15 @@ def body_for(world: World, destination: str, client_message_id: str) -> dict[str
         return {"sessionId": world.s1, "typing": True}
     if destination == "/app/chat.read":
         return {"sessionId": world.s1, "upToSeq": 1}
+    if destination in CHANGES:  # a message of the session (allowed_send names a real one)
+        change = {
+            "sessionId": world.s1,
+            "messageId": str(uuid.uuid4()),
+            "clientMessageId": client_message_id,
+        }
+        if destination == "/app/chat.edit":
+            change["content"] = f"let me in {client_message_id}"
+        return change
     return {
         "sessionId": world.s1,
         "content": f"let me in {client_message_id}",
@@ -547,6 +579,15 @@ async def own_queue_only(world: World, peers: Opener, role: Role, queue: str) ->
                 told = body_of(await me.message_on(queue, QUIET))
                 assert told["email"] == world.emails[role.peer], told
         return
+    if queue == "/user/queue/keys":  # the foreign user's peer, then the caller's, adds a key
+        await publish_key(world, role.foreign_peer)
+        told = body_of(await foreign.message_on(queue))
+        assert told["email"] == world.emails[role.foreign_peer], told
+        await publish_key(world, role.peer)
+        told = body_of(await me.message_on(queue))
+        assert (told["email"], told["change"]) == (world.emails[role.peer], "added"), told
+        await me.quiet()
+        return
     # ack: each sends a message over WebSocket in their own session; error: each sends one to a
     # session they are not in (message-svc's refusal comes back through the broker)
     own_session = queue == "/user/queue/ack"
@@ -577,6 +618,10 @@ async def allowed_send(world: World, peers: Opener, role: Role, destination: str
         sent = await rest_send(world, "bob", world.s1)
         assert body_of(await bob.message_on(topic))["messageId"] == sent["messageId"]
         body["upToSeq"] = sent["seq"]
+    if destination in CHANGES:
+        sent = await rest_send(world, role.me, world.s1)
+        assert body_of(await bob.message_on(topic))["messageId"] == sent["messageId"]
+        body["messageId"] = sent["messageId"]
     await me.send(destination, body, "r-ok")
     receipt = await me.next()
     assert receipt.command == "RECEIPT", (receipt.command, receipt.headers, receipt.body)
@@ -590,6 +635,13 @@ async def allowed_send(world: World, peers: Opener, role: Role, destination: str
             world.emails[role.me],
         )
         assert body["clientMessageId"] in await history_ids(world, "bob", world.s1)
+    elif destination in CHANGES:
+        assert seen.header("x-event") == destination.removeprefix("/app/chat.")
+        assert (event["messageId"], event["clientMessageId"], event["senderEmail"]) == (
+            body["messageId"],
+            body["clientMessageId"],
+            world.emails[role.me],
+        )
     elif destination == "/app/chat.typing":
         assert seen.header("x-event") == "typing"
         assert (event["email"], event["sessionId"]) == (world.emails[role.me], world.s1)
@@ -614,7 +666,7 @@ async def refused_send(world: World, peers: Opener, role: Role, destination: str
     assert error.header("receipt-id") == "r-no"
     detail = body_of(error)
     assert detail["code"] == "NOT_PARTICIPANT", detail
-    if destination == "/app/chat.send":
+    if destination in ("/app/chat.send", *CHANGES):
         assert detail["clientMessageId"] == refused_cid
     await only_the_sentinel_follows(world, bob, refused_cid)
     await me.quiet()  # no RECEIPT, and still connected

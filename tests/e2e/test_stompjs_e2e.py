@@ -4,40 +4,16 @@ case per call and prints what it observed as one JSON line; the assertions are h
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .conftest import ROOT, Stack, open_chat, second_edge
+from .conftest import Stack, open_chat, second_edge
+from .node import run_case
 
 pytestmark = pytest.mark.e2e
-NODE_DIR = ROOT / "tests" / "node"
-
-
-@pytest.fixture(scope="module")
-def node_ready() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "Node.js and npm are needed for the @stomp/stompjs client:"
-            " apt-get install -y nodejs npm",
-            pytrace=False,
-        )
-    if not (NODE_DIR / "node_modules" / "@stomp" / "stompjs").exists():
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent"],
-            cwd=NODE_DIR,
-            check=True,
-            timeout=300,
-        )
-    return Path(node)
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +33,6 @@ def chat_env(stack: Stack) -> dict[str, str]:
         "ALICE_TOKEN": chat.alice_token,
         "BOB_TOKEN": chat.bob_token,
     }
-
-
-def run_case(node: Path, case: str, env: dict[str, str]) -> dict[str, Any]:
-    run = subprocess.run(
-        [str(node), "chat-e2e.mjs", case],
-        cwd=NODE_DIR,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    lines = run.stdout.strip().splitlines()
-    assert lines, f"no output from the {case} case: {run.stderr}"
-    result: dict[str, Any] = json.loads(lines[-1])
-    assert run.returncode == 0, (result, run.stderr)
-    assert result["ok"] is True
-    return result
 
 
 def test_stompjs_sends_with_receipts_after_the_commit(

@@ -5,11 +5,19 @@
 //   node chat-e2e.mjs resume    a reconnect with x-resume-after-seq misses nothing, repeats nothing
 //   node chat-e2e.mjs refused   a non-participant's SUBSCRIBE is answered with an ERROR frame
 //   node chat-e2e.mjs edges     a send through one ws-edge reaches a client of another edge
+//   node chat-e2e.mjs idle      both stay connected for IDLE_MS with nothing but heart-beats,
+//                               then a send still goes both ways
+//   node chat-e2e.mjs limit     MAX_CONNECTIONS connections of one user open; the next is refused
 // Input (environment): WS_URL (the gateway's /ws), GATEWAY_URL, SESSION_ID, ALICE_TOKEN,
 // BOB_TOKEN, EVE_TOKEN (refused), EDGE2_URL (edges: a second ws-edge's /ws).
+// With SOCKJS_TRANSPORT set (websocket, xhr-streaming, xhr-polling, eventsource), every
+// connection is sockjs-client, unmodified, on that transport alone, at SOCKJS_URL (http://.../ws;
+// EDGE2_URL is then the second edge's http://.../ws too); SOCKJS_QUERY_TOKEN=1 puts the token in
+// the URL (?access_token=) instead of the CONNECT frame.
 // Prints one JSON line (what was observed); exits 1 when a step failed or timed out.
 import { Client } from "@stomp/stompjs";
 import WebSocket from "ws";
+import SockJS from "sockjs-client";
 import { randomUUID } from "node:crypto";
 
 const env = process.env;
@@ -29,15 +37,24 @@ function withTimeout(promise, what, ms = WAIT_MS) {
 
 // Connects; resolves once CONNECTED arrives. `errors` collects ERROR frames after that and
 // `closed` resolves with the close code when the socket closes.
-function connect(token, url = env.WS_URL) {
+const TRANSPORT = env.SOCKJS_TRANSPORT;
+
+function socketFactory(token, url) {
+  if (!TRANSPORT) return () => new WebSocket(url, ["v12.stomp", "v11.stomp"]);
+  const base = url ?? env.SOCKJS_URL;
+  const full = env.SOCKJS_QUERY_TOKEN === "1" ? `${base}?access_token=${encodeURIComponent(token)}` : base;
+  return () => new SockJS(full, null, { transports: [TRANSPORT] });
+}
+
+function connect(token, url = TRANSPORT ? undefined : env.WS_URL) {
   const errors = [];
   let closedWith;
   const closed = new Promise((r) => { closedWith = r; });
   const connected = new Promise((resolve, reject) => {
     let open = false;
     const client = new Client({
-      webSocketFactory: () => new WebSocket(url, ["v12.stomp", "v11.stomp"]),
-      connectHeaders: { Authorization: `Bearer ${token}` },
+      webSocketFactory: socketFactory(token, url),
+      connectHeaders: env.SOCKJS_QUERY_TOKEN === "1" ? {} : { Authorization: `Bearer ${token}` },
       reconnectDelay: 0,
       heartbeatIncoming: 10000,
       heartbeatOutgoing: 10000,
@@ -209,6 +226,31 @@ const cases = {
     result.reply = await sendWithReceipt(bob.client, "from edge 2");
     result.aliceTopic = parsed(await aliceTopic.until(2)).map((m) => m.clientMessageId);
   },
+};
+
+cases.idle = async (result, open) => {
+  const alice = await open(env.ALICE_TOKEN);
+  const bob = await open(env.BOB_TOKEN);
+  const bobTopic = await collect(bob.client, topic);
+  let closed = 0;
+  alice.closed.then(() => { closed += 1; });
+  bob.closed.then(() => { closed += 1; });
+  await sleep(Number(env.IDLE_MS ?? 25000));
+  result.closedWhileIdle = closed;
+  result.sent = await sendWithReceipt(alice.client, "after a quiet while");
+  result.received = parsed(await bobTopic.until(1)).map((m) => m.clientMessageId);
+};
+
+cases.limit = async (result, open) => {
+  const allowed = Number(env.MAX_CONNECTIONS);
+  for (let i = 0; i < allowed; i++) await open(env.ALICE_TOKEN);
+  result.opened = allowed;
+  try {
+    await open(env.ALICE_TOKEN);
+    result.extra = "connected";
+  } catch (error) {
+    result.extra = String(error);
+  }
 };
 
 const name = process.argv[2];

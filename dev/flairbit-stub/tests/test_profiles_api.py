@@ -284,16 +284,17 @@ async def test_fail_fault(client: httpx.AsyncClient, auth: dict[str, str]) -> No
 
 
 async def test_slow_fault(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
-    await client.post("/dev/faults", json={"mode": "slow", "delayMs": 300})
+    await client.post("/dev/faults", json={"mode": "slow", "delayMs": 800})
     assert (await client.get("/dev/faults")).json()["mode"] == "slow"
     started = time.monotonic()
     response = await lookup(client, auth, "a@x.org")
     elapsed = time.monotonic() - started
     assert response.status_code == 200
-    assert elapsed >= 0.29  # the injected delay (a lower bound: robust)
+    assert elapsed >= 0.79  # the injected delay (a lower bound: robust)
     started = time.monotonic()
     assert (await client.get("/healthz")).status_code == 200
-    assert time.monotonic() - started < 0.29  # bounded: only the look-up gets the 0.3 s delay
+    # only the look-up gets the 0.8 s delay (the margin is for a busy machine)
+    assert time.monotonic() - started < 0.5
 
 
 @pytest.mark.parametrize(

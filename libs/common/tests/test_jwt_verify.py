@@ -64,6 +64,19 @@ async def test_user_identity_is_normalised_email(verifier: TokenVerifier, make_t
     assert identity.email == "alice@example.com"
 
 
+async def test_user_identity_carries_the_tokens_issue_time(
+    verifier: TokenVerifier, make_token: Any, issuer_keys: Any
+) -> None:
+    users = UserTokenVerifier(verifier)
+    issued = int(time.time()) - 100
+    identity = await users.identify(make_token(extra={"iat": issued}))
+    assert identity.issued_at == issued
+    no_iat = pyjwt.encode(
+        claims(), issuer_keys.private, algorithm="RS256", headers={"kid": issuer_keys.kid}
+    )
+    assert (await users.identify(no_iat)).issued_at is None
+
+
 async def test_subject_that_is_not_an_email_is_refused(
     verifier: TokenVerifier, make_token: Any
 ) -> None:

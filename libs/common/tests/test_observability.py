@@ -24,6 +24,7 @@ from chat_common.observability import (
     JsonFormatter,
     RequestContextMiddleware,
     WithoutWebSocketRequestLines,
+    loggable_path,
     quiet_server_logs,
     redact,
     request_id_from,
@@ -149,6 +150,44 @@ async def test_one_access_line_per_request_without_the_query_string(
     logged = "\n".join(caplog.text.splitlines() + [json.dumps(line) for line in lines])
     assert "s3cret" not in logged
     assert "access_token" not in logged
+
+
+async def test_sockjs_session_ids_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever holds a SockJS session's id can poll its frames and post into it: the access
+    line names the session by a digest, the same for one session's requests, another for
+    another session; paths that name no session are logged as they are."""
+
+    async def ok(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = RequestContextMiddleware(
+        Starlette(routes=[Route("/{rest:path}", ok, methods=["POST"])]), service="svc"
+    )
+    caplog.set_level(logging.INFO, logger="chat.access")
+    paths = [
+        "/ws/123/k3j9x0qz/xhr",
+        "/ws/123/k3j9x0qz/xhr_send",
+        "/ws/456/pq81mmza/xhr_streaming",
+        "/ws/info",
+        "/api/chat/sessions",
+    ]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        for path in paths:
+            assert (await client.post(path)).status_code == 200
+    logged = [line["path"] for line in access_lines(caplog)]
+    assert "k3j9x0qz" not in caplog.text
+    assert "pq81mmza" not in caplog.text
+    first, second, other, info, api = logged
+    masked = first.split("/")[3]
+    assert masked.startswith("s-")
+    assert first == f"/ws/123/{masked}/xhr"
+    assert second == f"/ws/123/{masked}/xhr_send"
+    assert other.startswith("/ws/456/s-")
+    assert other.endswith("/xhr_streaming")
+    assert other.split("/")[3] != masked
+    assert (info, api) == ("/ws/info", "/api/chat/sessions")
+    assert loggable_path("/ws/123/k3j9x0qz/xhr") == logged[0]
 
 
 @pytest.mark.parametrize("junk", ["", "x" * 129, "bad\x01id"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -17,17 +17,9 @@ from chat_common.presence_store import MemoryPresence, PresenceStore, RedisPrese
 
 pytestmark = pytest.mark.integration
 
-REDIS = "redis://127.0.0.1:6379/0"
 LEASE, GRACE = 0.6, 0.3
 
 Make = Callable[[], Awaitable[PresenceStore]]
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -137,3 +129,15 @@ async def test_an_unreachable_redis_is_a_domain_error() -> None:
             await store.connect("a@example.com", "c", None)
     finally:
         await client.aclose()
+
+
+async def test_a_forgotten_user_leaves_no_record_and_no_offline(stores: Make) -> None:
+    store = await stores()
+    alice, _, peers = emails()
+    await store.connect(alice, "e1-1", peers)
+    await store.forget(alice)
+    await asyncio.sleep(GRACE + 0.05)
+    assert await store.sweep() == []  # nobody is told the erased user went offline
+    [view] = await store.read([alice])
+    assert not view.online
+    assert view.last_seen is None

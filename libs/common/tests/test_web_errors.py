@@ -6,6 +6,7 @@ never passed off as "the database did not answer" (the gateway has no database).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -91,3 +92,19 @@ async def test_what_no_adapter_translated_is_a_500(error: Exception) -> None:
         answer = await client.get("/")
     assert answer.status_code == 500
     assert answer.json()["code"] == "INTERNAL"
+
+
+async def test_the_500s_log_line_names_no_sockjs_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("bug")
+
+    caplog.set_level(logging.ERROR, logger="chat_common.web")
+    route = Route("/ws/{server}/{session}/{transport}", broken, methods=["POST"])
+    async with app_with(route, raise_app_exceptions=False) as client:
+        answer = await client.post("/ws/123/k3j9x0qz/xhr_send")
+    assert answer.status_code == 500
+    [record] = [r for r in caplog.records if r.name == "chat_common.web"]
+    assert record.getMessage().startswith("unhandled error on POST /ws/123/s-")
+    assert "k3j9x0qz" not in caplog.text

@@ -14,6 +14,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
+from chat_common import routing
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -163,7 +164,9 @@ async def test_two_gateways_share_a_users_bucket_through_redis(
             ]
     finally:
         redis = Redis.from_url(REDIS_URL)
-        await redis.delete(f"chat:gateway:user:{email}", "chat:gateway:ip:203.0.113.7")
+        user = routing.user_key(email)
+        assert await redis.exists(f"chat:gateway:user:{user}")  # the user key, no email
+        await redis.delete(f"chat:gateway:user:{user}", "chat:gateway:ip:203.0.113.7")
         await redis.aclose()
     assert [a.status_code for a in answers] == [200] * 4 + [429] * 2
     assert int(answers[-1].headers["Retry-After"]) >= 1

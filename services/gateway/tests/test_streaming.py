@@ -143,7 +143,7 @@ async def test_a_client_leaving_mid_stream_leaves_no_connection_in_use(
             )
             assert answer.status_code == 200
             # bounded: a leaked connection would hold the pool of one for the 60 s timeout
-            assert time.monotonic() - started < 1
+            assert time.monotonic() - started < 10
 
 
 async def test_an_upstream_breaking_mid_stream_cuts_the_answer_and_frees_the_connection(

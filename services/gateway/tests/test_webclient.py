@@ -1,4 +1,5 @@
-"""The web client served by the gateway: page, files, policy, vendored stompjs, /dev/token."""
+"""The web client served by the gateway: page, files, policy, vendored stompjs and sockjs-client,
+/dev/token."""
 
 from __future__ import annotations
 
@@ -110,7 +111,11 @@ async def test_index_is_served_with_a_strict_content_security_policy(
     assert parts.inline_handlers == []
     assert parts.style_attributes == []
     sources = [s["src"] for s in parts.scripts]
-    assert sources == ["/static/vendor/stomp.umd.min.js", "/static/app.js"]
+    assert sources == [
+        "/static/vendor/stomp.umd.min.js",
+        "/static/vendor/sockjs.min.js",
+        "/static/app.js",
+    ]
     assert {"type": "module", "src": "/static/app.js"} in parts.scripts
     assert all(not s.startswith(("http:", "https:", "//")) for s in sources if s)
 
@@ -168,29 +173,68 @@ def test_user_content_is_never_parsed_as_html() -> None:
             assert sink not in source, f"{module.name} uses {sink}"
 
 
-async def test_stompjs_is_vendored_with_its_licence_and_pinned_version(
-    issuer_keys: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("manifest_name", "package_name", "licence", "licence_marks", "exports"),
+    [
+        (
+            "stompjs.json",
+            "@stomp/stompjs",
+            "Apache-2.0",
+            ("Apache License", "Version 2.0"),
+            b"StompJs",
+        ),
+        (
+            "sockjs.json",
+            "sockjs-client",
+            "MIT",
+            ("The MIT License", "The sockjs-client Authors"),
+            b".SockJS=",
+        ),
+    ],
+)
+async def test_vendored_bundles_are_the_pinned_packages_with_their_licences(
+    issuer_keys: Any,
+    tmp_path: Path,
+    manifest_name: str,
+    package_name: str,
+    licence: str,
+    licence_marks: tuple[str, ...],
+    exports: bytes,
 ) -> None:
-    manifest = json.loads((VENDOR / "stompjs.json").read_text())
+    manifest = json.loads((VENDOR / manifest_name).read_text())
     bundle = (VENDOR / manifest["file"]).read_bytes()
-    assert manifest["name"] == "@stomp/stompjs"
+    assert manifest["name"] == package_name
     assert hashlib.sha256(bundle).hexdigest() == manifest["sha256"]
-    assert b"StompJs" in bundle
-    licence = (VENDOR / manifest["licenseFile"]).read_text()
-    assert manifest["license"] == "Apache-2.0"
-    assert "Apache License" in licence
-    assert "Version 2.0" in licence
+    assert exports in bundle
+    licence_text = (VENDOR / manifest["licenseFile"]).read_text()
+    assert manifest["license"] == licence
+    for mark in licence_marks:
+        assert mark in licence_text
     package = json.loads((REPO / "web" / "package.json").read_text())
     lock = json.loads((REPO / "web" / "package-lock.json").read_text())
-    assert package["dependencies"]["@stomp/stompjs"] == manifest["version"]
-    assert lock["packages"]["node_modules/@stomp/stompjs"]["version"] == manifest["version"]
+    assert package["dependencies"][package_name] == manifest["version"]
+    assert lock["packages"][f"node_modules/{package_name}"]["version"] == manifest["version"]
     async with gateway(issuer_keys, tmp_path) as gw:
         served = await gw.get(f"/static/vendor/{manifest['file']}")
         served_licence = await gw.get(f"/static/vendor/{manifest['licenseFile']}")
     assert served.content == bundle
     assert served.headers["content-type"] == "text/javascript; charset=utf-8"
     assert served_licence.status_code == 200
-    assert "Apache License" in served_licence.text
+    assert served_licence.text == licence_text
+
+
+def test_sockjs_is_the_release_the_page_expects() -> None:
+    """The bundle names its release in its first line; the client restricts its transports
+    to those that need no iframe or script tag (the CSP allows neither)."""
+    manifest = json.loads((VENDOR / "sockjs.json").read_text())
+    first_line = (VENDOR / manifest["file"]).read_bytes().split(b"\n", 1)[0]
+    assert f"sockjs-client v{manifest['version']} ".encode() in first_line
+    live = (STATIC_DIR / "live.js").read_text()
+    listed = re.search(r"SOCKJS_TRANSPORTS = \[([^\]]*)\]", live)
+    assert listed is not None
+    transports = re.findall(r'"([\w-]+)"', listed.group(1))
+    assert transports
+    assert set(transports) <= {"websocket", "xhr-streaming", "xhr-polling", "eventsource"}
 
 
 async def test_dev_token_does_not_exist_unless_configured(issuer_keys: Any, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from chat_common import amqp, routing
-from chat_common.dto import SendCommand
+from chat_common.dto import Envelope, EnvelopeRecipient, MessageView, SendCommand
 from chat_testing.tcpproxy import TcpProxy
 from chat_testing.waiting import eventually
 from message_svc.app import create_app
@@ -155,6 +155,40 @@ async def test_stored_message_is_acked_to_the_sender(
     assert await db_pool.fetchval("SELECT count(*) FROM chat_messages") == 1
     assert await db_pool.fetchval("SELECT count(*) FROM chat_message_outbox") == 1
     assert (await send_queue.declare()).message_count == 0
+
+
+async def test_an_encrypted_command_is_stored_with_its_envelope(
+    settings_factory: Callable[..., Settings],
+    new_session: SessionFactory,
+    channel: AbstractChannel,
+    send_queue: AbstractQueue,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+    command: Command,
+) -> None:
+    session = await new_session()
+    envelope = Envelope(
+        alg="X25519-HKDF-SHA256+A256GCM",
+        sender_key_id="a-laptop",
+        recipients=[EnvelopeRecipient(email=session.b, key_id="b-phone")],
+        ciphertext="c2VjcmV0",
+    )
+    settings = settings_factory(consume_ws_sends=True, send_queue=queue_name)
+    async with running(settings), listener(channel, session.a) as events:
+        await publish(
+            channel, queue_name, command(session, session.a, content=None, encrypted=envelope)
+        )
+        ack = await next_message(events)
+        assert ack.headers[routing.EVENT_HEADER] == "ack"
+        stored = msgspec.json.decode(ack.body, type=MessageView)
+        assert stored.encrypted == envelope
+        assert stored.content == ""
+        # both, or neither: refused as over REST
+        await publish(channel, queue_name, command(session, session.a, encrypted=envelope))
+        error = await next_message(events)
+        assert error.headers[routing.EVENT_HEADER] == "error"
+        assert msgspec.json.decode(error.body)["code"] == "CONTENT_OR_ENCRYPTED"
+    assert await db_pool.fetchval("SELECT count(*) FROM chat_messages WHERE content IS NULL") == 1
 
 
 async def test_refused_message_becomes_an_error_event(

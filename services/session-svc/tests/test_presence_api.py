@@ -4,35 +4,16 @@ peers see each other's presence, strangers are refused, and nothing is told with
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from chat_common import routing
 from chat_common.presence_store import RedisPresence
 
 from .test_sessions_api import auth, init, instance
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test:presence:{uuid.uuid4().hex}:"
-
-
-@pytest.fixture
-async def client(
-    db_pool: asyncpg.Pool, database_url: str, flairbit_reset: Any, prefix: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with instance(
-        database_url, flairbit_reset, redis_url=REDIS, presence_key_prefix=prefix
-    ) as c:
-        yield c
 
 
 def people() -> tuple[str, str, str]:
@@ -41,16 +22,12 @@ def people() -> tuple[str, str, str]:
 
 
 async def test_a_peer_sees_presence_and_a_stranger_is_refused(
-    client: httpx.AsyncClient, flairbit_reset: Any, prefix: str
+    client: httpx.AsyncClient, flairbit_reset: Any, prefix: str, redis: Redis
 ) -> None:
     alice, bob, eve = people()
     assert (await init(client, flairbit_reset, alice, bob)).status_code == 200
-    redis = Redis.from_url(REDIS)
-    try:
-        store = RedisPresence(redis, 30.0, 3.0, prefix=prefix, record_seconds=60)
-        await store.connect(alice, "edge-1", (routing.user_key(bob),))
-    finally:
-        await redis.aclose()
+    store = RedisPresence(redis, 30.0, 3.0, prefix=prefix, record_seconds=60)
+    await store.connect(alice, "edge-1", (routing.user_key(bob),))
 
     seen = await client.get(
         "/api/chat/presence",

@@ -107,13 +107,23 @@ def test_every_event_kind_is_a_message_with_its_x_event(kind: str) -> None:
 
 def test_each_user_queue_carries_its_own_kind_and_the_topic_the_session_events() -> None:
     for queue, kind in USER_QUEUES.items():
-        assert kinds_on(queue) == {kind}
-    assert kinds_on(destinations.SESSION_TOPIC) == {"message", "receipt", "typing"}
+        filed = {"edit", "delete", "block", "unblock", "closed"} if kind == "message" else set()
+        assert kinds_on(queue) == {kind, *filed}
+    assert kinds_on(destinations.SESSION_TOPIC) == {
+        "message",
+        "edit",
+        "delete",
+        "block",
+        "unblock",
+        "closed",
+        "receipt",
+        "typing",
+    }
 
 
 def test_messages_carry_their_seq_and_errors_their_receipt_id() -> None:
     messages = COMPONENTS["messages"]
-    for kind in ("message", "ack"):
+    for kind in ("message", "edit", "delete", "ack"):
         assert "x-seq" in messages[f"{kind}Event"]["headers"]["required"]
     assert "receipt-id" in messages["errorEvent"]["headers"]["properties"]
     assert "x-seq" not in messages["typingEvent"]["headers"]["properties"]

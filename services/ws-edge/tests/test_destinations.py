@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import msgspec
@@ -26,6 +27,7 @@ from ws_edge import destinations
 from ws_edge.broker import MemoryBroker
 from ws_edge.client import ClientSession
 from ws_edge.edge import Edge
+from ws_edge.sender import Sender
 from ws_edge.settings import Settings
 
 ALICE = "alice@example.com"
@@ -49,7 +51,8 @@ class Upstream:
 
     async def membership(self, email: str, token: str, session: uuid.UUID) -> Membership | None:
         self.asked.append(session)
-        return cast(Membership, object()) if (email, session) == (ALICE, MINE) else None
+        member = SimpleNamespace(blocked_by=(), state="OPEN")  # an open session's answer
+        return cast(Membership, member) if (email, session) == (ALICE, MINE) else None
 
 
 class Transport:
@@ -62,6 +65,9 @@ class Transport:
         return 0
 
     def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 
@@ -106,6 +112,12 @@ class Socket:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.close_code = code
 
+    def outlet(self, max_bytes: int, slow_close_seconds: float) -> Sender:
+        return Sender(self, max_bytes, slow_close_seconds)  # type: ignore[arg-type]
+
+    def abort(self) -> None:
+        self.transport.abort()
+
 
 @dataclass
 class Outcome:
@@ -142,7 +154,7 @@ async def run(*messages: list[Frame]) -> Outcome:
     edge = Edge(Settings(instance_id="t"), broker, upstream, Users())  # type: ignore[arg-type]
     broker.handler = edge.on_event
     socket = Socket([b"".join(serialize(f) for f in m) for m in messages])
-    await ClientSession(edge, socket, None).run()  # type: ignore[arg-type]
+    await ClientSession(edge, socket, None).run()
     parser = FrameParser(Limits(), commands=SERVER_COMMANDS)
     frames = [f for s in socket.sent for f in parser.feed(s.encode()) if isinstance(f, Frame)]
     return Outcome(frames, socket.close_code, broker, upstream)
@@ -159,8 +171,15 @@ def test_the_table_names_every_destination_once() -> None:
         "/user/queue/ack",
         "/user/queue/error",
         "/user/queue/presence",
+        "/user/queue/keys",
     )
-    assert destinations.SEND == ("/app/chat.send", "/app/chat.typing", "/app/chat.read")
+    assert destinations.SEND == (
+        "/app/chat.send",
+        "/app/chat.typing",
+        "/app/chat.read",
+        "/app/chat.edit",
+        "/app/chat.delete",
+    )
 
 
 async def test_every_listed_subscription_is_served() -> None:

@@ -29,12 +29,18 @@ class FakeClient:
     receipts: list[str] = field(default_factory=list)
     refusals: list[tuple[str, bytes]] = field(default_factory=list)
     ended: list[Disconnect] = field(default_factory=list)
+    topics_ended: list[tuple[str, str, EncodedMessage]] = field(default_factory=list)
     seated: bool = False
 
     def deliver(
         self, subscription: str, destination: str, message_id: str, encoded: Any, seq: Any
     ) -> None:
         self.got.append((subscription, destination, message_id, encoded))
+
+    def end_topic(
+        self, subscription: str, destination: str, message_id: str, encoded: EncodedMessage
+    ) -> None:
+        self.topics_ended.append((subscription, destination, encoded))
 
     def receipt(self, receipt_id: str) -> None:
         self.receipts.append(receipt_id)
@@ -168,3 +174,85 @@ async def test_bad_events_are_dropped_and_losing_the_broker_closes_everyone() ->
     assert client.got == []
     edge.broker_lost()
     assert client.ended == [Disconnect.BROKER_LOST]
+
+
+@dataclass
+class ForgetfulUpstream:
+    forgotten: list[uuid.UUID] = field(default_factory=list)
+
+    def forget_session(self, session: uuid.UUID) -> None:
+        self.forgotten.append(session)
+
+
+def block_headers(kind: str, *emails: str) -> dict[str, Any]:
+    return {
+        "x-event": kind,
+        "x-session-id": str(S1),
+        "CC": [routing.user_key(e) for e in emails],
+    }
+
+
+async def test_a_block_ends_the_topic_subscriptions_and_reaches_the_user_queues() -> None:
+    edge = make_edge()
+    upstream = ForgetfulUpstream()
+    edge.upstream = upstream  # type: ignore[assignment]
+    alice, bob = await connect(edge, ALICE), await connect(edge, BOB)
+    await edge.subscribed(alice, "a-topic", S1)
+    await edge.subscribed(bob, "b-topic", S1)
+    edge.hub.add_queue(bob.id, "b-messages", "/user/queue/messages")
+    body = b'{"sessionId":"%s","change":"block"}' % str(S1).encode()
+    edge.on_event(routing.session_key(S1), block_headers("block", ALICE, BOB), body)
+    destination = f"/topic/session.{S1}"
+    assert [(s, d) for s, d, _ in alice.topics_ended] == [("a-topic", destination)]
+    assert [(s, d) for s, d, _ in bob.topics_ended] == [("b-topic", destination)]
+    assert ("x-event", "block") in bob.topics_ended[0][2].headers
+    assert [(s, d) for s, d, _, _ in bob.got] == [("b-messages", "/user/queue/messages")]
+    assert alice.got == []  # no user queue subscribed: nothing but the topic's last frame
+    assert upstream.forgotten == [S1]
+
+
+async def test_an_unblock_is_delivered_and_forgets_the_cached_membership() -> None:
+    edge = make_edge()
+    upstream = ForgetfulUpstream()
+    edge.upstream = upstream  # type: ignore[assignment]
+    bob = await connect(edge, BOB)
+    edge.hub.add_queue(bob.id, "b-messages", "/user/queue/messages")
+    edge.on_event(routing.session_key(S1), block_headers("unblock", ALICE, BOB), b"{}")
+    assert [(s, d) for s, d, _, _ in bob.got] == [("b-messages", "/user/queue/messages")]
+    assert bob.topics_ended == []
+    assert upstream.forgotten == [S1]
+
+
+async def test_a_close_ends_the_topic_subscriptions_and_reaches_the_peers_queue() -> None:
+    edge = make_edge()
+    upstream = ForgetfulUpstream()
+    edge.upstream = upstream  # type: ignore[assignment]
+    bob = await connect(edge, BOB)
+    await edge.subscribed(bob, "b-topic", S1)
+    edge.hub.add_queue(bob.id, "b-messages", "/user/queue/messages")
+    headers = {"x-event": "closed", "x-session-id": str(S1), "CC": [routing.user_key(BOB)]}
+    body = b'{"sessionId":"%s","state":"CLOSED"}' % str(S1).encode()
+    edge.on_event(routing.session_key(S1), headers, body)
+    assert [(s, d) for s, d, _ in bob.topics_ended] == [("b-topic", f"/topic/session.{S1}")]
+    assert ("x-event", "closed") in bob.topics_ended[0][2].headers
+    assert [(s, d) for s, d, _, _ in bob.got] == [("b-messages", "/user/queue/messages")]
+    assert upstream.forgotten == [S1]
+    assert bob.ended == []
+
+
+async def test_a_deleted_user_s_connections_close_and_nobody_else_s() -> None:
+    edge = make_edge()
+    phone, laptop, bob = (
+        await connect(edge, ALICE),
+        await connect(edge, ALICE),
+        await connect(edge, BOB),
+    )
+    edge.hub.add_queue(bob.id, "b-messages", "/user/queue/messages")
+    edge.hub.add_queue(phone.id, "a-messages", "/user/queue/messages")
+    body = b'{"code":"USER_DELETED","detail":"the account was deleted"}'
+    edge.on_event(routing.user_key(ALICE), {"x-event": "user-deleted"}, body)
+    assert phone.ended == laptop.ended == [Disconnect.USER_DELETED]
+    assert bob.ended == []
+    assert phone.got == bob.got == []  # delivered on no destination
+    assert Disconnect.USER_DELETED.code == 1008
+    assert "USER_DELETED" in Disconnect.USER_DELETED.reason

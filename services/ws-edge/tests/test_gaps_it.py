@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -143,3 +144,52 @@ async def test_when_history_cannot_be_reached_the_later_messages_still_arrive(
         await publish(world, events, 2)  # too late: the client has 3 already
         with pytest.raises(TimeoutError):
             await bob.next_frame(within=0.5)
+
+
+async def test_a_gap_of_edits_and_deletes_is_filled_with_their_kinds(world: Any) -> None:
+    """The missing seqs are an edit and a delete (rows late on the broker): the fill reads the
+    session's events and delivers each with the x-event it has live, in seq order."""
+    chat = await world.chat()
+    first = await world.rest_send(chat, chat.alice, "m1")
+    second = await world.rest_send(chat, chat.alice, "m2")
+    alice = {"Authorization": f"Bearer {chat.alice_token}"}
+    path = f"/api/chat/{chat.id}/messages"
+    edited = await world.http.patch(
+        f"{path}/{first['messageId']}",
+        json={"content": "m1, edited", "clientMessageId": str(uuid.uuid4())},
+        headers=alice,
+    )
+    deleted = await world.http.request(
+        "DELETE",
+        f"{path}/{second['messageId']}",
+        json={"clientMessageId": str(uuid.uuid4())},
+        headers=alice,
+    )
+    assert (edited.status_code, deleted.status_code) == (200, 200)
+    await world.rest_send(chat, chat.alice, "m5")
+    events = await outbox(world, chat)
+    assert [events[s][1]["x-event"] for s in sorted(events)] == [
+        "message",
+        "message",
+        "edit",
+        "delete",
+        "message",
+    ]
+    edge = await world.edge()
+    bob = await subscribed(world, edge, chat)
+    filled = fills("filled")
+    await publish(world, events, 1, 2, 5)  # 3 and 4 only in the stored events for now
+    frames = [await bob.next_frame() for _ in range(5)]
+    assert [(f.header("x-event"), f.header("x-seq")) for f in frames] == [
+        ("message", "1"),
+        ("message", "2"),
+        ("edit", "3"),
+        ("delete", "4"),
+        ("message", "5"),
+    ]
+    assert json.loads(frames[2].body) == edited.json()
+    assert json.loads(frames[3].body) == deleted.json()
+    assert fills("filled") == filled + 1
+    await publish(world, events, 3, 4)  # the late rows: already delivered
+    with pytest.raises(TimeoutError):
+        await bob.next_frame(within=0.5)

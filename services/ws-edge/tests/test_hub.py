@@ -74,6 +74,24 @@ def test_targets_from_routing_key_and_cc() -> None:
     ]
     # a key listed twice is served once
     assert len(hub.targets([keys[0], keys[0]], "message")) == 1
+    # an edit or a delete of a message goes where the message went
+    for change in ("edit", "delete"):
+        assert hub.targets(keys, change) == hub.targets(keys, "message")
+
+
+def test_key_changes_go_to_the_keys_queue_of_each_user_named() -> None:
+    hub = Hub()
+    for connection, email in (("a", "alice@example.com"), ("b", "bob@example.com")):
+        hub.add_user(connection, email)
+        hub.add_queue(connection, "keys", "/user/queue/keys")
+        hub.add_queue(connection, "messages", "/user/queue/messages")
+    hub.add_user("e", "eve@example.com")
+    hub.add_queue("e", "keys", "/user/queue/keys")
+    told = [routing.user_key("alice@example.com"), routing.user_key("bob@example.com")]
+    assert sorted(hub.targets(told, "keys"), key=lambda t: t.connection) == [
+        Target("a", "keys", "/user/queue/keys"),
+        Target("b", "keys", "/user/queue/keys"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,3 +129,15 @@ def test_needs_and_counts_follow_the_subscribers() -> None:
     assert hub.drop_connection("c1", "a@x.io") == [routing.user_key("a@x.io")]
     assert hub.drop_connection("c1", "a@x.io") == []  # forgotten already
     assert hub.key_count() == 0
+
+
+def test_a_close_goes_to_the_messages_queue_and_a_user_s_connections_are_listed() -> None:
+    hub = Hub()
+    hub.add_user("c1", "bob@example.com")
+    hub.add_user("c2", "bob@example.com")
+    hub.add_queue("c1", "m", "/user/queue/messages")
+    key = routing.user_key("bob@example.com")
+    assert [t.destination for t in hub.targets([key], "closed")] == ["/user/queue/messages"]
+    assert hub.targets([key], "user-deleted") == []
+    assert hub.connections_of(key) == ["c1", "c2"]
+    assert hub.connections_of(routing.user_key("eve@example.com")) == []

@@ -11,7 +11,7 @@ from chat_stomp.events import CloseReason
 from chat_common import routing
 from ws_edge.cache import TtlCache
 from ws_edge.disconnect import Disconnect, from_core
-from ws_edge.fanout import BadEvent, encode, parse_event, refusal_detail
+from ws_edge.fanout import BadEvent, encode, parse_event, refusal_detail, stored_kind
 from ws_edge.marks import DeliveredMarks, message_id, parse_message_id
 from ws_edge.outbound import OutboundBuffer
 
@@ -34,6 +34,22 @@ def test_a_message_event_is_read_from_its_key_cc_and_headers() -> None:
     assert event.keys == (routing.session_key(S1), ALICE, BOB)  # each key once
     assert (event.session, event.seq) == (str(S1), 7)
     assert event.message_id == f"{S1}:7"
+
+
+@pytest.mark.parametrize("kind", ["edit", "delete"])
+def test_a_change_event_has_its_own_seq_and_message_id(kind: str) -> None:
+    headers = {"x-event": kind, "x-session-id": str(S1), "x-seq": 9, "CC": [ALICE, BOB]}
+    event = parse_event(routing.session_key(S1), headers, b'{"change":"edit","seq":9}')
+    assert (event.kind, event.seq, event.message_id) == (kind, 9, f"{S1}:9")
+    assert event.keys == (routing.session_key(S1), ALICE, BOB)
+
+
+def test_a_stored_event_read_back_says_what_it_is() -> None:
+    assert stored_kind(b'{"change":"edit","seq":3,"content":"x"}') == "edit"
+    assert stored_kind(b'{"seq":3,"change":"delete"}') == "delete"
+    assert stored_kind(b'{"seq":2,"content":"a message"}') == "message"
+    assert stored_kind(b'{"seq":2,"change":"bogus"}') == "message"
+    assert stored_kind(b"not json") == "message"
 
 
 def test_an_ack_event_names_its_receipt_and_connection() -> None:

@@ -32,15 +32,15 @@ class Store:
         self.most_in_flight = 0
 
     async def __call__(self, requests: list[SendMessageRequest]) -> list[SendAnswer]:
-        self.requests.append([r.content for r in requests])
+        self.requests.append([r.content or "" for r in requests])
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await self.gate.wait()
         self.in_flight -= 1
         return [
             Refused("NOT_PARTICIPANT", "no")
-            if r.content.startswith("no")
-            else Stored(r.content.encode(), str(r.session_id), 1)
+            if (r.content or "").startswith("no")
+            else Stored((r.content or "").encode(), str(r.session_id), 1)
             for r in requests
         ]
 

@@ -60,6 +60,7 @@ class Claims:
 class UserIdentity:
     email: str
     expires_at: float
+    issued_at: float | None = None  # the token's ``iat``, when it has one
 
 
 class UnknownKey(AuthenticationFailed):
@@ -323,7 +324,13 @@ class UserTokenVerifier:
             raise AuthenticationFailed(
                 "token subject is not an email", code="TOKEN_INVALID"
             ) from None
-        return UserIdentity(email=email, expires_at=claims.expires_at)
+        issued = claims.raw.get("iat")
+        issued_at = (
+            float(issued)
+            if isinstance(issued, int | float) and not isinstance(issued, bool)
+            else None
+        )
+        return UserIdentity(email=email, expires_at=claims.expires_at, issued_at=issued_at)
 
 
 def key_source(

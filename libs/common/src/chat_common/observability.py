@@ -4,15 +4,20 @@ A log line written inside a span carries its ``trace_id`` and ``span_id`` (W3C h
 back ends show them), so logs and traces of one request or message can be joined. Tokens never
 reach a log: the access line has the path without its query string, uvicorn's own WebSocket
 lines (which carry the query string) are dropped, and an ``access_token=`` or ``passcode=``
-anywhere in a message is redacted.
+anywhere in a message is redacted. Nor do SockJS session ids: whoever holds one can poll that
+session's frames and post into it, so an access line names it by a digest instead (keyed per
+process: one process's lines of a session still match, and the digest leads back to nothing).
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -151,7 +156,23 @@ def access_level(path: str, status: int, quiet_paths: tuple[str, ...] = QUIET_PA
     return logging.INFO
 
 
+# /ws/{server}/{session}/{transport}: SockJS's session URLs under the STOMP endpoint's prefix
+_SOCKJS_SESSION_PATH = re.compile(r"(/ws/[^/.]{1,64}/)([^/.]{1,64})(/[a-z_]+)")
+_SESSION_DIGEST_KEY = secrets.token_bytes(16)
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as an access line shows it: a SockJS session's id replaced by ``s-`` and a
+    digest of it, keyed by this process."""
+    match = _SOCKJS_SESSION_PATH.fullmatch(path)
+    if match is None:
+        return path
+    digest = hmac.new(_SESSION_DIGEST_KEY, match.group(2).encode(), hashlib.sha256)
+    return f"{match.group(1)}s-{digest.hexdigest()[:12]}{match.group(3)}"
+
+
 def log_access(method: str, path: str, status: int, seconds: float, request_id: str) -> None:
+    path = loggable_path(path)
     level = access_level(path, status)
     if access_log.isEnabledFor(level):
         duration_ms = round(seconds * 1000, 1)

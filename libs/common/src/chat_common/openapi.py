@@ -36,8 +36,11 @@ class Operation:
     body: type | None = None
     answer: type | None = None
     status: int = 200
+    also: tuple[int, ...] = ()  # further success statuses, with the same answer
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = (400, 401, 403, 404, 422, 429)
+    # this route's own description of an error status, where it says more than the usual one
+    reasons: dict[int, str] = field(default_factory=dict)
     security: str | None = "userJwt"
     tags: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
@@ -116,9 +119,12 @@ def _responses(op: Operation, ref_of: dict[Any, Any]) -> dict[str, Any]:
             for name, text in op.headers.items()
         }
     answers: dict[str, Any] = {str(op.status): ok}
+    for status in op.also:
+        answers[str(status)] = {**ok, "description": _REASONS.get(status, ok["description"])}
     problem = {"content": {PROBLEM_CONTENT_TYPE: {"schema": ref_of[Problem]}}}
     for status in sorted({*op.errors, *ALWAYS}):
-        answers[str(status)] = {"description": _REASONS.get(status, "Error"), **problem}
+        reason = op.reasons.get(status) or _REASONS.get(status, "Error")
+        answers[str(status)] = {"description": reason, **problem}
     return answers
 
 
@@ -126,6 +132,7 @@ def _responses(op: Operation, ref_of: dict[Any, Any]) -> dict[str, Any]:
 ALWAYS = (413, 429, 431, 500, 502, 503, 504)
 
 _REASONS = {
+    201: "Created",
     431: "Request headers too large",
     502: "A dependency failed",
     400: "Malformed request",

@@ -147,6 +147,10 @@ class Book:
             record.seen = now
         return lost
 
+    def forget(self, email: str) -> None:
+        """Drop everything kept of the user (an erased account): no offline is announced."""
+        self.records.pop(routing.user_key(email), None)
+
     def disconnect(self, email: str, connection: str, now: float) -> None:
         record = self.records.get(routing.user_key(email))
         if record is None:

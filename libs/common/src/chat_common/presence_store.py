@@ -42,6 +42,9 @@ class PresenceStore(Protocol):
 
     async def disconnect(self, email: str, connection: str) -> None: ...
 
+    async def forget(self, email: str) -> None:
+        """Remove the user's record, leases and deadline (an erased account)."""
+
     async def sweep(self) -> list[Change]: ...
 
     async def read(self, emails: list[str]) -> list[PresenceView]: ...
@@ -63,6 +66,9 @@ class MemoryPresence:
 
     async def disconnect(self, email: str, connection: str) -> None:
         self.book.disconnect(email, connection, time.time())
+
+    async def forget(self, email: str) -> None:
+        self.book.forget(email)
 
     async def sweep(self) -> list[Change]:
         return self.book.sweep(time.time())
@@ -207,6 +213,22 @@ def _float(value: object) -> float | None:
     return float(text) if text else None
 
 
+# KEYS: record. ARGV: a peer's user key, '1' to list it or '0' to drop it. -> 1 when the record
+# lists its peers (and now lists or drops this one), 0 when it lists none (the next connect
+# stores them).
+_PEERING = """
+local peers = redis.call('HGET', KEYS[1], 'peers')
+if not peers then return 0 end
+local kept = {}
+for p in string.gmatch(peers, '%S+') do
+  if p ~= ARGV[1] then table.insert(kept, p) end
+end
+if ARGV[2] == '1' then table.insert(kept, ARGV[1]) end
+redis.call('HSET', KEYS[1], 'peers', table.concat(kept, ' '))
+return 1
+"""
+
+
 def _peers(value: object) -> tuple[str, ...]:
     return tuple(_text(value).split())
 
@@ -234,10 +256,21 @@ class RedisPresence:
         self._disconnect = redis.register_script(_DISCONNECT)
         self._sweep = redis.register_script(_SWEEP)
         self._read = redis.register_script(_READ)
+        self._peering = redis.register_script(_PEERING)
 
     def _keys(self, email: str) -> tuple[str, str, str]:
         user = routing.user_key(email)
         return user, f"{self._prefix}{user}", f"{self._prefix}{user}:c"
+
+    async def set_peering(self, email: str, peer_email: str, peered: bool) -> None:
+        """List ``peer_email`` among the peers stored for ``email`` (told of their changes),
+        or drop it (a block). A record that lists no peers is left alone: the user's next
+        connection stores them, from session-svc's answer."""
+        _, record, _ = self._keys(email)
+        with faults():
+            await self._peering(
+                keys=[record], args=[routing.user_key(peer_email), "1" if peered else "0"]
+            )
 
     async def connect(
         self, email: str, connection: str, peers: tuple[str, ...] | None
@@ -289,6 +322,12 @@ class RedisPresence:
             await self._disconnect(
                 keys=[record, leases, self._deadlines], args=[connection, self._grace, user]
             )
+
+    async def forget(self, email: str) -> None:
+        user, record, leases = self._keys(email)
+        with faults():
+            await self._redis.delete(record, leases)
+            await self._redis.zrem(self._deadlines, user)
 
     async def sweep(self) -> list[Change]:
         with faults():

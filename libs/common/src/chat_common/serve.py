@@ -1,12 +1,17 @@
-"""Run an ASGI app with uvicorn: uvloop, httptools, graceful shutdown on SIGTERM."""
+"""Run an ASGI app with uvicorn: uvloop, httptools, graceful shutdown on SIGTERM, idle
+keep-alive connections kept ``KEEP_ALIVE_SECONDS``."""
 
 from __future__ import annotations
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from .keepalive import KEEP_ALIVE_SECONDS
+
 # uvicorn's own default: a service that takes WebSockets passes the bound its protocol needs.
 DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
+
+__all__ = ["DEFAULT_WS_MAX_SIZE", "KEEP_ALIVE_SECONDS", "serve", "server_config"]
 
 
 def server_config(
@@ -35,6 +40,7 @@ def server_config(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(graceful_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=10_000,
         h11_max_incomplete_event_size=16 * 1024,
         ws_max_size=ws_max_size,

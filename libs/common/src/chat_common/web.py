@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import errors
 from .handshake import bearer
+from .observability import loggable_path
 from .problems import MalformedBody, error_response, problem_response
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path))
     return problem_response(
         500, title="Internal error", detail="the server failed to answer", code="INTERNAL"
     )

@@ -16,7 +16,30 @@ BENCH_LIMITS = Limits(max_frame_bytes=1 << 20, max_body=1 << 20, max_headers=64)
 _ids = itertools.count(1)
 
 
-class StompClient:
+class FrameWriter:
+    """The client frames built on ``write`` (each transport's client implements it)."""
+
+    async def write(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    async def subscribe(self, destination: str, *headers: tuple[str, str]) -> str:
+        sub_id = f"sub-{next(_ids)}"
+        await self.write(
+            Frame("SUBSCRIBE", (("id", sub_id), ("destination", destination), *headers))
+        )
+        return sub_id
+
+    async def send(self, destination: str, body: bytes, *headers: tuple[str, str]) -> None:
+        await self.write(
+            Frame(
+                "SEND",
+                (("destination", destination), ("content-type", "application/json"), *headers),
+                body,
+            )
+        )
+
+
+class StompClient(FrameWriter):
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
         self._parser = FrameParser(BENCH_LIMITS, commands=SERVER_COMMANDS)
@@ -62,22 +85,6 @@ class StompClient:
 
     async def write(self, frame: Frame) -> None:
         await self._socket.send(serialize(frame).decode("utf-8"))
-
-    async def subscribe(self, destination: str, *headers: tuple[str, str]) -> str:
-        sub_id = f"sub-{next(_ids)}"
-        await self.write(
-            Frame("SUBSCRIBE", (("id", sub_id), ("destination", destination), *headers))
-        )
-        return sub_id
-
-    async def send(self, destination: str, body: bytes, *headers: tuple[str, str]) -> None:
-        await self.write(
-            Frame(
-                "SEND",
-                (("destination", destination), ("content-type", "application/json"), *headers),
-                body,
-            )
-        )
 
     async def frames(self) -> AsyncIterator[Frame]:
         async for data in self._socket:

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from chat_common import tracing
+from chat_common import routing, tracing
 from chat_common.errors import AuthenticationFailed, ChatError, NotFound
 from chat_common.handshake import handshake_token
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier, verifiers
@@ -50,6 +50,7 @@ from .proxy import forward, upstream_client
 from .routing import Caller, Upstream, rule_for
 from .sends import GroupedSends, json_document
 from .settings import Settings
+from .sockjs import SockJSRelay, sockjs_relay
 from .webclient import routes as web_client_routes
 from .wsproxy import deny, relay
 
@@ -68,6 +69,7 @@ class AppState:
     max_body: int
     bulk_max_body: int
     ws_edge_url: str
+    sockjs: SockJSRelay  # SockJS's HTTP transports to the edges (gateway.sockjs)
     allowed_origins: tuple[str, ...]
     trust_forwarded_for: bool
     api_document: ApiDocument
@@ -96,9 +98,11 @@ async def api(request: Request) -> Response:
     else:
         token = bearer_token(request)
         user = await state.users.identify(token)
-        await check(state.limiters.per_user, user.email, "requests")
+        # buckets by the user key (a hash), never the email: Redis holds no address, also
+        # when a deleted user's still valid token comes by after the erasure
+        await check(state.limiters.per_user, routing.user_key(user.email), "requests")
         if request.method == "POST" and request.url.path == INIT_PATH:
-            await check(state.limiters.init_per_user, user.email, "new chats")
+            await check(state.limiters.init_per_user, routing.user_key(user.email), "new chats")
     body = await read_body(request, state.bulk_max_body if rule.bulk else state.max_body)
     if (
         token is not None
@@ -144,7 +148,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # the token (also when it only comes in the CONNECT frame) and answers its errors.
         try:
             user = await state.users.identify(token)
-            await check(state.limiters.ws_per_user, user.email, "connection attempts")
+            await check(
+                state.limiters.ws_per_user, routing.user_key(user.email), "connection attempts"
+            )
         except ChatError as exc:
             await deny(websocket, error_response(exc), 1008)
             return
@@ -154,6 +160,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         state.allowed_origins,
         forwarded_for=client_ip(websocket.scope, state.trust_forwarded_for),
     )
+
+
+async def sockjs_endpoint(request: Request) -> Response:
+    state = _state(request)
+    forwarded_for = client_ip(request.scope, state.trust_forwarded_for)
+    return await state.sockjs.relay(request, forwarded_for=forwarded_for)
 
 
 LIMITS_DEGRADED = Counter(
@@ -200,6 +212,7 @@ def create_app(settings: Settings) -> Starlette:
                 )
                 for upstream in Upstream
             }
+            sockjs = await pools_open.enter_async_context(sockjs_relay(settings))
             tracing.trace_client(http)
             tokens = verifiers(
                 settings,
@@ -244,6 +257,7 @@ def create_app(settings: Settings) -> Starlette:
                         max_body=settings.max_body_bytes,
                         bulk_max_body=settings.bulk_max_body_bytes,
                         ws_edge_url=settings.ws_edge_url,
+                        sockjs=sockjs,
                         allowed_origins=settings.allowed_origins,
                         trust_forwarded_for=settings.trust_forwarded_for,
                         api_document=ApiDocument(
@@ -278,6 +292,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/{path:path}", api, methods=methods),
             Route("/internal/flairbit/{path:path}", api, methods=methods),
             WebSocketRoute("/ws", websocket_endpoint),
+            WebSocketRoute("/ws/{server}/{session}/websocket", websocket_endpoint),
+            Route("/ws/{path:path}", sockjs_endpoint, methods=["GET", "POST", "OPTIONS"]),
             *web_client_routes(settings.dev_token_url, lambda request: _state(request).http),
         ],
         middleware=[

@@ -135,7 +135,13 @@ async def forward(
     body: bytes,
     *,
     forwarded_for: str,
+    exchange_timeout: aiohttp.ClientTimeout | None = None,
+    drop_request: frozenset[str] = frozenset(),
+    drop_response: frozenset[str] = frozenset(),
 ) -> Response:
+    """``request`` (its ``body`` read) to the same path on ``base_url``. ``exchange_timeout``
+    replaces the pool's for this exchange; ``drop_request``/``drop_response``: headers
+    (lower-case) not passed on, besides the hop-by-hop ones."""
     url = base_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
@@ -145,12 +151,16 @@ async def forward(
         span.set_attribute("http.request.method", request.method)
         span.set_attribute("server.address", name)
         try:
+            sent = _request_headers(request, forwarded_for)
+            for header in drop_request:
+                sent.popall(header, None)
             upstream = await client.request(
                 request.method,
                 URL(url, encoded=True),
-                headers=_request_headers(request, forwarded_for),
+                headers=sent,
                 data=body or None,
                 allow_redirects=False,
+                timeout=client.timeout if exchange_timeout is None else exchange_timeout,
             )
         except FAULTS as exc:
             raise upstream_failed(name, exc) from None
@@ -158,7 +168,7 @@ async def forward(
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in upstream.headers.items()
-        if k.lower() not in _DROP_RESPONSE
+        if k.lower() not in _DROP_RESPONSE and k.lower() not in drop_response
     ]
     size = upstream.content_length
     if size is not None and size <= BUFFER_LIMIT:

@@ -25,6 +25,7 @@ class Rule:
     upstream: Upstream
     caller: Caller = Caller.USER
     bulk: bool = False  # takes the larger body limit of bulk requests
+    suffix: str | None = None  # and the path ends with it (a per-session route)
 
 
 # First match wins. Everything else under /api/chat/ belongs to message-svc. Of /internal/,
@@ -32,6 +33,10 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("/api/chat/init", True, Upstream.SESSION),
     Rule("/api/chat/presence", True, Upstream.SESSION),
+    Rule("/api/chat/keys", True, Upstream.SESSION),
+    Rule("/api/chat/keys/", False, Upstream.SESSION),
+    Rule("/api/chat/", False, Upstream.SESSION, suffix="/keys"),  # a session's keys
+    Rule("/api/chat/", False, Upstream.SESSION, suffix="/block"),  # block, unblock
     Rule("/api/chat/messages", True, Upstream.MESSAGE, bulk=True),
     Rule("/api/chat/", False, Upstream.MESSAGE),
     Rule("/internal/flairbit/", False, Upstream.SESSION, Caller.FLAIRBIT),
@@ -41,7 +46,7 @@ RULES: tuple[Rule, ...] = (
 def rule_for(path: str) -> Rule | None:
     for rule in RULES:
         matched = path == rule.prefix if rule.exact else path.startswith(rule.prefix)
-        if matched:
+        if matched and (rule.suffix is None or path.endswith(rule.suffix)):
             return rule
     return None
 

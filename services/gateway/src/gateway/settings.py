@@ -24,6 +24,18 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # One incoming WebSocket message, in bytes: ws-edge's MAX_FRAME_BYTES (64 KiB) with slack,
     # so the edge's own limit is what clients meet (a larger message closes with 1009).
     ws_max_message_bytes: int = 80 * 1024
+    # SockJS's HTTP transports under /ws/ (gateway.sockjs): their own pool of connections to
+    # the edge; an answer silent this long is a dead edge (the edge's heartbeat is 25 s); the
+    # largest xhr_send body (ws-edge's SOCKJS_MAX_SEND_BYTES).
+    sockjs_max_connections: int = 1024
+    sockjs_read_timeout_seconds: float = 60.0
+    sockjs_max_send_bytes: int = 256 * 1024
+    # With several edges, a SockJS session's HTTP requests must all reach the edge that holds
+    # it (gateway.edges): name the edges (their http:// base URLs), or a headless Service as
+    # host:port, resolved every SOCKJS_EDGES_REFRESH_SECONDS. Neither: WS_EDGE_URL (one edge).
+    sockjs_edges: tuple[str, ...] = ()
+    sockjs_edges_dns: str | None = None
+    sockjs_edges_refresh_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024
     # The bulk send (POST /api/chat/messages: up to 100 messages of up to 4 KiB each).
     bulk_max_body_bytes: int = 1024 * 1024

@@ -1,8 +1,11 @@
 """The demo web client: its page and files under ``/``, and the development token route.
 
 ``/`` answers ``static/index.html`` and ``/static/*`` the client's scripts, styles and the
-vendored @stomp/stompjs bundle (with its licence), all under a Content-Security-Policy that
-allows scripts, styles and connections to this origin only (plus WebSockets to this host).
+vendored @stomp/stompjs and sockjs-client bundles (with their licences), all under a
+Content-Security-Policy that allows scripts, styles and connections to this origin only (plus
+WebSockets to this host). SockJS, the page's fallback where WebSockets fail, needs nothing more:
+the client allows it only its WebSocket and XHR transports to this origin, never the iframe
+and JSONP ones (they need frames, or run scripts written by the server).
 ``POST /dev/token`` exists only when ``DEV_TOKEN_URL`` is set: it forwards ``{"email"}`` to the
 FlairBit stand-in, so that a page on this origin can sign in during development.
 """

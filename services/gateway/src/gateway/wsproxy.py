@@ -1,4 +1,5 @@
-"""``/ws`` relayed to ws-edge: frames both ways, the subprotocol and close codes kept.
+"""``/ws`` (and SockJS's ``/ws/{server}/{session}/websocket``) relayed to ws-edge: frames
+both ways, the subprotocol and close codes kept.
 
 Each direction awaits the other side's send before reading more, so a slow reader slows its
 sender instead of growing a buffer. The gateway checks the browser's ``Origin`` against
@@ -77,7 +78,8 @@ async def relay(
         await deny(websocket, refused, 1008)
         return
     query = websocket.url.query
-    target = edge_url.rstrip("/") + "/ws" + (f"?{query}" if query else "")
+    # /ws, or SockJS's websocket transport (/ws/{server}/{session}/websocket): the same path
+    target = edge_url.rstrip("/") + websocket.url.path + (f"?{query}" if query else "")
     headers = [(name, websocket.headers[name]) for name in _FORWARDED if name in websocket.headers]
     request_id = request_id_var.get()
     if request_id:

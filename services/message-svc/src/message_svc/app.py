@@ -22,6 +22,7 @@ from .consumer import SendConsumer
 from .ratelimit import MemoryLimiter, RedisLimiter, SendLimiter
 from .routes import routes, state
 from .service import MessageService
+from .sessionwatch import SessionWatch
 from .settings import Settings
 from .state import AppState
 
@@ -67,8 +68,15 @@ def create_app(settings: Settings) -> Starlette:
                 roster_seconds=settings.members_cache_seconds,
                 max_batch=settings.send_batch_max,
                 pacing=settings.pacing(),
+                edit_window_seconds=settings.edit_window_seconds,
+                max_encrypted_bytes=settings.encrypted_max_bytes,
             )
             stack.push_async_callback(messages.close)
+            watch = SessionWatch(
+                settings.database_url, messages.roster.forget, messages.roster.forget_all
+            )
+            watch.start()
+            stack.push_async_callback(watch.stop)
             users = verifiers(settings, http).users
             if settings.consume_ws_sends:
                 channel = await connection.channel()

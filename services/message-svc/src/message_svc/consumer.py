@@ -124,6 +124,7 @@ class SendConsumer:
             session_id=command.session_id,
             content=command.content,
             client_message_id=command.client_message_id,
+            encrypted=command.encrypted,
         )
         delay = 0.05
         while True:

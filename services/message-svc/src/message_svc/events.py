@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from chat_common import routing, tracing
-from chat_common.dto import MessageView, ReceiptEvent
+from chat_common.dto import MessageChange, MessageView, ReceiptEvent
 
 from .repository import Member, OutboxEntry, SeqTemplate
 
@@ -20,7 +20,10 @@ _SEQ_PLACEHOLDER = b',"seq":0,'
 
 
 def _entry(
-    event: str, view: MessageView | ReceiptEvent, members: list[Member], seq: int | None
+    event: str,
+    view: MessageView | ReceiptEvent | MessageChange,
+    members: list[Member],
+    seq: int | None,
 ) -> OutboxEntry:
     headers: dict[str, object] = {
         routing.EVENT_HEADER: event,
@@ -41,6 +44,12 @@ def _entry(
 
 def message_event(view: MessageView, members: list[Member]) -> OutboxEntry:
     return _entry("message", view, members, view.seq)
+
+
+def change_event(change: MessageChange, members: list[Member]) -> OutboxEntry:
+    """An edit or a delete: ``x-event`` ``edit``/``delete`` with the change's own seq, on the
+    session's key and both participants' keys, as a message event."""
+    return _entry(change.change, change, members, change.seq)
 
 
 def receipt_event(receipt: ReceiptEvent, members: list[Member]) -> OutboxEntry:

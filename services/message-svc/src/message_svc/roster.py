@@ -1,8 +1,9 @@
 """Who is in a session, cached: a session's two participants never change once it exists, so
 the send path asks PostgreSQL once per session and then answers from memory.
 
-An entry lives ``ttl`` seconds, which bounds how long a change to a session (a block or a
-closed session, when those exist) can go unnoticed by sends; an unknown session is not cached.
+An entry lives ``ttl`` seconds, which bounds how long a change to a session can go unnoticed
+by sends when nobody tells the roster; a block is told (``forget``, from
+:mod:`message_svc.sessionwatch`), so it takes effect at once. An unknown session is not cached.
 Concurrent askers for one session share one query; at most ``max_entries`` sessions are held
 (the least recently used go first). The marks a cached :class:`Member` carries are those of
 when it was read: the send path does not use them.
@@ -36,6 +37,18 @@ class Roster:
         self._clock = clock
         self._entries: OrderedDict[uuid.UUID, tuple[float, list[Member]]] = OrderedDict()
         self._loading: dict[uuid.UUID, asyncio.Future[list[Member]]] = {}
+        self._stale: set[uuid.UUID] = set()  # loads under way when their session changed
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        """Read the session again at its next use (it changed: a block or an unblock). A
+        load under way was read before the change: it answers its askers but is not kept."""
+        self._entries.pop(session_id, None)
+        if session_id in self._loading:
+            self._stale.add(session_id)
+
+    def forget_all(self) -> None:
+        self._entries.clear()
+        self._stale.update(self._loading)
 
     async def members(self, session_id: uuid.UUID) -> list[Member]:
         """The session's participants; empty when it does not exist."""
@@ -68,8 +81,10 @@ class Roster:
             raise
         finally:
             del self._loading[session_id]
+            stale = session_id in self._stale
+            self._stale.discard(session_id)
         future.set_result(members)
-        if members:
+        if members and not stale:
             self._entries[session_id] = (self._clock() + self._ttl, members)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)

@@ -20,12 +20,16 @@ from chat_common.dto import (
     BulkItemResult,
     BulkSendRequest,
     BulkSendResult,
+    DeleteMessageRequest,
+    EditMessageRequest,
+    EventsPage,
     GroupedSendRequest,
     GroupedSendResult,
     GroupResult,
     HistoryPage,
     MarkRequest,
     Marks,
+    MessageChange,
     MessageView,
     SendGroup,
     SendMessageRequest,
@@ -39,7 +43,7 @@ from chat_common.problems import problem_of, retry_after
 from chat_common.web import ascii_int, bearer_token, decode_json, json_response, parse_body
 
 from .domain import read_session_cursor
-from .service import MAX_PAGE, Sent
+from .service import MAX_PAGE, Changed, Sent
 from .state import AppState
 
 TRACER = tracing.tracer(__name__)
@@ -59,6 +63,13 @@ def _session_id(request: Request) -> uuid.UUID:
         return uuid.UUID(request.path_params["sessionId"])
     except ValueError:
         raise InvalidInput("sessionId must be a UUID", field="sessionId") from None
+
+
+def _message_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["messageId"])
+    except ValueError:
+        raise InvalidInput("messageId must be a UUID", field="messageId") from None
 
 
 def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
@@ -189,6 +200,55 @@ async def history(request: Request) -> Response:
     return json_response(page, headers=headers or None)
 
 
+def _changed(changed: Changed) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if changed.replayed else None
+    return json_response(changed.change, headers=headers)
+
+
+async def edit_message(request: Request) -> Response:
+    user = await _user(request)
+    session_id, message_id = _session_id(request), _message_id(request)
+    body = await parse_body(request, EditMessageRequest, max_bytes=256 * 1024)
+    changed = await state(request).messages.change(
+        user,
+        session_id,
+        message_id,
+        body.client_message_id,
+        body.content,
+        body.encrypted,
+        edit=True,
+    )
+    return _changed(changed)
+
+
+async def delete_message(request: Request) -> Response:
+    user = await _user(request)
+    session_id, message_id = _session_id(request), _message_id(request)
+    body = await parse_body(request, DeleteMessageRequest, max_bytes=1024)
+    changed = await state(request).messages.change(
+        user, session_id, message_id, body.client_message_id
+    )
+    return _changed(changed)
+
+
+async def events(request: Request) -> Response:
+    user = await _user(request)
+    session_id = _session_id(request)
+    limit = _int_param(request, "limit", 1, MAX_PAGE) or state(request).history_default_limit
+    after = _int_param(request, "after", 0, 2**62) or 0
+    before = _int_param(request, "before", 1, 2**62)
+    page = await state(request).messages.events(
+        user, session_id, after=after, before=before, limit=limit
+    )
+    headers = None
+    if len(page.events) == limit:
+        query: dict[str, int] = {"limit": limit, "after": page.events[-1].seq}
+        if before is not None:
+            query["before"] = before
+        headers = {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
+    return json_response(page, headers=headers)
+
+
 async def unread(request: Request) -> Response:
     user = await _user(request)
     return json_response(await state(request).messages.unread(user, _session_id(request)))
@@ -219,6 +279,7 @@ def _mark(kind: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 SESSION_ID = Param("sessionId", "path", {"type": "string", "format": "uuid"})
+MESSAGE_ID = Param("messageId", "path", {"type": "string", "format": "uuid"})
 SEQ = {"type": "integer", "minimum": 0}
 MARK_ERRORS = (400, 401, 403, 404, 422, 429)
 
@@ -227,7 +288,11 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
         Operation(
             "POST",
             "/api/chat/message",
-            "Send a message (idempotent per sender and clientMessageId)",
+            "Send a message (idempotent per sender and clientMessageId): its text in"
+            " `content`, or end-to-end encrypted, an `encrypted` envelope stored and delivered"
+            " unread; exactly one (422 CONTENT_OR_ENCRYPTED). 413 CONTENT_TOO_LARGE or"
+            " ENCRYPTED_TOO_LARGE (ENCRYPTED_MAX_BYTES); 422 ENVELOPE_INVALID or"
+            " RECIPIENT_NOT_PARTICIPANT",
             body=SendMessageRequest,
             answer=MessageView,
             errors=(400, 401, 403, 404, 409, 413, 422, 429),
@@ -329,6 +394,66 @@ OPERATIONS: tuple[tuple[Operation, Endpoint], ...] = (
             tags=("messages",),
         ),
         history,
+    ),
+    (
+        Operation(
+            "GET",
+            "/api/chat/{sessionId}/events",
+            "A page of the session's events above after, oldest first: every seq is a message"
+            " (in its current state) or an edit or delete of one; the next page is in Link",
+            answer=EventsPage,
+            params=(
+                SESSION_ID,
+                Param("after", "query", SEQ, "the last seq the caller has (default 0)"),
+                Param("before", "query", {"type": "integer", "minimum": 1}),
+                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+            ),
+            errors=(401, 403, 404, 422, 429),
+            headers={"Link": 'the next page, rel="next"'},
+            tags=("messages",),
+        ),
+        events,
+    ),
+    (
+        Operation(
+            "PATCH",
+            "/api/chat/{sessionId}/messages/{messageId}",
+            "Edit one of the caller's messages within the edit window (EDIT_WINDOW_SECONDS):"
+            " the edit is an event with its own seq (x-event edit); idempotent per"
+            " clientMessageId. New `content`, or a new `encrypted` envelope for an encrypted"
+            " message (an edit keeps the message's kind: 409 ENCRYPTION_MISMATCH). 403"
+            " NOT_MESSAGE_SENDER, 404 MESSAGE_NOT_FOUND, 409 EDIT_WINDOW_CLOSED,"
+            " MESSAGE_DELETED or CLIENT_MESSAGE_ID_REUSED",
+            body=EditMessageRequest,
+            answer=MessageChange,
+            params=(SESSION_ID, MESSAGE_ID),
+            errors=(400, 401, 403, 404, 409, 413, 422, 429),
+            headers={"Idempotent-Replayed": "true when the change was made before"},
+            tags=("messages",),
+            body_example={
+                "content": "hi Bob, see you at 8",
+                "clientMessageId": "2b0c4d6e-8f10-4a32-9c54-7e6f8a9b0c1d",
+            },
+        ),
+        edit_message,
+    ),
+    (
+        Operation(
+            "DELETE",
+            "/api/chat/{sessionId}/messages/{messageId}",
+            "Delete one of the caller's messages for everyone: its content is erased, a"
+            " tombstone keeps its seq, and the delete is an event with its own seq (x-event"
+            " delete); idempotent per clientMessageId. 403 NOT_MESSAGE_SENDER, 404"
+            " MESSAGE_NOT_FOUND, 409 MESSAGE_DELETED or CLIENT_MESSAGE_ID_REUSED",
+            body=DeleteMessageRequest,
+            answer=MessageChange,
+            params=(SESSION_ID, MESSAGE_ID),
+            errors=(400, 401, 403, 404, 409, 422, 429),
+            headers={"Idempotent-Replayed": "true when the change was made before"},
+            tags=("messages",),
+            body_example={"clientMessageId": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"},
+        ),
+        delete_message,
     ),
     (
         Operation(

@@ -1,4 +1,5 @@
-"""Use cases of message-svc: send, history, unread, the session list, read/delivered marks."""
+"""Use cases of message-svc: send, edit and delete, history and the session's events, unread,
+the session list, read/delivered marks."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from chat_common.batching import PacingPolicy
 from chat_common.dto import (
+    Envelope,
+    EventsPage,
     HistoryPage,
-    LastMessage,
     Marks,
+    MessageChange,
     MessageView,
-    Participant,
     ReceiptEvent,
     SendMessageRequest,
+    SessionEvent,
     SessionList,
-    SessionSummary,
     UnreadView,
 )
 from chat_common.errors import (
@@ -30,26 +33,46 @@ from chat_common.errors import (
     Conflict,
     DependencyError,
     DependencyUnavailable,
-    Forbidden,
     NotFound,
     RateLimited,
 )
 
 from . import repository
-from .domain import check_content, content_fingerprint, session_cursor
-from .events import message_event_template, receipt_event
+from .domain import (
+    PriorChange,
+    Target,
+    check_body,
+    check_change,
+    check_content,
+    check_envelope,
+    check_open,
+    check_recipients,
+    check_replay,
+    content_fingerprint,
+    envelope_fingerprint,
+    refusal,
+    session_closed,
+    session_cursor,
+)
+from .events import change_event, message_event_template, receipt_event
 from .groupcommit import GroupCommit, SessionGone, Stored
+from .members import any_blocked, caller_and_peer, closed_reason
 from .notifier import Notifier
 from .ratelimit import SendLimiter
 from .repository import Draft, Member
 from .roster import Roster
+from .views import Row, change_view, event_change_view, message_view, session_summary
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 200
 
-# A stored message as the repository returns it (a record, or a plain mapping).
-Row = asyncpg.Record | Mapping[str, Any]
+
+def _fingerprint(content: str | None, encrypted: bytes | None) -> str:
+    """What the duplicate rule counts: the text, or (encrypted) the envelope as stored."""
+    if encrypted is not None:
+        return envelope_fingerprint(encrypted)
+    return content_fingerprint(content or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,36 +91,10 @@ class _Prepared:
     draft: Draft
 
 
-def _view(row: Row, recipient: Member | None) -> MessageView:
-    seq = int(row["seq"])
-    return MessageView(
-        message_id=row["id"],
-        session_id=row["session_id"],
-        seq=seq,
-        sender_id=row["sender_profile_id"],
-        sender_display_name=row["sender_display_name"],
-        sender_email=row["sender_email"],
-        content=row["content"],
-        client_message_id=row["client_msg_id"],
-        sent_at=row["sent_at"],
-        delivered=recipient is not None and seq <= recipient.delivered_seq,
-        seen=recipient is not None and seq <= recipient.read_seq,
-    )
-
-
-def _split(members: list[Member], user_email: str) -> tuple[Member, Member]:
-    """(caller, peer); 404 unknown session, 403 not a participant."""
-    if not members:
-        raise NotFound("no such session", code="SESSION_NOT_FOUND")
-    mine = [m for m in members if m.user_email == user_email]
-    if not mine:
-        raise Forbidden("you are not a participant of this session", code="NOT_PARTICIPANT")
-    peers = [m for m in members if m.user_email != user_email]
-    return mine[0], peers[0]
-
-
-def _participant(m: Member) -> Participant:
-    return Participant(profile_id=m.profile_id, display_name=m.display_name, email=m.user_email)
+@dataclass(frozen=True, slots=True)
+class Changed:
+    change: MessageChange
+    replayed: bool
 
 
 class MessageService:
@@ -111,13 +108,22 @@ class MessageService:
         roster_seconds: float = 10.0,
         max_batch: int = 256,
         pacing: PacingPolicy | None = None,
+        edit_window_seconds: float = 900.0,
+        max_encrypted_bytes: int = 12288,
     ) -> None:
         self._pool = pool
+        self._max_encrypted = max_encrypted_bytes
+        self._edit_window = dt.timedelta(seconds=edit_window_seconds)
         self._notifier = notifier or Notifier(pool)
         self._limiter = limiter
         self._max_content = max_content_bytes
         self._roster = Roster(self._load_members, ttl=roster_seconds)
         self._commit = GroupCommit(self._write_batch, max_batch=max_batch, pacing=pacing)
+
+    @property
+    def roster(self) -> Roster:
+        """The cached participants of sessions (told of blocks by the session watch)."""
+        return self._roster
 
     async def close(self) -> None:
         """Finish the batches under way (the pool must still be open)."""
@@ -173,14 +179,38 @@ class MessageService:
                 results.append(exc)
         return results
 
+    def _check_body(self, content: str | None, encrypted: Envelope | None) -> bytes | None:
+        """Text or an envelope, checked (shape and size only for an envelope); the envelope
+        as it is stored and delivered."""
+        if check_body(content, encrypted) == "content":
+            assert content is not None
+            check_content(content, self._max_content)
+            return None
+        assert encrypted is not None
+        encoded = msgspec.json.encode(encrypted)
+        check_envelope(encrypted, len(encoded), self._max_encrypted)
+        return encoded
+
     async def _prepare(self, user_email: str, request: SendMessageRequest) -> _Prepared | Sent:
-        """Check and reserve what a send needs before it is stored: content, membership, the
-        send limits. A retry of a stored send is answered (the replay) from the store even
-        when the limits are spent."""
-        check_content(request.content, self._max_content)
+        """Check and reserve what a send needs before it is stored: content (or envelope),
+        membership, the send limits. A retry of a stored send is answered (the replay) from
+        the store even when the limits are spent."""
+        encrypted = self._check_body(request.content, request.encrypted)
         members = await self._roster.members(request.session_id)
-        me, peer = _split(members, user_email)
-        fingerprint = content_fingerprint(request.content)
+        me, peer = caller_and_peer(members, user_email)
+        refused = refusal(any_blocked(members), closed_reason(members))
+        if refused is not None:
+            # a retry of a send stored before the block (or the close) is still answered
+            async with self._pool.acquire() as conn:
+                earlier = await repository.find_by_client_id(
+                    conn, user_email, request.client_message_id
+                )
+            if earlier is None:
+                raise refused
+            return await self._replay(earlier, request, user_email)
+        if request.encrypted is not None:
+            check_recipients(request.encrypted, (m.user_email for m in members))
+        fingerprint = _fingerprint(request.content, encrypted)
         client_id = str(request.client_message_id)
         try:
             await self._limiter.acquire(user_email, fingerprint, client_id)
@@ -201,9 +231,10 @@ class MessageService:
             sender_id=me.profile_id,
             sender_display_name=me.display_name,
             sender_email=me.user_email,
-            content=request.content,
+            content=request.content or "",
             client_message_id=request.client_message_id,
             sent_at=sent_at,
+            encrypted=request.encrypted,
         )
         draft = Draft(
             message_id=message_id,
@@ -213,6 +244,7 @@ class MessageService:
             client_msg_id=request.client_message_id,
             sent_at=sent_at,
             event=message_event_template(view, [me, peer]),
+            encrypted=encrypted,
         )
         return _Prepared(user_email, request, fingerprint, draft)
 
@@ -222,6 +254,12 @@ class MessageService:
             return await asyncio.shield(pending)
         except SessionGone:
             await self._give_back(prepared, content=True)
+            # closed while the send waited for the session's lock (an erasure held it)?
+            async with self._pool.acquire() as conn:
+                members = await repository.members(conn, prepared.request.session_id)
+            closed = closed_reason(members)
+            if closed is not None:
+                raise session_closed(closed) from None
             raise NotFound("session not found", code="SESSION_NOT_FOUND") from None
         except repository.ClientIdTaken:
             await self._give_back(prepared, content=True)
@@ -232,9 +270,12 @@ class MessageService:
 
     async def _finish(self, prepared: _Prepared, stored: Stored) -> Sent:
         if stored.new:
-            return Sent(_view(stored.row, None), replayed=False)
+            return Sent(message_view(stored.row, None), replayed=False)
         # an earlier message of this sender with this client id: nothing new was stored
-        same_content = content_fingerprint(stored.row["content"]) == prepared.fingerprint
+        row = stored.row  # content and encrypted None: the message was deleted since
+        same_content = (row["content"] is not None or row["encrypted"] is not None) and (
+            _fingerprint(row["content"], row["encrypted"]) == prepared.fingerprint
+        )
         await self._give_back(prepared, content=not same_content)
         return await self._replay(stored.row, prepared.request, prepared.user_email)
 
@@ -262,8 +303,8 @@ class MessageService:
             )
         async with self._pool.acquire() as conn:
             members = await repository.members(conn, request.session_id)
-        _, peer = _split(members, user_email)
-        return Sent(_view(existing, peer), replayed=True)
+        _, peer = caller_and_peer(members, user_email)
+        return Sent(message_view(existing, peer), replayed=True)
 
     async def history(
         self,
@@ -275,18 +316,189 @@ class MessageService:
         after: int | None,
     ) -> HistoryPage:
         async with self._pool.acquire() as conn:
-            me, peer = _split(await repository.members(conn, session_id), user_email)
+            me, peer = caller_and_peer(await repository.members(conn, session_id), user_email)
             rows = await repository.history(
                 conn, session_id, limit=min(limit, MAX_PAGE), before=before, after=after
             )
-        views = [_view(r, peer if r["sender_email"] == user_email else me) for r in rows]
+        views = [message_view(r, peer if r["sender_email"] == user_email else me) for r in rows]
         return HistoryPage(session_id=session_id, messages=views)
+
+    async def events(
+        self, user_email: str, session_id: uuid.UUID, *, after: int, before: int | None, limit: int
+    ) -> EventsPage:
+        """A page of the session's events above ``after``, oldest first: every seq is a
+        message (in its current state) or an edit or delete of one. What a client that
+        resumes reads (the edges' ``x-resume-after-seq`` replay and gap fills)."""
+        async with self._pool.acquire() as conn:
+            me, peer = caller_and_peer(await repository.members(conn, session_id), user_email)
+            rows = await repository.events(
+                conn, session_id, after=after, before=before, limit=min(limit, MAX_PAGE)
+            )
+        found: list[SessionEvent] = []
+        for r in rows:
+            if r["is_change"]:
+                change = event_change_view(r)
+                found.append(SessionEvent(event=change.change, seq=change.seq, change=change))
+            else:
+                view = message_view(r, peer if r["sender_email"] == user_email else me)
+                found.append(SessionEvent(event="message", seq=view.seq, message=view))
+        return EventsPage(session_id=session_id, events=found)
+
+    async def change(
+        self,
+        user_email: str,
+        session_id: uuid.UUID,
+        message_id: uuid.UUID,
+        client_message_id: uuid.UUID,
+        content: str | None = None,
+        encrypted: Envelope | None = None,
+        *,
+        edit: bool | None = None,
+    ) -> Changed:
+        """Edit (``edit``, with ``content`` or an ``encrypted`` envelope; by default when
+        either is given) or delete a message of the caller's: the change gets the session's
+        next seq and its outbox row in the transaction that changes the message. The same
+        ``client_message_id`` of the same change answers the stored change again
+        (``replayed``) and writes nothing; used for another change it is 409. A change takes
+        a send token from the sender's send limits (given back when nothing is written)."""
+        if edit is None:
+            edit = content is not None or encrypted is not None
+        kind = "edit" if edit else "delete"
+        envelope: bytes | None = None
+        if edit:
+            envelope = self._check_body(content, encrypted)
+        members = await self._roster.members(session_id)
+        caller_and_peer(members, user_email)
+        if encrypted is not None:
+            check_recipients(encrypted, (m.user_email for m in members))
+        async with self._pool.acquire() as conn:
+            prior = await repository.find_change(conn, user_email, client_message_id)
+        if prior is not None:  # a retry: answered even when the send limits are spent
+            return self._replayed(prior, kind, session_id, message_id)
+        check_open(any_blocked(members), closed_reason(members))
+        # its own content use, so the duplicate-content rule never refuses a change
+        fingerprint = f"change:{client_message_id}"
+        await self._limiter.acquire(user_email, fingerprint, str(client_message_id))
+        try:
+            changed = await self._change(
+                user_email,
+                session_id,
+                message_id,
+                client_message_id,
+                kind,
+                content,
+                (encrypted, envelope),
+            )
+        except BaseException:
+            await self._give_back_change(user_email, fingerprint, client_message_id)
+            raise
+        if changed.replayed:
+            await self._give_back_change(user_email, fingerprint, client_message_id)
+        else:
+            self._notifier.poke()
+        return changed
+
+    async def _change(
+        self,
+        user_email: str,
+        session_id: uuid.UUID,
+        message_id: uuid.UUID,
+        client_message_id: uuid.UUID,
+        kind: str,
+        content: str | None,
+        envelope: tuple[Envelope | None, bytes | None] = (None, None),
+    ) -> Changed:
+        encrypted, stored_envelope = envelope
+        for attempt in range(2):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if not await repository.lock_session(conn, session_id):
+                        raise NotFound("no such session", code="SESSION_NOT_FOUND")
+                    members = await repository.members(conn, session_id)
+                    me, peer = caller_and_peer(members, user_email)
+                    # again under the lock: a concurrent retry may have committed meanwhile
+                    prior = await repository.find_change(conn, user_email, client_message_id)
+                    if prior is not None:
+                        return self._replayed(prior, kind, session_id, message_id)
+                    # under the lock a block also takes
+                    check_open(any_blocked(members), closed_reason(members))
+                    row = await repository.message_for_change(conn, session_id, message_id)
+                    target = None
+                    if row is not None:
+                        target = Target(
+                            row["sender_email"],
+                            row["sent_at"],
+                            row["deleted_at"] is not None,
+                            encrypted=row["encrypted"] is not None,
+                        )
+                    changed_at = dt.datetime.now(dt.UTC)
+                    check_change(
+                        kind,
+                        target,
+                        user_email,
+                        changed_at,
+                        self._edit_window,
+                        encrypted=encrypted is not None,
+                    )
+                    assert row is not None
+                    seq = await repository.apply_change(
+                        conn,
+                        session_id=session_id,
+                        message_id=message_id,
+                        kind=kind,
+                        sender_email=user_email,
+                        client_msg_id=client_message_id,
+                        content=content,
+                        changed_at=changed_at,
+                        encrypted=stored_envelope,
+                    )
+                    change = MessageChange(
+                        change=kind,
+                        session_id=session_id,
+                        seq=seq,
+                        message_id=message_id,
+                        message_seq=int(row["seq"]),
+                        sender_id=me.profile_id,
+                        sender_email=user_email,
+                        content=content or "",
+                        client_message_id=client_message_id,
+                        changed_at=changed_at,
+                        encrypted=encrypted,
+                    )
+                    await repository.add_outbox(conn, [change_event(change, [me, peer])])
+                    return Changed(change, replayed=False)
+            except repository.ChangeClientIdTaken:
+                # a concurrent change of this user took the client id: found on the retry
+                if attempt:
+                    break
+        raise DependencyUnavailable("the change could not be stored; send it again")
+
+    @staticmethod
+    def _replayed(prior: Row, kind: str, session_id: uuid.UUID, message_id: uuid.UUID) -> Changed:
+        check_replay(
+            PriorChange(prior["kind"], prior["session_id"], prior["message_id"]),
+            kind,
+            session_id,
+            message_id,
+        )
+        return Changed(change_view(prior), replayed=True)
+
+    async def _give_back_change(
+        self, user_email: str, fingerprint: str, client_message_id: uuid.UUID
+    ) -> None:
+        try:
+            await self._limiter.refund(user_email)
+            await self._limiter.forget(user_email, fingerprint, str(client_message_id))
+        except DependencyError as exc:
+            log.warning("send limits not given back: %s", exc)
 
     async def unread(self, user_email: str, session_id: uuid.UUID) -> UnreadView:
         async with self._pool.acquire() as conn:
-            me, _ = _split(await repository.members(conn, session_id), user_email)
+            me, _ = caller_and_peer(await repository.members(conn, session_id), user_email)
             count, rows = await repository.unread(conn, session_id, me, MAX_PAGE)
-        return UnreadView(session_id=session_id, count=count, messages=[_view(r, me) for r in rows])
+        return UnreadView(
+            session_id=session_id, count=count, messages=[message_view(r, me) for r in rows]
+        )
 
     async def sessions(
         self,
@@ -302,34 +514,7 @@ class MessageService:
             following = session_cursor(rows[-1]["activity"], rows[-1]["session_id"])
         return SessionList(
             next_before=following,
-            sessions=[
-                SessionSummary(
-                    session_id=r["session_id"],
-                    intent=r["intent"],
-                    me=Participant(
-                        profile_id=r["me_profile_id"],
-                        display_name=r["me_display_name"],
-                        email=r["me_email"],
-                    ),
-                    peer=Participant(
-                        profile_id=r["peer_profile_id"],
-                        display_name=r["peer_display_name"],
-                        email=r["peer_email"],
-                    ),
-                    last_message=None
-                    if r["last_id"] is None
-                    else LastMessage(
-                        message_id=r["last_id"],
-                        seq=r["last_seq"],
-                        sender_email=r["last_sender"],
-                        content=r["last_content"],
-                        sent_at=r["last_sent_at"],
-                    ),
-                    unread_count=int(r["unread_count"]),
-                    created_at=r["created_at"],
-                )
-                for r in rows
-            ],
+            sessions=[session_summary(r) for r in rows],
         )
 
     async def mark(self, user_email: str, session_id: uuid.UUID, kind: str, up_to: int) -> Marks:
@@ -337,7 +522,7 @@ class MessageService:
         receipt event through the outbox."""
         async with self._pool.acquire() as conn, conn.transaction():
             members = await repository.members(conn, session_id)
-            me, peer = _split(members, user_email)
+            me, peer = caller_and_peer(members, user_email)
             read_seq, delivered_seq, moved = await repository.move_mark(
                 conn, session_id, me.profile_id, kind, up_to
             )

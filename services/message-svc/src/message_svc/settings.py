@@ -17,12 +17,19 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # Each Redis connect and command gives up after this long (the send then answers 503).
     redis_timeout_seconds: float = 0.5
     max_content_bytes: int = 4096
+    # An encrypted message's envelope (its JSON as stored) at most this many bytes: a text at
+    # the content limit, encrypted for every device of both users (20), takes about 10 KB; a
+    # SEND carrying the largest envelope still fits in ws-edge's MAX_BODY_BYTES (16 KiB).
+    encrypted_max_bytes: int = 12288
     send_burst: int = 20
     send_rate_per_second: float = 10.0
     # The same content from the same sender at most this many times per window.
     duplicate_content_limit: int = 3
     duplicate_content_window_seconds: float = 30.0
     history_default_limit: int = 50
+    # A sender may edit a message for this long after it was sent (0: edits are refused);
+    # deleting has no time limit.
+    edit_window_seconds: float = 900.0
     # Concurrent sends are stored together, at most this many per statement (group commit).
     send_batch_max: int = 256
     # While sends arrive at SEND_BATCH_BUSY_RATE per second or faster, a batch gathers for the
@@ -46,6 +53,10 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         self.pacing()  # its own checks
+        if self.edit_window_seconds < 0:
+            raise ValueError("EDIT_WINDOW_SECONDS must not be negative")
+        if self.encrypted_max_bytes < 256:
+            raise ValueError("ENCRYPTED_MAX_BYTES must be at least 256")
 
     def pacing(self) -> PacingPolicy:
         return PacingPolicy(

@@ -45,9 +45,10 @@ from typing import Any
 
 import asyncpg
 
+from chat_common import outbox
 from chat_common.db import Conn
 
-CHANNEL = "chat_outbox"
+CHANNEL = outbox.CHANNEL  # what the writers notify (chat_common.outbox)
 SLOTS = 3
 PARTITION = "chat_message_outbox_{slot}"
 

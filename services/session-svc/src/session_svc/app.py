@@ -6,21 +6,33 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
 from chat_common import tracing
 from chat_common.db import create_pool, ping
+from chat_common.erased import ErasedUsers, denial_ttl
 from chat_common.jwt_sign import ServiceTokenSigner, load_private_key
 from chat_common.jwt_verify import verifiers
 from chat_common.observability import RequestContextMiddleware
 from chat_common.presence_store import RedisPresence
+from chat_common.ratelimit import (
+    BucketPolicy,
+    Buckets,
+    FallbackBuckets,
+    MemoryBuckets,
+    RedisBuckets,
+)
 from chat_common.redis_client import redis_client
 from chat_common.web import EXCEPTION_HANDLERS, ReadinessCheck, operational_routes
 
+from .blocks import BlockService
+from .erasure import ErasureService
 from .flairbit import ProfileDirectory
 from .invalidation import Invalidations
+from .keyring import KeyService
 from .presence import PresenceService
 from .routes import routes, state
 from .service import SessionService
@@ -28,6 +40,16 @@ from .settings import Settings
 from .state import AppState
 
 SERVICE = "session-svc"
+
+
+def key_change_buckets(settings: Settings, redis: Redis | None) -> Buckets:
+    """The users' key-change buckets: shared through Redis when configured, this instance's
+    own while Redis cannot be asked (degraded, never unmetered)."""
+    policy = BucketPolicy(settings.key_change_burst, settings.key_change_rate_per_second)
+    if redis is None:
+        return MemoryBuckets(policy)
+    shared = RedisBuckets(redis, policy, prefix="chat:session-svc:key-changes:")
+    return FallbackBuckets(shared, MemoryBuckets(policy), lambda: None)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -62,6 +84,23 @@ def create_app(settings: Settings) -> Starlette:
                 )
                 invalidations = Invalidations(profiles, redis)
                 invalidations.start()
+                presence_store = (
+                    None
+                    if redis is None
+                    else RedisPresence(  # no lease of its own: reads, and peers after blocks
+                        redis, 0.0, 0.0, prefix=settings.presence_key_prefix
+                    )
+                )
+                erased = (
+                    None
+                    if redis is None
+                    else ErasedUsers(
+                        redis,
+                        denial_ttl(
+                            settings.user_token_max_lifetime_seconds, settings.jwt_leeway_seconds
+                        ),
+                    )
+                )
                 try:
                     yield {
                         "app": AppState(
@@ -72,14 +111,18 @@ def create_app(settings: Settings) -> Starlette:
                             profiles=profiles,
                             sessions=SessionService(pool, profiles),
                             invalidations=invalidations,
-                            presence=PresenceService(
+                            presence=PresenceService(pool, presence_store),
+                            keys=KeyService(
                                 pool,
-                                None
-                                if redis is None
-                                else RedisPresence(  # read only: no lease of its own
-                                    redis, 0.0, 0.0, prefix=settings.presence_key_prefix
-                                ),
+                                key_change_buckets(settings, redis),
+                                max_keys=settings.max_keys_per_user,
+                                revoked_kept=settings.revoked_keys_kept,
                             ),
+                            blocks=BlockService(pool, presence_store),
+                            erasure=ErasureService(
+                                pool, invalidations, redis, settings.presence_key_prefix, erased
+                            ),
+                            erased=erased,
                         )
                     }
                 finally:

@@ -7,7 +7,14 @@ import uuid
 
 import asyncpg
 
-from chat_common.dto import InitSessionRequest, Membership, Participant, SessionView
+from chat_common.dto import (
+    CLOSED,
+    OPEN,
+    InitSessionRequest,
+    Membership,
+    Participant,
+    SessionView,
+)
 from chat_common.errors import Forbidden, InvalidInput, NotFound
 from chat_common.identity import normalise_email
 
@@ -29,7 +36,14 @@ def _view(row: repository.SessionRow) -> SessionView:
         intent=row.intent,
         participants=(_participant(a), _participant(b)),
         created_at=row.created_at,
+        blocked_by=row.blocked_by,
+        state=_state(row),
+        closed_reason=row.closed_reason,
     )
+
+
+def _state(row: repository.SessionRow) -> str:
+    return OPEN if row.closed_reason is None else CLOSED
 
 
 class SessionService:
@@ -110,5 +124,11 @@ class SessionService:
         else:
             raise Forbidden("you are not a participant of this session", code="NOT_PARTICIPANT")
         return Membership(
-            session_id=row.id, intent=row.intent, me=_participant(me), peer=_participant(peer)
+            session_id=row.id,
+            intent=row.intent,
+            me=_participant(me),
+            peer=_participant(peer),
+            blocked_by=row.blocked_by,
+            state=_state(row),
+            closed_reason=row.closed_reason,
         )

@@ -25,12 +25,32 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     # Where the edges keep presence (GET /api/chat/presence reads it; without REDIS_URL it
     # answers 503 PRESENCE_UNAVAILABLE). Must match the edges' PRESENCE_KEY_PREFIX.
     presence_key_prefix: str = "chat:presence:"
+    # The public-key registry: current keys (devices) per user, and revoked keys kept per
+    # user (the oldest revoked go first).
+    max_keys_per_user: int = 10
+    revoked_keys_kept: int = 10
+    # Key changes (publish or replace, revoke) per user: a token bucket, shared through
+    # REDIS_URL when set (each instance's own while Redis cannot be reached). Each change is an
+    # event to every peer; a request that changes nothing costs nothing.
+    key_change_burst: int = 20
+    key_change_rate_per_second: float = 0.05
     breaker_threshold: int = 5
     breaker_reset_seconds: float = 15.0
     # FlairBit's own service JWTs (for /internal/flairbit/*): its signing key is the one of the
     # user tokens (JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE), with this issuer and audience.
     flairbit_service_issuer: str = "flairbit"
     flairbit_service_audience: str = "chat-service"
+    # The longest lifetime of a user token FlairBit issues: after an erasure the user's older
+    # tokens are refused for this long (plus JWT_LEEWAY_SECONDS), through REDIS_URL.
+    user_token_max_lifetime_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_keys_per_user < 1 or self.revoked_keys_kept < 0:
+            raise ValueError("max_keys_per_user must be >= 1 and revoked_keys_kept >= 0")
+        if self.key_change_burst < 1 or self.key_change_rate_per_second <= 0:
+            raise ValueError("key_change_burst must be >= 1 and key_change_rate_per_second > 0")
+        if self.user_token_max_lifetime_seconds <= 0:
+            raise ValueError("user_token_max_lifetime_seconds must be > 0")
 
 
 def from_env() -> Settings:

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
+from chat_common.erased import ErasedUsers
 from chat_common.jwt_verify import TokenVerifier, UserTokenVerifier
 
+from .blocks import BlockService
+from .erasure import ErasureService
 from .flairbit import ProfileDirectory
 from .invalidation import Invalidations
+from .keyring import KeyService
 from .presence import PresenceService
 from .service import SessionService
 
@@ -25,3 +29,7 @@ class AppState:
     sessions: SessionService
     invalidations: Invalidations
     presence: PresenceService
+    keys: KeyService
+    blocks: BlockService
+    erasure: ErasureService
+    erased: ErasedUsers | None  # the denials of deleted users' tokens (with Redis)

@@ -35,12 +35,20 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from chat_common.dto import ErrorEvent, MessageView, ReceiptEvent
+from chat_common.dto import (
+    BlockEvent,
+    ErrorEvent,
+    MessageChange,
+    MessageView,
+    ReceiptEvent,
+    SessionClosedEvent,
+)
+from chat_common.keys import KeyChangeEvent
 from chat_common.presence import PresenceView
 
 from . import destinations
 from .codes import MEANINGS, EdgeCode, EdgeError
-from .commands import READ, SEND, SEND_BODIES, TYPING, TypingEvent
+from .commands import DELETE, EDIT, READ, SEND, SEND_BODIES, TYPING, TypingEvent
 from .disconnect import Disconnect
 from .fanout import (
     CONTENT_TYPE,
@@ -51,7 +59,7 @@ from .fanout import (
     SEQ_HEADER,
     SESSION_HEADER,
 )
-from .hub import USER_QUEUES
+from .hub import QUEUE_KINDS, USER_QUEUES
 from .resume import MAX_SEQ, RESUME_HEADER
 from .server import SUBPROTOCOLS, WS_PATH
 
@@ -86,10 +94,72 @@ class _Kind:
 _KINDS: Final[Mapping[str, _Kind]] = {
     "message": _Kind(
         "A chat message, stored: both participants get it, on the session's topic and on "
-        "their /user/queue/messages, once per seq and in seq order on a topic subscription",
+        "their /user/queue/messages, once per seq and in seq order on a topic subscription. "
+        "An end-to-end encrypted message has `content` empty and its `encrypted` envelope as "
+        "the sender sent it (the server never reads it)",
         (MessageView,),
         "always",
         seq=True,
+        topic=True,
+    ),
+    "edit": _Kind(
+        "The sender edited a message (PATCH /api/chat/{sessionId}/messages/{messageId}): an "
+        "event with its own seq (x-seq), after the message's, in the same gapless order as "
+        "messages, replayed on resume; `messageId` names the message, `content` is its new "
+        "text (or, for an encrypted message, `encrypted` its new envelope), `changedAt` its "
+        "editedAt. Both participants get it, on the session's topic and "
+        "on their /user/queue/messages. Not a new message: it never counts as unread",
+        (MessageChange,),
+        "always",
+        seq=True,
+        topic=True,
+    ),
+    "delete": _Kind(
+        "The sender deleted a message for everyone (DELETE "
+        "/api/chat/{sessionId}/messages/{messageId}): an event with its own seq, as an edit; "
+        "`messageId` names the message, now a tombstone (its text or envelope erased, its seq "
+        "kept), "
+        "`content` is empty. Delivered and replayed as an edit",
+        (MessageChange,),
+        "always",
+        seq=True,
+        topic=True,
+    ),
+    "block": _Kind(
+        "A participant blocked the session (POST /api/chat/{sessionId}/block): from now on "
+        "nothing is sent, edited or deleted in it (SESSION_BLOCKED), nobody subscribes to its "
+        "topic or types in it, and presence stops flowing between the two. Both participants "
+        "get it on /user/queue/messages, and every subscription of the session's topic gets "
+        "it as its last frame: the edge then delivers nothing more on that subscription "
+        "(STOMP has no server-side UNSUBSCRIBE; the client UNSUBSCRIBEs it, which frees its "
+        "id, and may SUBSCRIBE again once an `unblock` event says `blocked` is false). "
+        "`blockedBy` lists who blocks (each lifts only their own block)",
+        (BlockEvent,),
+        "always",
+        seq=False,
+        topic=True,
+    ),
+    "unblock": _Kind(
+        "A participant lifted their block (DELETE /api/chat/{sessionId}/block): when "
+        "`blocked` is false the session is open again (sends, subscriptions, typing; presence "
+        "flows again between the two); while the other participant still blocks it, it stays "
+        "blocked. Both participants get it on /user/queue/messages",
+        (BlockEvent,),
+        "always",
+        seq=False,
+        topic=True,
+    ),
+    "closed": _Kind(
+        "The session is closed for good: the other participant's account was deleted "
+        "(FlairBit's POST /internal/flairbit/user-deleted), `reason` PARTICIPANT_DELETED. "
+        "Their messages are tombstones now, sent by a placeholder (`Deleted user`); nothing "
+        "more is sent, edited or deleted in the session (SESSION_CLOSED), subscribed to or "
+        "typed in; its history stays readable. The remaining participant gets it on "
+        "/user/queue/messages and as the last frame of each subscription to the session's "
+        "topic, which then ends (the edge delivers nothing more on it)",
+        (SessionClosedEvent,),
+        "always",
+        seq=False,
         topic=True,
     ),
     "receipt": _Kind(
@@ -122,10 +192,23 @@ _KINDS: Final[Mapping[str, _Kind]] = {
     "ack": _Kind(
         "The stored message, for a /app/chat.send of the user, before the SEND's RECEIPT: to "
         "the sending connection (or, when the SEND went through the send queue, to each of "
-        "the user's connections subscribed to /user/queue/ack)",
-        (MessageView,),
+        "the user's connections subscribed to /user/queue/ack); the stored change "
+        "(MessageChange, x-seq its own seq) for a /app/chat.edit or /app/chat.delete, to the "
+        "sending connection",
+        (MessageView, MessageChange),
         "always",
         seq=True,
+        topic=False,
+    ),
+    "keys": _Kind(
+        "A user who shares a session with the subscriber, or the subscriber on another "
+        "device, added, replaced or revoked a public key (PUT and DELETE "
+        "/api/chat/keys/{keyId}): warn before encrypting to a key that changed. At least once "
+        "and in no guaranteed order: keep the highest `version` per (email, keyId); GET "
+        "/api/chat/{sessionId}/keys answers the current keys",
+        (KeyChangeEvent,),
+        "never",
+        seq=False,
         topic=False,
     ),
     ERROR_KIND: _Kind(
@@ -140,17 +223,27 @@ _KINDS: Final[Mapping[str, _Kind]] = {
 
 _SUBSCRIBE_PROSE: Final[Mapping[str, str]] = {
     destinations.SESSION_TOPIC: "The session's events. Participants only: session-svc is asked "
-    "(with the user's token) and the answer cached; anyone else gets an ERROR and the close. "
-    f"With `{RESUME_HEADER}: N` every stored message with seq > N is replayed, in order, "
+    "(with the user's token) and the answer cached; anyone else gets an ERROR and the close, "
+    "and so does a participant while the session is blocked (the ERROR's message names "
+    "SESSION_BLOCKED), or once the session is closed (SESSION_CLOSED); a `block` or "
+    "`closed` event is a subscription's last frame. "
+    f"With `{RESUME_HEADER}: N` every stored event with seq > N (messages in their current "
+    "state, edits and deletes with the x-event they had live) is replayed, in order, "
     "before the live ones, with no gap and no duplicate at the seam; a seq gap in the live "
-    "events is filled from the history the same way.",
-    "/user/queue/messages": "Every chat message of the connected user's sessions, across "
-    "sessions and devices.",
+    "events is filled from the stored events the same way.",
+    "/user/queue/messages": "Every chat message of the connected user's sessions, and every "
+    "edit and delete of one (x-event `edit`, `delete`), across sessions and devices; and each "
+    "block and unblock of one of the user's sessions (x-event `block`, `unblock`), and the "
+    "close of one whose other participant's account was deleted (x-event `closed`).",
     "/user/queue/ack": "The stored message, for each /app/chat.send of this connection (of any "
-    "of the user's connections, for a SEND stored through the send queue).",
+    "of the user's connections, for a SEND stored through the send queue), and the stored "
+    "change, for each /app/chat.edit and /app/chat.delete of this connection.",
     "/user/queue/presence": "Presence changes (online, offline with last seen) of the users "
     "who share a session with the connected user, across sessions; never of strangers. "
     "Events, not state: read the current state with GET /api/chat/presence after subscribing.",
+    "/user/queue/keys": "Public-key changes (added, replaced, revoked) of the users who share "
+    "a session with the connected user, and of the user's own devices; never of strangers. "
+    "Events, not state: read the keys with GET /api/chat/{sessionId}/keys after subscribing.",
     "/user/queue/error": "Refusals of what this connection sent (of what any of the user's "
     "connections sent, for a SEND refused through the send queue). A SEND that asked for a "
     "receipt and is refused gets its `receipt-id` here and never a RECEIPT; on a connection "
@@ -160,15 +253,38 @@ _SUBSCRIBE_PROSE: Final[Mapping[str, str]] = {
 _SEND_PROSE: Final[Mapping[str, tuple[str, str]]] = {
     SEND: (
         "Send a chat message",
-        "As POST /api/chat/message does (same rules, same idempotency by clientMessageId). "
+        "As POST /api/chat/message does (same rules, same idempotency by clientMessageId): "
+        "`content`, or an end-to-end encrypted `encrypted` envelope, exactly one "
+        "(CONTENT_OR_ENCRYPTED); an envelope is checked for shape and size only "
+        "(ENVELOPE_INVALID, ENCRYPTED_TOO_LARGE, RECIPIENT_NOT_PARTICIPANT). "
         "SENDs are pipelined: a connection may have many in flight, stored and answered in "
         "the order sent. Stored: the message on /user/queue/ack, then the RECEIPT (committed "
-        "to PostgreSQL). Refused: /user/queue/error, never a RECEIPT.",
+        "to PostgreSQL). Refused: /user/queue/error, never a RECEIPT (SESSION_BLOCKED in a "
+        "session either participant blocks, SESSION_CLOSED in a session closed because the "
+        "other participant's account was deleted).",
     ),
     TYPING: (
         "Say the user is typing, or stopped",
-        "`typing` defaults to true; participants only. Published to the session's topic, "
-        "never stored; the RECEIPT follows the publish.",
+        "`typing` defaults to true; participants only, and not in a blocked session "
+        "(SESSION_BLOCKED on /user/queue/error) or a closed one (SESSION_CLOSED). Published "
+        "to the session's topic, never stored; the RECEIPT follows the publish.",
+    ),
+    EDIT: (
+        "Edit one of the user's messages",
+        "As PATCH /api/chat/{sessionId}/messages/{messageId} does: the sender only, within the "
+        "edit window (EDIT_WINDOW_SECONDS), not a deleted message, content as for a send (an "
+        "encrypted message takes a new `encrypted` envelope, never text: ENCRYPTION_MISMATCH); "
+        "idempotent by clientMessageId. Stored: the change on /user/queue/ack, then the "
+        "RECEIPT (committed); both participants get an `edit` event. Refused: message-svc's "
+        "code (NOT_MESSAGE_SENDER, MESSAGE_NOT_FOUND, EDIT_WINDOW_CLOSED, MESSAGE_DELETED, "
+        "CLIENT_MESSAGE_ID_REUSED, SESSION_BLOCKED, SESSION_CLOSED, CONTENT_BLANK, ...) on "
+        "/user/queue/error, never a RECEIPT.",
+    ),
+    DELETE: (
+        "Delete one of the user's messages for everyone",
+        "As DELETE /api/chat/{sessionId}/messages/{messageId} does: the sender only, at any "
+        "time; the text is erased and a tombstone keeps the message's seq; idempotent by "
+        "clientMessageId. Answered as an edit; both participants get a `delete` event.",
     ),
     READ: (
         "Move the user's read mark",
@@ -268,7 +384,7 @@ def build() -> dict[str, Any]:
             "description": _INFO,
         },
         "defaultContentType": CONTENT_TYPE,
-        "servers": {"gateway": _server()},
+        "servers": {"gateway": _server(), "gatewaySockJS": _sockjs_server()},
         "channels": channels,
         "operations": operations,
         "components": {
@@ -314,7 +430,7 @@ def _schemas() -> tuple[dict[str, Any], Ref]:
 def _kinds_on(destination: str) -> list[str]:
     """The event kinds a subscription of ``destination`` gets, in the table's order."""
     if destination in USER_QUEUES:
-        return [USER_QUEUES[destination]]
+        return list(QUEUE_KINDS[destination])
     return [kind for kind, spec in _KINDS.items() if spec.topic]
 
 
@@ -367,8 +483,9 @@ def _event(kind: str, spec: _Kind, ref: Ref) -> dict[str, Any]:
         "destination": _string("the destination of the subscription"),
         "subscription": _string("the `id` of the SUBSCRIBE"),
         "message-id": _string(
-            "`{sessionId}:{seq}` for a `message` event (the same on every edge and every "
-            "replay: de-duplicate on it or on the body's messageId); an opaque id otherwise"
+            "`{sessionId}:{seq}` for an event with a seq (`message`, `edit`, `delete`: the same "
+            "on every edge and every replay; de-duplicate on it, or on the body's messageId for "
+            "a message); an opaque id otherwise"
         ),
         "ack": _string("in the `client` and `client-individual` ack modes: what to ACK or NACK"),
         "content-type": {"const": CONTENT_TYPE},
@@ -381,7 +498,8 @@ def _event(kind: str, spec: _Kind, ref: Ref) -> dict[str, Any]:
             required.append(SESSION_HEADER)
     if spec.seq:
         headers[SEQ_HEADER] = _string(
-            "the message's seq in its session (gapless, from 1), in decimal",
+            "the event's seq in its session (gapless, from 1; a message's, or an edit's or "
+            "delete's own), in decimal",
             pattern="^[0-9]+$",
         )
         required.append(SEQ_HEADER)
@@ -491,7 +609,12 @@ def _error_frame(ref: Ref) -> dict[str, Any]:
         "summary": "The server refuses a frame or ends the connection; the close follows",
         "description": "The `message` header says why (a bad or expired token, an unknown "
         "destination, a subscription refused, a limit passed, a missed heart-beat, a "
-        "restart...). A refused SEND that asked for a receipt, on a connection with no "
+        "restart...). When FlairBit deletes the user's account, every connection of theirs "
+        "gets an ERROR whose `message` is `USER_DELETED: the account was deleted`, then the "
+        "close 1008 (`user_deleted` below): do not reconnect. A CONNECT with a token issued "
+        "before the account was deleted (still unexpired) gets the same ERROR, then the close "
+        "1008 (`unauthenticated`): a token issued after it works. "
+        "A refused SEND that asked for a receipt, on a connection with no "
         "/user/queue/error subscription, gets an ERROR with its `receipt-id` and the error's "
         "JSON body. The close codes of the server's disconnects (an ERROR comes first when "
         "the client can still read one):\n\n"
@@ -528,6 +651,32 @@ def _server() -> dict[str, Any]:
         "offers none says its version in CONNECT). Heart-beats are negotiated; a peer silent "
         "for twice the interval is dropped. Frame, header and body sizes are capped, and a "
         "client too slow to read its MESSAGEs is disconnected.",
+        "variables": {
+            "host": {
+                "default": "127.0.0.1:8080",
+                "description": "the gateway's host and port (or the Ingress's)",
+            }
+        },
+        "security": [
+            {"$ref": "#/components/securitySchemes/userJwt"},
+            {"$ref": "#/components/securitySchemes/accessToken"},
+        ],
+    }
+
+
+def _sockjs_server() -> dict[str, Any]:
+    return {
+        "host": "{host}",
+        "pathname": WS_PATH,
+        "protocol": "http",
+        "title": "The gateway, over SockJS",
+        "description": "The same STOMP API for browsers whose WebSockets are blocked: the SockJS "
+        'protocol of sockjs-client 1.6 under this prefix (`new SockJS("https://{host}/ws")`), '
+        "transports `websocket`, `xhr-streaming`, `xhr-polling` and `eventsource`. Each SockJS "
+        "message is one STOMP frame. The token goes in CONNECT, or as `access_token` in the "
+        "SockJS URL. Frames wait for the next stream or poll in a capped queue (a client too "
+        "slow to take them is disconnected), a streaming response ends after 128 KiB (the "
+        "client opens the next), and a session no request received for 5 s is over.",
         "variables": {
             "host": {
                 "default": "127.0.0.1:8080",

@@ -8,6 +8,7 @@ session waits a few seconds at most, and a flood of look-ups cannot grow memory 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -39,6 +40,14 @@ class TtlCache(Generic[K, V]):
             del self._entries[key]
             return None
         return Hit(entry[1])
+
+    def discard_where(self, match: Callable[[K], bool]) -> int:
+        """Forget every entry whose key ``match``es (a walk of the whole cache: for rare
+        changes, such as a blocked session); how many went."""
+        gone = [key for key in self._entries if match(key)]
+        for key in gone:
+            del self._entries[key]
+        return len(gone)
 
     def put(self, key: K, value: V, ttl: float, now: float) -> None:
         self._entries[key] = (now + ttl, value)

@@ -1,5 +1,6 @@
-"""One WebSocket client: the sans-I/O STOMP core fed by the socket, its events turned into
-actions, its output handed to a :class:`~ws_edge.sender.Sender` (bounded buffer); its timers
+"""One STOMP client: the sans-I/O STOMP core fed by its link (a WebSocket or a SockJS session,
+:mod:`ws_edge.links`), its events turned into actions, its output handed to the link's outlet
+(a bounded buffer: :class:`~ws_edge.sender.Sender` on a WebSocket); its timers
 (heart-beats, the CONNECT deadline, token expiry); the authorisation of its subscriptions.
 
 An idle connection costs the socket, the core and one timer handle: the sender's task exists
@@ -31,10 +32,10 @@ from chat_stomp.events import (
 )
 from chat_stomp.frames import EncodedMessage
 from chat_stomp.parser import Limits
-from websockets.asyncio.server import ServerConnection as Socket
 from websockets.exceptions import ConnectionClosed
 
-from chat_common.dto import Membership, SendMessageRequest
+from chat_common.dto import CLOSED, Membership, SendMessageRequest
+from chat_common.erased import UserDeleted
 from chat_common.errors import ChatError
 from chat_common.handshake import bearer
 from chat_common.ratelimit import Bucket, BucketPolicy, Decision, take
@@ -47,13 +48,22 @@ from .disconnect import Disconnect, from_core
 from .edge import Edge
 from .fanout import CONTENT_TYPE, ERROR_KIND, encode, refusal_detail
 from .hub import USER_QUEUES, UnknownDestination, session_of
+from .links import Link, LinkLost
 from .metrics import SUBSCRIPTIONS
 from .resume import RESUME_HEADER, resume_point
-from .sender import CLOSE_TIMEOUT_SECONDS, Sender
+from .sender import CLOSE_TIMEOUT_SECONDS
 from .sends import PendingSend, SendPipe
 from .topics import TopicFeeds
 
 log = logging.getLogger(__name__)
+
+BLOCKED_SUBSCRIBE = "session blocked (SESSION_BLOCKED): no subscriptions to it while it is blocked"
+"""The ERROR ``message`` refusing a SUBSCRIBE to the topic of a session a participant blocks."""
+CLOSED_SUBSCRIBE = (
+    "session closed (SESSION_CLOSED): the other participant's account was deleted;"
+    " no subscriptions to it"
+)
+"""The ERROR ``message`` refusing a SUBSCRIBE to the topic of a session closed for good."""
 
 IDLE_CHECK_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -62,10 +72,10 @@ ACK_QUEUE = "/user/queue/ack"
 
 
 class ClientSession:
-    def __init__(self, edge: Edge, socket: Socket, handshake_token: str | None) -> None:
+    def __init__(self, edge: Edge, link: Link, handshake_token: str | None) -> None:
         settings = edge.settings
         self.edge = edge
-        self.socket = socket
+        self.link = link
         self.id = edge.new_id()
         self.email: str | None = None
         self.token = handshake_token
@@ -89,7 +99,7 @@ class ClientSession:
             settings.subscribes_burst, settings.subscribes_per_second
         )
         self._opened = time.monotonic()
-        self._sender = Sender(socket, settings.max_outbound_bytes, settings.slow_close_seconds)
+        self._sender = link.outlet(settings.max_outbound_bytes, settings.slow_close_seconds)
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Disconnect | None = None
         self._topics: dict[str, uuid.UUID] = {}  # accepted topic subscriptions
@@ -120,7 +130,7 @@ class ClientSession:
         self.edge.opened(self)
         self._arm_timer()
         try:
-            async for data in self.socket:
+            async for data in self.link:
                 if self._ending is not None:
                     break
                 raw = data.encode() if isinstance(data, str) else data
@@ -128,7 +138,7 @@ class ClientSession:
                 await self._handle()
                 if self._ending is not None or self.core.close_expected():
                     break
-        except ConnectionClosed:  # closed without a close frame (a clean close ends the loop)
+        except (ConnectionClosed, LinkLost):  # gone without a goodbye (a clean close ends the loop)
             if self._ending is None and not self.core.is_closed:
                 self._ending = Disconnect.TRANSPORT_LOST
         finally:
@@ -147,7 +157,7 @@ class ClientSession:
         self._flush()
 
     def abort(self) -> None:
-        self.socket.transport.abort()
+        self.link.abort()
 
     # -- what the topic feeds write to (topics.Outlet) ---------------------------------------
 
@@ -260,6 +270,20 @@ class ClientSession:
         if not self._feeds.deliver(subscription, destination, message_id, encoded, seq):
             self.core.send_encoded(subscription, destination, message_id, encoded)
         self._flush()
+
+    def end_topic(
+        self, subscription: str, destination: str, message_id: str, encoded: EncodedMessage
+    ) -> None:
+        """The session was blocked: its last event on this subscription, which then ends
+        (events held for it, if any, are dropped: they are in the session's history)."""
+        if self._ending is not None or subscription not in self._topics:
+            return
+        self._feeds.remove(subscription)
+        self.core.send_encoded(subscription, destination, message_id, encoded)
+        self._flush()
+        session = self._topics.pop(subscription)
+        SUBSCRIPTIONS.dec()
+        self.spawn(self.edge.unsubscribed(self, subscription, session))
 
     def receipt(self, receipt_id: str) -> None:
         if self._ending is None:
@@ -400,6 +424,10 @@ class ClientSession:
             return
         try:
             identity = await self.edge.users.identify(token)
+            answered = await self.edge.not_erased(identity)
+        except UserDeleted as exc:
+            self._refuse_deleted(exc)
+            return
         except ChatError as exc:
             self.core.reject(exc.detail)
             return
@@ -410,9 +438,26 @@ class ClientSession:
         self.seated = True
         self.token, self.email, self.expires_at = token, identity.email, identity.expires_at
         await self.edge.registered(self, identity.email)  # bound before CONNECTED goes out
+        try:
+            # again, now that the user's key is bound: an erasure writes its denial before it
+            # commits, so one that found none here has its user-deleted event reach this edge.
+            # Not when Redis did not answer the first time: the CONNECT would wait for it twice,
+            # and an erasure that could not write its denial first sends its user-deleted event
+            # again once it has (FlairBit calls again until it has), which closes this one.
+            if answered:
+                await self.edge.not_erased(identity)
+        except UserDeleted as exc:
+            self._refuse_deleted(exc)
+            return
         self.core.accept(identity.email, time.monotonic())
         self.edge.accepted(self, identity.email, token)
         self._arm_timer()  # heart-beats negotiated, token expiry known
+
+    def _refuse_deleted(self, exc: UserDeleted) -> None:
+        """CONNECT with a token of a deleted account: ERROR ``USER_DELETED``, then the close,
+        counted as ``user_deleted`` (not as a bad token)."""
+        self.core.reject(f"{exc.code}: {exc.detail}")
+        self._ending = Disconnect.USER_DELETED
 
     def take_send_token(self) -> Decision:
         """A token of this connection's SEND bucket (commands meter SENDs with it)."""
@@ -441,8 +486,15 @@ class ClientSession:
             if resume_text is not None and resume is None:
                 self.refuse(f"{RESUME_HEADER} must be a non-negative integer", event.receipt)
                 return
-            if await self.member(session) is None:
+            member = await self.member(session)
+            if member is None:
                 self.refuse("not a participant of this session", event.receipt)
+                return
+            if member.state == CLOSED:
+                self.refuse(CLOSED_SUBSCRIBE, event.receipt)
+                return
+            if member.blocked_by:
+                self.refuse(BLOCKED_SUBSCRIBE, event.receipt)
                 return
             self._feeds.add(sub_id, resume)  # before the bind: a replay holds live events
             await self.edge.subscribed(self, sub_id, session)

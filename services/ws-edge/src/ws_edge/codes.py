@@ -24,6 +24,8 @@ class EdgeCode(enum.StrEnum):
     NOT_PARTICIPANT = "NOT_PARTICIPANT"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    SESSION_BLOCKED = "SESSION_BLOCKED"
+    SESSION_CLOSED = "SESSION_CLOSED"
 
 
 MEANINGS: Final[Mapping[EdgeCode, str]] = {
@@ -36,6 +38,11 @@ MEANINGS: Final[Mapping[EdgeCode, str]] = {
     EdgeCode.NOT_PARTICIPANT: "the user is not a participant of the session",
     EdgeCode.UNAUTHENTICATED: "message-svc refused the connection's token for a read mark",
     EdgeCode.SESSION_NOT_FOUND: "a read mark for a session that does not exist",
+    EdgeCode.SESSION_BLOCKED: "a typing indicator in a session that a participant blocks "
+    "(sends, edits and deletes are refused by message-svc with the same code)",
+    EdgeCode.SESSION_CLOSED: "a typing indicator in a session closed for good (the other "
+    "participant's account was deleted; sends, edits and deletes are refused by message-svc "
+    "with the same code)",
 }
 
 Forwarded = NewType("Forwarded", str)

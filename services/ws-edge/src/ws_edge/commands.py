@@ -1,6 +1,7 @@
 """SEND frames to ``/app/*``: what a client asks the chat to do.
 
-- ``/app/chat.send`` ``{sessionId, content, clientMessageId}``: with ``SEND_ROUTE=direct``
+- ``/app/chat.send`` ``{sessionId, content | encrypted, clientMessageId}`` (an encrypted
+  message's envelope is passed on as sent; message-svc checks it): with ``SEND_ROUTE=direct``
   (the default) the SEND joins the connection's pipe to message-svc (:mod:`ws_edge.sends`):
   the read loop goes on at once, the SENDs of a connection are stored in order, in one request
   per batch, with the user's own token. Stored: the message on the connection's
@@ -16,6 +17,15 @@
   session's key, never stored.
 - ``/app/chat.read`` ``{sessionId, upToSeq}``: message-svc moves the read mark (the peer gets
   a read receipt); the RECEIPT follows message-svc's answer.
+- ``/app/chat.edit`` ``{sessionId, messageId, content | encrypted, clientMessageId}`` and
+  ``/app/chat.delete`` ``{sessionId, messageId, clientMessageId}``: as ``PATCH`` and ``DELETE
+  /api/chat/{sessionId}/messages/{messageId}`` (message-svc, with the user's own token; the
+  same rules and idempotency by ``clientMessageId``). Stored: the change on the connection's
+  ``/user/queue/ack`` subscriptions, then the RECEIPT (committed); both participants get the
+  ``edit``/``delete`` event like a message. Refused: message-svc's code on
+  ``/user/queue/error``. Unanswered (message-svc unreachable or failing): ``UNAVAILABLE`` on
+  ``/user/queue/error``; a change is never queued: the client sends it again, with the same
+  ``clientMessageId``.
 
 Every SEND takes a token from the connection's bucket. A body that does not parse, a refusal or
 an unavailable dependency is a MESSAGE on the sender's ``/user/queue/error`` (``code``,
@@ -30,13 +40,20 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 import msgspec
 from chat_stomp.events import SendReceived
 
 from chat_common import routing, tracing
-from chat_common.dto import Membership, SendCommand, SendMessageRequest
+from chat_common.dto import (
+    CLOSED,
+    ContentText,
+    Envelope,
+    Membership,
+    SendCommand,
+    SendMessageRequest,
+)
 from chat_common.errors import ChatError
 from chat_common.ratelimit import Decision
 
@@ -48,6 +65,7 @@ from .sends import PendingSend, SendPipe
 log = logging.getLogger(__name__)
 
 SEND, TYPING, READ = "/app/chat.send", "/app/chat.typing", "/app/chat.read"
+EDIT, DELETE = "/app/chat.edit", "/app/chat.delete"
 
 
 class Publisher(Protocol):
@@ -59,9 +77,12 @@ class Publisher(Protocol):
 
 
 class MarkMover(Protocol):
-    """message-svc's read and delivered marks (``ws_edge.upstream.Upstream``)."""
+    """message-svc's read and delivered marks, and edits and deletes of messages
+    (``ws_edge.upstream.Upstream``)."""
 
     async def mark(self, token: str, session: uuid.UUID, kind: str, up_to: int) -> int: ...
+
+    async def change(self, token: str, change: EditMessage | DeleteMessage) -> SendAnswer: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,25 @@ class ReadMark(msgspec.Struct, rename="camel", forbid_unknown_fields=True, froze
     up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
+class EditMessage(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    """``/app/chat.edit``: a new text for one of the user's messages, or a new ``encrypted``
+    envelope for an encrypted one (exactly one of the two, as a REST edit)."""
+
+    session_id: uuid.UUID
+    message_id: uuid.UUID
+    client_message_id: uuid.UUID
+    content: ContentText | None = None
+    encrypted: Envelope | None = None
+
+
+class DeleteMessage(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    """``/app/chat.delete``: delete one of the user's messages for everyone."""
+
+    session_id: uuid.UUID
+    message_id: uuid.UUID
+    client_message_id: uuid.UUID
+
+
 class TypingEvent(msgspec.Struct, rename="camel", frozen=True):
     """What the session's subscribers get for a ``/app/chat.typing`` (``x-event: typing``)."""
 
@@ -127,6 +167,7 @@ class TypingEvent(msgspec.Struct, rename="camel", frozen=True):
 
 
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_Body = TypeVar("_Body")
 _MARK_REFUSALS = {
     400: EdgeCode.INVALID_INPUT,
     401: EdgeCode.UNAUTHENTICATED,
@@ -165,9 +206,11 @@ def _client_id(body: bytes) -> str | None:
     return cid if isinstance(cid, str) else None
 
 
-async def _send(client: Connection, event: SendReceived) -> None:
+def _decoded(client: Connection, event: SendReceived, body_type: type[_Body]) -> _Body | None:
+    """The SEND's body as ``body_type``; None (and INVALID_INPUT on the error queue) when it
+    is not one."""
     try:
-        request = msgspec.json.decode(event.body, type=SendMessageRequest)
+        return msgspec.json.decode(event.body, type=body_type)
     except _DECODE_ERRORS as exc:
         client.error_message(
             EdgeCode.INVALID_INPUT,
@@ -175,6 +218,12 @@ async def _send(client: Connection, event: SendReceived) -> None:
             event.receipt,
             client_message_id=_client_id(event.body),
         )
+        return None
+
+
+async def _send(client: Connection, event: SendReceived) -> None:
+    request = _decoded(client, event, SendMessageRequest)
+    if request is None:
         return
     pending = PendingSend(request, event.receipt, tracing.current())
     if client.services.send_route == "queue":
@@ -222,6 +271,7 @@ async def _enqueue(client: Connection, pending: PendingSend) -> None:
         receipt=pending.receipt,
         connection=client.id,
         token=client.token,
+        encrypted=request.encrypted,
     )
     headers: dict[str, Any] = {"x-user": client.email}
     tracing.inject(headers, pending.trace)
@@ -260,6 +310,14 @@ async def _typing(client: Connection, event: SendReceived) -> None:
     if member is None:
         detail = "not a participant of this session"
         client.error_message(EdgeCode.NOT_PARTICIPANT, detail, event.receipt)
+        return
+    if member.state == CLOSED:
+        detail = "this session is closed (its other participant was deleted): no typing in it"
+        client.error_message(EdgeCode.SESSION_CLOSED, detail, event.receipt)
+        return
+    if member.blocked_by:
+        detail = "this session is blocked: no typing indicators in it"
+        client.error_message(EdgeCode.SESSION_BLOCKED, detail, event.receipt)
         return
     assert client.email is not None
     body = msgspec.json.encode(
@@ -308,12 +366,49 @@ async def _read(client: Connection, event: SendReceived) -> None:
     )
 
 
-_HANDLERS = {SEND: _send, TYPING: _typing, READ: _read}
+async def _edit(client: Connection, event: SendReceived) -> None:
+    await _change(client, event, EditMessage)
+
+
+async def _delete(client: Connection, event: SendReceived) -> None:
+    await _change(client, event, DeleteMessage)
+
+
+async def _change(
+    client: Connection, event: SendReceived, kind: type[EditMessage] | type[DeleteMessage]
+) -> None:
+    """An edit or a delete, answered as a SEND to ``/app/chat.send`` is (without the queue)."""
+    change = _decoded(client, event, kind)
+    if change is None:
+        return
+    assert client.token is not None
+    labels = {
+        "client_message_id": str(change.client_message_id),
+        "session_id": str(change.session_id),
+    }
+    answer = await client.services.upstream.change(client.token, change)
+    if isinstance(answer, Stored):
+        client.acked(event.receipt, answer)
+    elif isinstance(answer, Refused):
+        client.error_message(Forwarded(answer.code), answer.detail, event.receipt, **labels)
+    else:
+        log.info("message-svc did not answer a change (%s)", answer.detail)
+        client.error_message(
+            EdgeCode.UNAVAILABLE,
+            "the change was not made; send it again with the same clientMessageId",
+            event.receipt,
+            **labels,
+        )
+
+
+_HANDLERS = {SEND: _send, TYPING: _typing, READ: _read, EDIT: _edit, DELETE: _delete}
 SEND_DESTINATIONS: Final[tuple[str, ...]] = tuple(_HANDLERS)
 """Every destination a SEND may name (``ws_edge.destinations`` lists them with SUBSCRIBE's)."""
 SEND_BODIES: Final[Mapping[str, type[msgspec.Struct]]] = {
     SEND: SendMessageRequest,
     TYPING: Typing,
     READ: ReadMark,
+    EDIT: EditMessage,
+    DELETE: DeleteMessage,
 }
 """The JSON body each SEND destination is decoded as (its schema in the AsyncAPI document)."""

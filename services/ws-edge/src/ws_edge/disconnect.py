@@ -31,6 +31,8 @@ class Disconnect(enum.Enum):
     BROKER_LOST = "broker_lost"
     TRANSPORT_LOST = "transport_lost"
     """The socket went away without a goodbye."""
+    USER_DELETED = "user_deleted"
+    """FlairBit deleted the user's account: every connection of theirs closes."""
 
     @property
     def code(self) -> int:
@@ -53,6 +55,7 @@ _CODES: dict[Disconnect, tuple[int, str]] = {
     Disconnect.SHUTDOWN: (1012, "edge restarting; reconnect"),
     Disconnect.BROKER_LOST: (1013, "broker unavailable; reconnect later"),
     Disconnect.TRANSPORT_LOST: (1006, ""),
+    Disconnect.USER_DELETED: (1008, "USER_DELETED: the account was deleted"),
 }
 
 _FROM_CORE = {

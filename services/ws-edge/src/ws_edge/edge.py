@@ -24,8 +24,15 @@ from chat_common.jwt_verify import UserIdentity
 
 from .broker import Broker
 from .disconnect import Disconnect
-from .fanout import BadEvent, encode_event, parse_event
-from .hub import Hub
+from .fanout import (
+    ENDING_KINDS,
+    SESSION_CHANGE_KINDS,
+    USER_DELETED_KIND,
+    BadEvent,
+    encode_event,
+    parse_event,
+)
+from .hub import TOPIC_PREFIX, Hub
 from .metrics import BOUND_KEYS, CONNECTIONS, DELIVERED, DISCONNECTS, EVENTS
 from .presence import EdgePresence
 from .seats import MemorySeats, Seats
@@ -40,6 +47,13 @@ class Identities(Protocol):
     """Who a token belongs to (``chat_common.jwt_verify.UserTokenVerifier`` in production)."""
 
     async def identify(self, token: str) -> UserIdentity: ...
+
+
+class Erasures(Protocol):
+    """Whether a token's user was deleted after it was issued
+    (``chat_common.erased.ErasedUsers`` in production)."""
+
+    async def check(self, identity: UserIdentity, *, fail_closed: bool) -> bool: ...
 
 
 class Subscriber(Protocol):
@@ -63,6 +77,12 @@ class Subscriber(Protocol):
 
     def refused(self, receipt: str, body: bytes) -> None: ...
 
+    def end_topic(
+        self, subscription: str, destination: str, message_id: str, encoded: EncodedMessage
+    ) -> None:
+        """Send ``encoded`` (a ``block`` or ``closed`` event) on a topic subscription, which
+        then ends: the edge delivers nothing more on it."""
+
     def disconnect(self, reason: Disconnect) -> None: ...
 
     def abort(self) -> None:
@@ -78,8 +98,10 @@ class Edge:
         users: Identities,
         seats: Seats | None = None,
         presence: EdgePresence | None = None,
+        erased: Erasures | None = None,
     ) -> None:
         self.settings = settings
+        self.erased = erased
         self.seats: Seats = seats or MemorySeats(settings.max_connections_per_user)
         self.presence = presence
         self.broker = broker
@@ -107,6 +129,16 @@ class Edge:
         """An authenticated connection: its user's key carries its acks, errors and
         messages, so it is bound for as long as the user has a connection here."""
         await self._bound(routing.user_key(email), self.hub.add_user(client.id, email))
+
+    async def not_erased(self, identity: UserIdentity) -> bool:
+        """Raise ``chat_common.erased.UserDeleted`` when the token predates its user's
+        erasure. Asked at CONNECT only (never per frame); while Redis cannot say, the
+        connection goes on: it reaches nothing of the deleted user's, and FlairBit's repeated
+        call closes it. True when the answer came from Redis (False: unchecked, or no
+        Redis configured)."""
+        if self.erased is None:
+            return False
+        return await self.erased.check(identity, fail_closed=False)
 
     def accepted(self, client: Subscriber, email: str, token: str) -> None:
         """CONNECTED went out: the connection counts for its user's presence."""
@@ -139,8 +171,12 @@ class Edge:
             await self.seats.release(client.email, client.id)
         if self.presence is not None and client.email is not None:
             # in the background (drained at shutdown): it may wait for the record of the
-            # connection's CONNECT, and the close path waits for nothing of presence
-            self.spawn(self.presence.closed(client.email, client.id))
+            # connection's CONNECT, and the close path waits for nothing of presence; a
+            # deleted user's presence is forgotten, not closed
+            if reason is Disconnect.USER_DELETED:
+                self.spawn(self.presence.forgotten(client.email, client.id))
+            else:
+                self.spawn(self.presence.closed(client.email, client.id))
         if self.clients.pop(client.id, None) is None:
             return
         CONNECTIONS.set(len(self.clients))
@@ -194,6 +230,9 @@ class Edge:
             EVENTS.labels("bad").inc()
             return
         EVENTS.labels(event.kind).inc()
+        if event.kind == USER_DELETED_KIND:
+            self._user_deleted(event.keys)
+            return
         targets = self.hub.targets(event.keys, event.kind)
         if targets:
             encoded = encode_event(event)
@@ -201,10 +240,17 @@ class Edge:
             # A "ws push" span under the broker's CONSUMER span, only when that one records:
             # the MESSAGE frames queued to every local subscription (each connection's writer
             # task then sends them to its socket).
+            ends = event.kind in ENDING_KINDS
             with tracing.child_span(TRACER, "ws push") as push:
                 for target in targets:
                     client = self.clients.get(target.connection)
-                    if client is not None:
+                    if client is None:
+                        continue
+                    if ends and target.destination.startswith(TOPIC_PREFIX):
+                        client.end_topic(
+                            target.subscription, target.destination, message_id, encoded
+                        )
+                    else:
                         client.deliver(
                             target.subscription, target.destination, message_id, encoded, event.seq
                         )
@@ -217,12 +263,32 @@ class Edge:
                         }
                     )
             DELIVERED.labels(event.kind).inc(len(targets))
+        if event.kind in SESSION_CHANGE_KINDS and event.session is not None:
+            self._session_changed(event.session)
         if event.kind in ("ack", "error") and event.receipt and event.connection:
             client = self.clients.get(event.connection)
             if client is not None and event.kind == "ack":
                 client.receipt(event.receipt)
             elif client is not None:  # a refused SEND: its receipt never goes unanswered
                 client.refused(event.receipt, event.body)
+
+    def _user_deleted(self, keys: tuple[str, ...]) -> None:
+        """FlairBit deleted the user of these keys: close each of their connections here with
+        an ERROR frame (``USER_DELETED``)."""
+        for key in keys:
+            for connection in self.hub.connections_of(key):
+                client = self.clients.get(connection)
+                if client is not None:
+                    client.disconnect(Disconnect.USER_DELETED)
+
+    def _session_changed(self, session_text: str) -> None:
+        """A block, an unblock or a close: membership answers cached for the session are stale (a
+        SUBSCRIBE or a typing SEND asks session-svc again)."""
+        try:
+            session = uuid.UUID(session_text)
+        except ValueError:
+            return
+        self.upstream.forget_session(session)
 
     # -- the broker's connection ---------------------------------------------------------
 

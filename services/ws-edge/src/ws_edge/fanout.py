@@ -21,8 +21,42 @@ from chat_common import routing
 from .marks import message_id
 
 CC_HEADER = "CC"
-KINDS = frozenset({"message", "receipt", "typing", "presence", "ack", "error"})
+MESSAGE_KIND: Final = "message"
+CHANGE_KINDS: Final = frozenset({"edit", "delete"})
+"""An edit or a delete of a message: an event with its own seq, as a message is."""
+BLOCK_KIND: Final = "block"
+UNBLOCK_KIND: Final = "unblock"
+BLOCK_KINDS: Final = frozenset({BLOCK_KIND, UNBLOCK_KIND})
+"""A participant blocked or unblocked the session: no seq; a ``block`` ends the session's
+topic subscriptions on the edge that delivers it."""
+CLOSED_KIND: Final = "closed"
+"""The session closed for good (a participant's account was deleted): no seq; like a
+``block``, it ends the session's topic subscriptions on the edge that delivers it."""
+USER_DELETED_KIND: Final = "user-deleted"
+"""FlairBit deleted a user: every edge closes that user's connections (routed by the user's
+key; delivered on no destination)."""
+ENDING_KINDS: Final = frozenset({BLOCK_KIND, CLOSED_KIND})
+"""Kinds that end the topic subscriptions they reach."""
+SESSION_CHANGE_KINDS: Final = frozenset({*BLOCK_KINDS, CLOSED_KIND})
+"""Kinds after which cached membership answers of their session are stale."""
+KINDS = frozenset(
+    {
+        MESSAGE_KIND,
+        *CHANGE_KINDS,
+        *BLOCK_KINDS,
+        CLOSED_KIND,
+        "receipt",
+        "typing",
+        "presence",
+        "ack",
+        "error",
+        "keys",
+    }
+)
+"""The kinds delivered to subscriptions (each described by the AsyncAPI document)."""
 ERROR_KIND: Final = "error"
+CONTROL_KINDS: Final = frozenset({USER_DELETED_KIND})
+"""Kinds the edge acts on and delivers to no subscription."""
 
 # The headers of a MESSAGE's shared tail (the STOMP names are those of the AMQP headers).
 CONTENT_TYPE: Final = "application/json"
@@ -66,7 +100,7 @@ def _text(value: Any) -> str | None:
 def parse_event(routing_key: str, headers: Mapping[str, Any], body: bytes) -> BrokerEvent:
     """Read an AMQP message's routing key, headers and body; raise :class:`BadEvent`."""
     kind = _text(headers.get(routing.EVENT_HEADER)) or "message"
-    if kind not in KINDS:
+    if kind not in KINDS and kind not in CONTROL_KINDS:
         raise BadEvent(f"unknown x-event {kind!r}")
     raw_seq = headers.get(routing.SEQ_HEADER)
     seq: int | None = None
@@ -111,6 +145,23 @@ def encode(
 
 def encode_event(event: BrokerEvent) -> EncodedMessage:
     return encode(event.kind, event.session, event.seq, event.body, event.receipt)
+
+
+class _Stored(msgspec.Struct):
+    change: str | None = None
+
+
+_stored = msgspec.json.Decoder(_Stored)
+
+
+def stored_kind(body: bytes) -> str:
+    """The kind of a stored event read back from message-svc (a resume or a gap fill): a
+    change's body names it (``change``: ``edit`` or ``delete``); anything else is a message."""
+    try:
+        change = _stored.decode(body).change
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return MESSAGE_KIND
+    return change if change in CHANGE_KINDS else MESSAGE_KIND
 
 
 class _Refusal(msgspec.Struct):

@@ -7,9 +7,11 @@ after the last, and it turns one delivered event (its routing key, its ``CC`` ke
 
 - ``session.{id}``: every subscription of ``/topic/session.{id}``, whatever the event;
 - ``user.{hash}``: the connections of that user, on the user queue of the event's kind
-  (``message`` -> ``/user/queue/messages``, ``ack`` -> ``/user/queue/ack``, ``error`` ->
-  ``/user/queue/error``, ``presence`` -> ``/user/queue/presence``); other kinds are not for
-  user queues.
+  (``message``, ``edit``, ``delete``, ``block``, ``unblock`` and ``closed`` ->
+  ``/user/queue/messages``,
+  ``ack`` -> ``/user/queue/ack``, ``error`` -> ``/user/queue/error``, ``presence`` ->
+  ``/user/queue/presence``, ``keys`` -> ``/user/queue/keys``); other kinds are not for user
+  queues.
 
 A key listed twice (routing key and CC) is served once, as RabbitMQ delivers one copy.
 """
@@ -28,7 +30,23 @@ USER_QUEUES = {
     "/user/queue/ack": "ack",
     "/user/queue/error": "error",
     "/user/queue/presence": "presence",
+    "/user/queue/keys": "keys",
 }
+
+# Event kinds delivered on another kind's user queue: the changes of messages go with them,
+# and so do a session's blocks and unblocks.
+FILED_WITH = {
+    "edit": "message",
+    "delete": "message",
+    "block": "message",
+    "unblock": "message",
+    "closed": "message",
+}
+QUEUE_KINDS = {
+    destination: (kind, *(k for k, other in FILED_WITH.items() if other == kind))
+    for destination, kind in USER_QUEUES.items()
+}
+"""Every event kind a user queue's subscriptions get."""
 
 _QUEUE_OF = {kind: destination for destination, kind in USER_QUEUES.items()}
 _SESSION = "session."
@@ -138,6 +156,10 @@ class Hub:
 
     # -- reading -------------------------------------------------------------------------
 
+    def connections_of(self, key: str) -> list[str]:
+        """The local connections of the user whose key is ``key``."""
+        return sorted(self._users.get(key, ()))
+
     def needs(self, key: str) -> bool:
         """Whether some local connection still needs ``key``."""
         return key in self._topics or key in self._users
@@ -157,9 +179,10 @@ class Hub:
                 destination = TOPIC_PREFIX + key[len(_SESSION) :]
                 for connection, subscriptions in self._topics.get(key, {}).items():
                     found += [Target(connection, s, destination) for s in subscriptions]
-            elif key.startswith(_USER) and event in _QUEUE_OF:
-                queue = _QUEUE_OF[event]
+            elif key.startswith(_USER) and FILED_WITH.get(event, event) in _QUEUE_OF:
+                filed = FILED_WITH.get(event, event)
+                queue = _QUEUE_OF[filed]
                 for connection in self._users.get(key, ()):
-                    for subscription in self._queues.get(connection, {}).get(event, ()):
+                    for subscription in self._queues.get(connection, {}).get(filed, ()):
                         found.append(Target(connection, subscription, queue))
         return found

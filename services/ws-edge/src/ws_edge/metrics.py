@@ -40,3 +40,8 @@ PRESENCE_CHANGES = Counter(
     "Presence changes this edge announced to the users' peers",
     ["state"],
 )
+SOCKJS_SESSIONS = Counter(
+    "chat_ws_sockjs_sessions_total",
+    "SockJS sessions opened on this edge, by the transport that opened them",
+    ["transport"],
+)

@@ -106,6 +106,22 @@ class EdgePresence:
         except DependencyUnavailable as exc:
             log.info("close of %s not recorded (%s); its lease ends it", connection, exc)
 
+    async def forgotten(self, email: str, connection: str) -> None:
+        """The user's account was deleted and this connection closed for it: nothing of the
+        user is kept (no last seen, no offline announced to anyone)."""
+        held = self._held.get(email)
+        if held is not None:
+            held.pop(connection, None)
+            if not held:
+                del self._held[email]
+        connecting = self._connecting.get(connection)
+        if connecting is not None:
+            await asyncio.wait({connecting}, timeout=CONNECT_WAIT_SECONDS)
+        try:
+            await self.store.forget(email)
+        except DependencyUnavailable as exc:
+            log.warning("presence of a deleted user not removed (%s)", exc)
+
     async def renew(self) -> None:
         """Extend this edge's leases; connect again the users a sweep took offline meanwhile."""
         held = {email: list(connections) for email, connections in self._held.items()}

@@ -8,12 +8,16 @@ waits for what is queued, then sends the close frame with the reason's code; a c
 does not take the close frame within the grace period (a slow reader, a vanished peer) has its
 socket dropped. A slow reader's backlog is discarded at once and its blocked write abandoned,
 so its memory is given back before the grace period runs.
+
+Over SockJS's ``websocket`` transport the frames go out wrapped (``frame``: a batch of STOMP
+frames as one SockJS message) and the close frame follows a SockJS close (``farewell``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection as Socket
 from websockets.exceptions import ConnectionClosed
@@ -26,8 +30,18 @@ CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class Sender:
-    def __init__(self, socket: Socket, max_bytes: int, slow_close_seconds: float) -> None:
+    def __init__(
+        self,
+        socket: Socket,
+        max_bytes: int,
+        slow_close_seconds: float,
+        *,
+        frame: Callable[[list[bytes]], list[bytes]] | None = None,
+        farewell: Callable[[int, str], bytes] | None = None,
+    ) -> None:
         self._socket = socket
+        self._frame = frame
+        self._farewell = farewell
         self._out = OutboundBuffer(max_bytes)
         self._low_water = max_bytes // 2
         self._slow_close = slow_close_seconds
@@ -43,6 +57,8 @@ class Sender:
         """Write or queue ``chunks``; False when the buffer is full (the client is too slow)."""
         if self._closing is Disconnect.SLOW_CONSUMER:
             return False
+        if self._frame is not None:
+            chunks = self._frame(chunks)
         if (
             self._task is None
             and not self._out
@@ -132,6 +148,8 @@ class Sender:
         code = 1000 if reason is Disconnect.TRANSPORT_LOST else reason.code  # 1006: never sent
         try:
             async with asyncio.timeout(self._slow_close if slow else CLOSE_TIMEOUT_SECONDS):
+                if self._farewell is not None:
+                    await self._socket.send(self._farewell(code, reason.reason), text=True)
                 await self._socket.close(code, reason.reason)
         except TimeoutError:
             self._socket.transport.abort()

@@ -1,6 +1,8 @@
-"""The WebSocket server: STOMP at ``/ws`` (subprotocols v12/v11/v10.stomp), the Origin check,
-plain HTTP ``/healthz``, ``/readyz`` and ``/metrics`` on the same port, and a graceful stop
-(stop accepting, close every client with 1012, drain, drop the queue and its bindings).
+"""The WebSocket server: STOMP at ``/ws`` (subprotocols v12/v11/v10.stomp), SockJS under
+``/ws/`` (its ``websocket`` transport here, its HTTP transports in :mod:`ws_edge.sockjs_http`,
+on the same port: :mod:`ws_edge.ports`), the Origin check, plain HTTP ``/healthz``, ``/readyz``
+and ``/metrics``, and a graceful stop (stop accepting, close every client with 1012, drain,
+drop the queue and its bindings).
 
 A WebSocket message larger than the frame limit is never buffered: the websockets library
 refuses it from its length, and the edge then sends a STOMP ERROR (``frame too large``) right
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+from aiohttp import web
 from chat_stomp.frames import error_frame, serialize
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -34,20 +37,28 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from chat_common import tracing
+from chat_common.erased import ErasedUsers
 from chat_common.errors import DependencyUnavailable
 from chat_common.handshake import client_address, handshake_token, origin_allowed
 from chat_common.jwt_verify import verifiers
+from chat_common.keepalive import KEEP_ALIVE_SECONDS
 from chat_common.presence_store import MemoryPresence, PresenceStore, RedisPresence
 from chat_common.ratelimit import BucketPolicy, Buckets, MemoryBuckets, RedisBuckets
 from chat_common.redis_client import redis_client
 
+from . import sockjs
 from .broker import RabbitBroker
 from .client import ClientSession
 from .disconnect import Disconnect
 from .edge import Edge
+from .links import SockJSWebSocket
+from .metrics import SOCKJS_SESSIONS
+from .ports import sharing
 from .presence import EdgePresence, keep
 from .seats import MemorySeats, RedisSeats, Seats
+from .sender import Sender
 from .settings import Settings
+from .sockjs_http import HttpSession, Limits, SockJSApp
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -104,6 +115,14 @@ class EdgeSocket(ServerConnection):
 
         protocol.fail = fail_telling_why  # type: ignore[method-assign]
 
+    # -- what a STOMP connection needs of its link (ws_edge.links.Link) ----------------------
+
+    def outlet(self, max_bytes: int, slow_close_seconds: float) -> Sender:
+        return Sender(self, max_bytes, slow_close_seconds)
+
+    def abort(self) -> None:
+        self.transport.abort()
+
 
 def select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
@@ -127,24 +146,29 @@ class EdgeServer:
     def ready(self) -> bool:
         return self.edge.accepting and self.edge.broker.connected
 
+    def operational(self, path: str) -> tuple[http.HTTPStatus, bytes, str] | None:
+        """``/healthz``, ``/readyz`` and ``/metrics`` (status, body, content type), served
+        by either server of the port (``ws_edge.ports``); None for any other path."""
+        if path == "/healthz":
+            return http.HTTPStatus.OK, b'{"status":"ok"}', "application/json"
+        if path == "/readyz":
+            if self.ready:
+                return http.HTTPStatus.OK, b'{"status":"ready"}', "application/json"
+            detail = b"shutting down" if not self.edge.accepting else b"RabbitMQ is not connected"
+            body = b'{"status":"not ready","detail":"' + detail + b'"}'
+            return http.HTTPStatus.SERVICE_UNAVAILABLE, body, "application/json"
+        if path == "/metrics":
+            return http.HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST
+        return None
+
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path = urlsplit(request.path).path
-        if path == "/healthz":
-            return _plain(http.HTTPStatus.OK, b'{"status":"ok"}', "application/json")
-        if path == "/readyz":
-            if self.ready:
-                return _plain(http.HTTPStatus.OK, b'{"status":"ready"}', "application/json")
-            detail = b"shutting down" if not self.edge.accepting else b"RabbitMQ is not connected"
-            return _plain(
-                http.HTTPStatus.SERVICE_UNAVAILABLE,
-                b'{"status":"not ready","detail":"' + detail + b'"}',
-                "application/json",
-            )
-        if path == "/metrics":
-            return _plain(http.HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
-        if path != WS_PATH:
+        answer = self.operational(path)
+        if answer is not None:
+            return _plain(*answer)
+        if path != WS_PATH and not _sockjs_websocket(path):
             return _plain(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain")
         headers = request.headers
         if not origin_allowed(
@@ -153,36 +177,60 @@ class EdgeServer:
             return _plain(http.HTTPStatus.FORBIDDEN, b"origin not allowed", "text/plain")
         if not self.ready:
             return _plain(http.HTTPStatus.SERVICE_UNAVAILABLE, b"not ready", "text/plain")
-        return await self._metered(connection, headers)
+        peer = connection.remote_address[0] if connection.remote_address else None
+        wait = await self._metered(peer, headers.get("X-Forwarded-For"))
+        if wait is None:
+            return None
+        response = _plain(
+            http.HTTPStatus.TOO_MANY_REQUESTS, b"too many connection attempts", "text/plain"
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
 
-    async def _metered(self, connection: ServerConnection, headers: Headers) -> Response | None:
-        """429 past the handshakes allowed per client address (the TCP peer, or the first hop
-        of X-Forwarded-For with TRUST_FORWARDED_FOR). A limit store that cannot be asked
-        (Redis down) lets the handshake through: the connection still needs a valid token."""
+    async def _metered(self, peer: str | None, forwarded_for: str | None) -> int | None:
+        """Seconds to wait, past the handshakes allowed per client address (the TCP peer, or
+        the first hop of X-Forwarded-For with TRUST_FORWARDED_FOR); None: go ahead. A limit
+        store that cannot be asked (Redis down) lets the handshake through: the connection
+        still needs a valid token."""
         if self._attempts is None:
             return None
-        peer = connection.remote_address[0] if connection.remote_address else None
-        address = client_address(
-            peer, headers.get("X-Forwarded-For"), self.settings.trust_forwarded_for
-        )
+        address = client_address(peer, forwarded_for, self.settings.trust_forwarded_for)
         try:
             allowed, wait = await self._attempts.take(address)
         except DependencyUnavailable as exc:
             log.warning("handshake not metered (%s)", exc.detail)
             return None
-        if allowed:
+        return None if allowed else max(1, math.ceil(wait))
+
+    async def admit(self, request: web.Request) -> web.Response | None:
+        """A new SockJS session over HTTP: refused like a WebSocket handshake (the Origin is
+        checked for every SockJS request)."""
+        if not self.ready:
+            return web.Response(status=503, text="not ready")
+        wait = await self._metered(request.remote, request.headers.get("X-Forwarded-For"))
+        if wait is None:
             return None
-        response = _plain(
-            http.HTTPStatus.TOO_MANY_REQUESTS, b"too many connection attempts", "text/plain"
+        return web.Response(
+            status=429, text="too many connection attempts", headers={"Retry-After": str(wait)}
         )
-        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        return response
 
     async def handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        token = handshake_token(request.headers.get("Authorization"), urlsplit(request.path).query)
-        await ClientSession(self.edge, connection, token).run()
+        target = urlsplit(request.path)
+        token = handshake_token(request.headers.get("Authorization"), target.query)
+        if target.path == WS_PATH:
+            assert isinstance(connection, EdgeSocket)
+            await ClientSession(self.edge, connection, token).run()
+            return
+        link = SockJSWebSocket(connection)
+        SOCKJS_SESSIONS.labels(sockjs.Transport.WEBSOCKET.value).inc()
+        await link.opened()
+        await ClientSession(self.edge, link, token).run()
+
+    async def run_sockjs(self, session: HttpSession, token: str | None) -> None:
+        """A SockJS session over HTTP, as a STOMP connection."""
+        await ClientSession(self.edge, session, token).run()
 
     async def shutdown(self, server: Server) -> None:
         """Stop accepting, tell every client to reconnect elsewhere (1012), wait for them to
@@ -212,6 +260,30 @@ class Running:
     @property
     def edge(self) -> Edge:
         return self.edge_server.edge
+
+
+def _sockjs_websocket(path: str) -> bool:
+    found = sockjs.route(path, WS_PATH)
+    return isinstance(found, sockjs.SessionRoute) and found.transport is sockjs.Transport.WEBSOCKET
+
+
+def _sockjs_app(settings: Settings, edge_server: EdgeServer) -> web.Application:
+    limits = Limits(
+        max_outbound_bytes=settings.max_outbound_bytes,
+        max_send_bytes=settings.sockjs_max_send_bytes,
+        disconnect_delay=settings.sockjs_disconnect_delay_seconds,
+        stream_limit=settings.sockjs_stream_limit_bytes,
+        heartbeat_seconds=settings.sockjs_heartbeat_seconds,
+    )
+    sockjs_app = SockJSApp(
+        WS_PATH,
+        limits,
+        settings.allowed_origins,
+        edge_server.admit,
+        edge_server.run_sockjs,
+        operational=edge_server.operational,
+    )
+    return sockjs_app.application()
 
 
 def _send_client(settings: Settings) -> aiohttp.ClientSession:
@@ -273,13 +345,29 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             )
         )
         presence = EdgePresence(store, broker, upstream)
+        erased = None if redis is None else ErasedUsers(redis)  # reads only
         edge = Edge(
-            settings, broker, upstream, verifiers(settings, http_client).users, seats, presence
+            settings,
+            broker,
+            upstream,
+            verifiers(settings, http_client).users,
+            seats,
+            presence,
+            erased,
         )
         await broker.start(
             edge.on_event, on_lost=edge.broker_lost, on_restored=edge.broker_restored
         )
         edge_server = EdgeServer(settings, edge, _attempts(settings, redis))
+        runner = web.AppRunner(
+            _sockjs_app(settings, edge_server),
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,  # a client gone from a long poll frees its session
+            keepalive_timeout=KEEP_ALIVE_SECONDS,  # as every service's uvicorn (aiohttp: 3630 s)
+        )
+        await runner.setup()
+        assert runner.server is not None
         renewing = asyncio.create_task(_renew_seats(edge, settings.connection_lease_seconds / 3))
         presence_upkeep = asyncio.create_task(
             keep(presence, settings.presence_lease_seconds / 3, settings.presence_sweep_seconds)
@@ -291,7 +379,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 settings.port,
                 process_request=edge_server.process_request,
                 select_subprotocol=select_subprotocol,
-                create_connection=EdgeSocket,
+                create_connection=sharing(EdgeSocket, runner.server, WS_PATH),
                 max_size=settings.max_frame_bytes,
                 max_queue=16,
                 ping_interval=settings.ws_ping_interval_seconds or None,
@@ -305,6 +393,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                     yield Running(edge_server, server, broker)
                 finally:
                     await edge_server.shutdown(server)
+                    await runner.cleanup()
         finally:
             renewing.cancel()
             presence_upkeep.cancel()

@@ -92,6 +92,13 @@ class Settings(BaseSettings, kw_only=True, frozen=True):
     membership_cache_negative_seconds: float = 5.0
     membership_cache_entries: int = 50_000
     upstream_timeout_seconds: float = 5.0
+    # SockJS under /ws/ (ws_edge.sockjs_http): a session no request received for this long is
+    # over; one xhr_send body at most this big; a streaming response ends after this many
+    # bytes; "h" after this long without a frame.
+    sockjs_disconnect_delay_seconds: float = 5.0
+    sockjs_max_send_bytes: int = 256 * 1024
+    sockjs_stream_limit_bytes: int = 128 * 1024
+    sockjs_heartbeat_seconds: float = 25.0
     delivered_flush_seconds: float = 0.25
     shutdown_grace_seconds: float = 5.0
 

@@ -21,7 +21,7 @@ from chat_stomp.frames import EncodedMessage
 
 from chat_common.errors import ChatError
 
-from .fanout import encode
+from .fanout import encode, stored_kind
 from .hub import session_of
 from .marks import message_id
 from .metrics import GAP_FILLS, RESUME_DROPPED
@@ -30,7 +30,8 @@ from .resume import Fetch, ResumeOverflow, SeqGate
 log = logging.getLogger(__name__)
 
 Held = tuple[str, str, EncodedMessage]  # destination, message-id, encoded tail
-# (session, after, up_to) -> (seq, body) in seq order: message-svc's history, as the user.
+# (session, after, up_to) -> (seq, body) in seq order: message-svc's stored events (messages,
+# edits and deletes), as the user.
 History = Callable[[uuid.UUID, int, int | None], AsyncIterator[tuple[int, bytes]]]
 
 
@@ -233,15 +234,16 @@ class TopicFeeds:
         after: int,
         up_to: int | None,
     ) -> bool:
-        """Stored messages above ``after`` (up to ``up_to``) the gate admits, paced by the
-        outbound buffer; False when the subscription or the connection went away."""
+        """Stored events above ``after`` (up to ``up_to``) the gate admits, each with the
+        ``x-event`` it had live (``message``, ``edit``, ``delete``), paced by the outbound
+        buffer; False when the subscription or the connection went away."""
         async for seq, body in self._history(session, after, up_to):
             if not self._current(sub_id, gate):
                 return False
             if not gate.admit(seq):
                 RESUME_DROPPED.inc()
                 continue
-            encoded = encode("message", str(session), seq, body)
+            encoded = encode(stored_kind(body), str(session), seq, body)
             self._outlet.send(sub_id, destination, message_id(session, seq), encoded)
             self._outlet.flush()
             await self._outlet.room()

@@ -30,17 +30,20 @@ from chat_common.presence import Peers
 
 from .answers import Refused, SendAnswer, Stored, Unanswered
 from .cache import TtlCache
+from .commands import DeleteMessage, EditMessage
 from .metrics import HISTORY_PAGES
 
 PAGE = 200  # message-svc's largest history page
 
 
-class _Page(msgspec.Struct):
-    messages: list[msgspec.Raw]
-
-
-class _Seq(msgspec.Struct):
+class _Event(msgspec.Struct):
     seq: int
+    message: msgspec.Raw = msgspec.Raw()
+    change: msgspec.Raw = msgspec.Raw()
+
+
+class _Page(msgspec.Struct):
+    events: list[_Event]
 
 
 class _Stored(msgspec.Struct):
@@ -57,7 +60,6 @@ _page = msgspec.json.Decoder(_Page)
 _stored = msgspec.json.Decoder(_Stored)
 _problem = msgspec.json.Decoder(_Problem)
 _grouped = msgspec.json.Decoder(GroupedSendAnswer)
-_seq = msgspec.json.Decoder(_Seq)
 _membership = msgspec.json.Decoder(Membership)
 _peers = msgspec.json.Decoder(Peers)
 
@@ -95,6 +97,14 @@ class Upstream:
         self._clock = clock
         self._cache: TtlCache[MemberKey, Membership | None] = TtlCache(max_entries)
         self._inflight: dict[MemberKey, asyncio.Future[Membership | None]] = {}
+        self._stale: set[MemberKey] = set()  # look-ups under way when their session changed
+
+    def forget_session(self, session: uuid.UUID) -> None:
+        """The session changed (blocked or unblocked): ask session-svc again at its next use.
+        A look-up under way was answered before the change: its askers get it, the cache
+        does not keep it."""
+        self._cache.discard_where(lambda key: key[1] == session)
+        self._stale.update(key for key in self._inflight if key[1] == session)
 
     async def membership(self, email: str, token: str, session: uuid.UUID) -> Membership | None:
         """The caller's membership of ``session``, or None when not a participant (or no such
@@ -123,8 +133,11 @@ class Upstream:
             raise
         finally:
             del self._inflight[key]
-        ttl = self._yes if value is not None else self._no
-        self._cache.put(key, value, ttl, self._clock())
+            stale = key in self._stale
+            self._stale.discard(key)
+        if not stale:
+            ttl = self._yes if value is not None else self._no
+            self._cache.put(key, value, ttl, self._clock())
         future.set_result(value)
         return value
 
@@ -155,15 +168,16 @@ class Upstream:
     async def history_after(
         self, token: str, session: uuid.UUID, after: int, up_to: int | None = None
     ) -> AsyncIterator[tuple[int, bytes]]:
-        """Every stored message with ``after < seq <= up_to`` (no upper end when ``up_to`` is
-        None), oldest first, as (seq, JSON as stored).
+        """Every stored event with ``after < seq <= up_to`` (no upper end when ``up_to`` is
+        None), oldest first, as (seq, JSON body): a message in its current state, or an edit
+        or delete of one (its body names it: ``fanout.stored_kind``).
 
-        message-svc answers ``after=N`` with the oldest messages above N (below ``before``
-        when given), newest first; the pages are sorted here and followed until one comes back
+        message-svc's events answer ``after=N`` with the oldest events above N (below
+        ``before`` when given); the pages are sorted here and followed until one comes back
         short or the range is covered."""
         while up_to is None or after < up_to:
             limit = PAGE if up_to is None else min(PAGE, up_to - after)
-            url = f"{self._messages}/api/chat/{session}/history?after={after}&limit={limit}"
+            url = f"{self._messages}/api/chat/{session}/events?after={after}&limit={limit}"
             if up_to is not None:
                 url += f"&before={up_to + 1}"
             HISTORY_PAGES.inc()
@@ -171,10 +185,12 @@ class Upstream:
             if answer.status_code != 200:
                 raise DependencyUnavailable(f"history answered {answer.status_code}")
             try:
-                raw = _page.decode(answer.content).messages
-                page = sorted(((_seq.decode(m).seq, bytes(m)) for m in raw), key=lambda p: p[0])
+                events = _page.decode(answer.content).events
+                page = sorted(((e.seq, bytes(e.change or e.message)) for e in events), key=_first)
             except msgspec.DecodeError as exc:
                 raise DependencyUnavailable(f"history answer unreadable: {exc}") from None
+            if not all(body for _, body in page):
+                raise DependencyUnavailable("history answer has an event with no body")
             for seq, body in page:
                 if seq > after and (up_to is None or seq <= up_to):
                     yield seq, body
@@ -187,6 +203,30 @@ class Upstream:
         url = f"{self._messages}/api/chat/{session}/{kind}"
         answer = await self._call("POST", url, token, {"upToSeq": up_to})
         return answer.status_code
+
+    async def change(self, token: str, change: EditMessage | DeleteMessage) -> SendAnswer:
+        """An edit or a delete of a message (message-svc's ``PATCH`` or ``DELETE
+        /api/chat/{sessionId}/messages/{messageId}``): stored (the change), refused, or
+        unanswered."""
+        url = f"{self._messages}/api/chat/{change.session_id}/messages/{change.message_id}"
+        body: dict[str, Any] = {"clientMessageId": str(change.client_message_id)}
+        if isinstance(change, EditMessage):
+            if change.content is not None:
+                body["content"] = change.content
+            if change.encrypted is not None:
+                body["encrypted"] = msgspec.to_builtins(change.encrypted)
+        try:
+            answer = await self._call(
+                "PATCH" if isinstance(change, EditMessage) else "DELETE", url, token, body
+            )
+        except DependencyUnavailable as exc:
+            return Unanswered(exc.detail)
+        if answer.status_code != 200:
+            return _refusal(answer.status_code, answer.content)
+        try:
+            return _stored_answer(answer.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Unanswered(f"change answer unreadable: {exc}")
 
     async def send(self, token: str, requests: list[SendMessageRequest]) -> list[SendAnswer]:
         """Store messages from one user (1 to ``BULK_MAX``): an answer per request, in order.
@@ -242,6 +282,10 @@ class Upstream:
         except httpx.HTTPError as exc:
             host = httpx.URL(url).host
             raise DependencyUnavailable(f"{host} unreachable: {type(exc).__name__}") from None
+
+
+def _first(pair: tuple[int, bytes]) -> int:
+    return pair[0]
 
 
 def _stored_answer(body: bytes) -> Stored:

@@ -19,7 +19,8 @@ export class ApiError extends Error {
 export class Api {
   /**
    * @param {() => string | null} token the current user token
-   * @param {(error: ApiError) => void} onUnauthorized called on a 401 (token expired or bad)
+   * @param {(error: ApiError) => void} onUnauthorized called on a 401 (token expired or bad),
+   *   and on any answer whose code is USER_DELETED (the account is gone)
    */
   constructor(token, onUnauthorized) {
     this.token = token;
@@ -55,7 +56,7 @@ export class Api {
     if (!response.ok) {
       const retryAfter = Number(response.headers.get("Retry-After")) || undefined;
       const error = new ApiError(response.status, data, retryAfter);
-      if (response.status === 401 && auth) this.onUnauthorized(error);
+      if (auth && (response.status === 401 || error.code === "USER_DELETED")) this.onUnauthorized(error);
       throw error;
     }
     return { data, headers: response.headers };
@@ -90,15 +91,46 @@ export class Api {
     return { messages: data.messages, next: nextLink(headers.get("Link")) };
   }
 
+  /**
+   * A page of the session's events, oldest first: every seq, a `message` (in its current
+   * state) or an `edit` / `delete` (the change). `next` as for history.
+   */
+  async events(sessionId, { limit = 100, after = 0, path } = {}) {
+    let url = path;
+    if (!url) {
+      const query = new URLSearchParams({ limit: String(limit), after: String(after) });
+      url = `/api/chat/${encodeURIComponent(sessionId)}/events?${query}`;
+    }
+    const { data, headers } = await this.request("GET", url);
+    return { events: data.events, next: nextLink(headers.get("Link")) };
+  }
+
   /** Online / last seen of peers (people the caller shares a session with), by email. */
   async presence(emails) {
     const query = new URLSearchParams({ emails: emails.join(",") });
     return (await this.request("GET", `/api/chat/presence?${query}`)).data.presence;
   }
 
-  async send(sessionId, content, clientMessageId) {
-    const body = { sessionId, content, clientMessageId };
+  /** A message: its text, or with `encrypted` (an envelope) that instead. */
+  async send(sessionId, content, clientMessageId, encrypted = null) {
+    const body = encrypted ? { sessionId, encrypted, clientMessageId } : { sessionId, content, clientMessageId };
     return (await this.request("POST", "/api/chat/message", body)).data;
+  }
+
+  /**
+   * Edit one of my messages (its new text, or with `encrypted` a new envelope): the change
+   * (`MessageChange`, with its own seq).
+   */
+  async editMessage(sessionId, messageId, content, clientMessageId, encrypted = null) {
+    const path = `/api/chat/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}`;
+    const body = encrypted ? { encrypted, clientMessageId } : { content, clientMessageId };
+    return (await this.request("PATCH", path, body)).data;
+  }
+
+  /** Delete one of my messages for everyone: the change (`MessageChange`). */
+  async deleteMessage(sessionId, messageId, clientMessageId) {
+    const path = `/api/chat/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}`;
+    return (await this.request("DELETE", path, { clientMessageId })).data;
   }
 
   async markRead(sessionId, upToSeq) {
