@@ -148,12 +148,29 @@ def test_alice_blocks_bob_then_unblocks_and_both_pages_follow_live(
     assert topic_frames(frames_a, "SUBSCRIBE", session_id) == 0
     assert topic_frames(frames_b, "SUBSCRIBE", session_id) == 0
 
-    # Alice unblocks: both pages are open and live again, no reload.
+    # Alice unblocks: both pages are open and live again, no reload. Her DELETE's answer is
+    # held until the live `unblock` event has drawn her page (an order a busy server can take):
+    # the control names the request under way until the answer comes.
+    held: list[tuple[Any, Any]] = []
+    a.page.route("**/api/chat/*/block", lambda route: held.append((route, route.fetch())))
     a.page.click("#block-toggle")
+    a.page.wait_for_selector("#block-banner", state="hidden", timeout=WAIT)
+    assert state_of(a, session_id)["toggle"] == "Unblocking…"
+    assert a.page.locator("#block-toggle").is_disabled()
+    deadline = time.monotonic() + WAIT / 1000
+    while not held and time.monotonic() < deadline:
+        a.page.wait_for_timeout(50)  # lets playwright run the route's handler
+    assert len(held) == 1
+    route, answer = held[0]
+    route.fulfill(response=answer)
+    a.page.unroute("**/api/chat/*/block")
     for watched in (a, b):
         watched.page.wait_for_selector("#block-banner", state="hidden", timeout=WAIT)
         watched.page.wait_for_selector("#composer-input:not([disabled])", timeout=WAIT)
         watched.page.wait_for_selector(f"{chat} .blocked-mark", state="detached", timeout=WAIT)
+        # The live `unblock` event may draw the page before the DELETE's answer comes: the
+        # control says "Unblocking…" until then, and is back to "Block" after.
+        watched.page.wait_for_selector("#block-toggle:not([disabled])", timeout=WAIT)
         assert state_of(watched, session_id)["toggle"] == "Block"
     say(b, "back again")
     arrives_live(a, "back again")

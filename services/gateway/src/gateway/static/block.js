@@ -63,6 +63,7 @@ export class Blocking {
     this.summary = null; // the open chat's, as last drawn
     this.asking = null; // sessionId whose block waits for the confirm
     this.busy = null; // sessionId with a request under way
+    this.busyKind = null; // "block" or "unblock": the request under way
     this.clock = 0;
     this.changed = new Map(); // sessionId -> clock of the last change heard of
     this.settling = new Map(); // sessionId -> timer, after my own unblock (SETTLE_MS)
@@ -122,7 +123,10 @@ export class Blocking {
     const busy = summary !== null && this.busy === sessionId;
 
     this.toggle.hidden = !summary || closed;
-    this.toggle.textContent = busy ? (byMe ? "Unblocking…" : "Blocking…") : byMe ? "Unblock" : "Block";
+    // While a request is under way the control names it, whatever its live event already drew
+    // (the `unblock` event may come before the DELETE's answer).
+    const label = busy ? (this.busyKind === "unblock" ? "Unblocking…" : "Blocking…") : byMe ? "Unblock" : "Block";
+    this.toggle.textContent = label;
     this.toggle.dataset.action = byMe ? "unblock" : "block";
     this.toggle.setAttribute("aria-label", `${byMe ? "Unblock" : "Block"} ${name}`);
     this.toggle.disabled = busy || this.asking !== null;
@@ -206,6 +210,7 @@ export class Blocking {
     const wasBlocked = blockOf(summary, this.hooks.me()).blocked;
     const start = this.clock;
     this.busy = sessionId;
+    this.busyKind = kind;
     this.render(summary);
     try {
       const path = `/api/chat/${encodeURIComponent(sessionId)}/block`;
@@ -227,7 +232,7 @@ export class Blocking {
       this.hooks.onError(`Could not ${kind}: ${why}`);
       if (err instanceof ApiError && !err.transient) this.hooks.refresh(); // e.g. NOT_BLOCKER
     } finally {
-      this.busy = null;
+      this.busy = this.busyKind = null;
       this.render(this.summary);
       // The keyboard goes back to the control (the confirm's buttons are gone).
       if (this.summary && this.summary.sessionId === sessionId) this.toggle.focus();
