@@ -149,7 +149,8 @@ async def test_the_relay_rotates_the_outbox_and_truncates_what_it_drained(
     database_url: str, db_pool: asyncpg.Pool, insert: Insert, observed: Observed
 ) -> None:
     """Rows published from a partition leave dead rows behind; once the current slot has moved
-    on, the relay empties that partition with TRUNCATE (no VACUUM needed)."""
+    on, the relay empties that partition with TRUNCATE (no VACUUM needed). The slot is not due
+    to move until the test makes it due, so the dead rows are seen before they go."""
 
     def count(name: str) -> float:
         return REGISTRY.get_sample_value(name) or 0.0
@@ -158,19 +159,24 @@ async def test_the_relay_rotates_the_outbox_and_truncates_what_it_drained(
         count("chat_outbox_rotations_total"),
         count("chat_outbox_truncations_total"),
     )
-    settings = relay_settings(database_url, rotate_interval_seconds=0.3, rotate_check_seconds=0.1)
+    settings = relay_settings(database_url, rotate_interval_seconds=3600, rotate_check_seconds=0.1)
     async with running_relay(settings):
-        first = await insert([uuid.uuid4() for _ in range(200)])  # into partition 0
+        await db_pool.execute("UPDATE chat_outbox_state SET rotated_at = now()")
+        slot = await db_pool.fetchval("SELECT slot FROM chat_outbox_state")
+        size = f"SELECT pg_relation_size('chat_message_outbox_{int(slot)}')"
+        first = await insert([uuid.uuid4() for _ in range(200)])  # into the current slot
         await observed.wait_for_all(first)
-        assert await db_pool.fetchval("SELECT pg_relation_size('chat_message_outbox_0')") > 0
+        assert await db_pool.fetchval(size) > 0  # published and deleted: dead rows
 
-        async def partition_0_emptied() -> bool:
-            return bool(
-                await db_pool.fetchval("SELECT pg_relation_size('chat_message_outbox_0') = 0")
-            )
+        # The slot is due: the relay moves it on, then truncates the drained partition.
+        await db_pool.execute("UPDATE chat_outbox_state SET rotated_at = now() - interval '2 h'")
 
-        await eventually(partition_0_emptied, within=5)
-        more = await insert([uuid.uuid4() for _ in range(10)])  # into the current slot
+        async def partition_emptied() -> bool:
+            return bool(await db_pool.fetchval(f"{size} = 0"))
+
+        await eventually(partition_emptied, within=5)
+        assert await db_pool.fetchval("SELECT slot FROM chat_outbox_state") != slot
+        more = await insert([uuid.uuid4() for _ in range(10)])  # into the new current slot
         await observed.wait_for_all(more)
     assert sorted(observed.ids()) == sorted(first + more)
     assert count("chat_outbox_rotations_total") > rotations
