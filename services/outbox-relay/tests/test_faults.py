@@ -32,13 +32,20 @@ from .conftest import (
 )
 
 
-def assert_sessions_in_order(observed: Observed) -> None:
-    """Per session, both the first and the last copy of each row come in id order."""
+def assert_sessions_in_order(observed: Observed, *, late_copies: bool = False) -> None:
+    """Per session, the first copy of each row comes in id order: a row never overtakes an
+    older one (what the edge's gate needs, which drops a seq already delivered). Unless
+    ``late_copies``, the last copies too: a round published again comes in order as well.
+
+    ``late_copies``: a connection the relay abandoned in a stall may still hand the broker its
+    publishes after the round that replaced it (the bytes were on their way), so a copy of an
+    older row can come after a newer row's; the edge drops it as already delivered."""
     for session, order in observed.per_session().items():
         firsts = list(dict.fromkeys(order))
-        lasts = list(reversed(dict.fromkeys(reversed(order))))
         assert firsts == sorted(firsts), session
-        assert lasts == sorted(lasts), session
+        if not late_copies:
+            lasts = list(reversed(dict.fromkeys(reversed(order))))
+            assert lasts == sorted(lasts), session
 
 
 async def stop_mid_batch(pool: asyncpg.Pool, process: subprocess.Popen[bytes]) -> int:
@@ -106,7 +113,9 @@ async def test_a_stalled_broker_times_out_and_nothing_is_lost(
             proxy.latency = 0.0
             await observed.wait_for_all(stalled, within=30)
     assert sorted(set(observed.ids())) == sorted(first + stalled)
-    assert_sessions_in_order(observed)
+    assert_sessions_in_order(observed, late_copies=True)
+    ids = observed.ids()
+    assert {i for i in ids if ids.count(i) > 1} <= set(stalled)  # copies: of stalled rows only
     assert (REGISTRY.get_sample_value("chat_outbox_retries_total") or 0.0) == retries_before
 
 
