@@ -11,6 +11,7 @@ are the caller's to handle (or a bug).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Generator
 from typing import Any, TypeAlias
@@ -74,6 +75,27 @@ class Pool(asyncpg.Pool):
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return _Acquire(self, timeout)
+
+
+async def hold_listening(
+    conn: asyncpg.Connection[asyncpg.Record],
+    stop: asyncio.Event | None = None,
+    *,
+    check_seconds: float = 5.0,
+) -> None:
+    """Hold a connection of one's own (a LISTEN's) until it is lost or ``stop`` is set. Its
+    termination ends the wait at once; a socket that died without a word is noticed by a
+    ``SELECT 1`` every ``check_seconds``, raised as :class:`DatabaseUnavailable`."""
+    lost = asyncio.Event()
+    conn.add_termination_listener(lambda _conn: lost.set())
+    if conn.is_closed():  # lost before the listener was added
+        lost.set()
+    while not lost.is_set() and not (stop is not None and stop.is_set()):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lost.wait(), check_seconds)
+        if not lost.is_set():
+            with faults():
+                await conn.execute("SELECT 1", timeout=check_seconds)
 
 
 async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

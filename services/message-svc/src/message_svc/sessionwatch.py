@@ -68,19 +68,12 @@ class SessionWatch:
                 delay = min(5.0, delay * 2)
                 continue
             delay = 0.2
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
             try:
                 with db.faults():
                     await conn.add_listener(SESSION_CHANGED_CHANNEL, self._notified)
                 self._forget_all()  # what changed while nobody listened
                 self.listening.set()
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    if not lost.is_set():
-                        with db.faults():  # notices a dead socket
-                            await conn.execute("SELECT 1", timeout=5.0)
+                await db.hold_listening(conn)
             except DatabaseUnavailable as exc:
                 log.warning("session-watch connection lost (%s); reconnecting", exc)
             finally:

@@ -289,20 +289,13 @@ class Relay:
                 delay = min(5.0, delay * 2)
                 continue
             delay = 0.2
-            lost = asyncio.Event()
-            conn.add_termination_listener(_setter(lost))
             try:
                 with db.faults():
                     await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
                 self.listening = True
                 self.listens += 1
                 self._wake.set()  # catch up with what was committed while not listening
-                while not lost.is_set() and not self._stopping.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    if not lost.is_set():
-                        with db.faults():  # notices a dead socket
-                            await conn.execute("SELECT 1", timeout=5.0)
+                await db.hold_listening(conn, self._stopping)
             except DatabaseUnavailable as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             finally:
@@ -353,10 +346,3 @@ async def _roll_back(transaction: Transaction) -> None:
     rolling = asyncio.ensure_future(transaction.rollback())
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(rolling), FINISH_SECONDS)
-
-
-def _setter(event: asyncio.Event) -> Callable[[object], None]:
-    def on_termination(_connection: object) -> None:
-        event.set()
-
-    return on_termination
