@@ -18,6 +18,7 @@ from .conftest import (
     Insert,
     Observed,
     RelayProcesses,
+    autovacuum_off,
     relay_settings,
     running_relay,
     statuses,
@@ -150,7 +151,8 @@ async def test_the_relay_rotates_the_outbox_and_truncates_what_it_drained(
 ) -> None:
     """Rows published from a partition leave dead rows behind; once the current slot has moved
     on, the relay empties that partition with TRUNCATE (no VACUUM needed). The slot is not due
-    to move until the test makes it due, so the dead rows are seen before they go."""
+    to move until the test makes it due, so the dead rows are seen before they go; autovacuum is
+    kept off the partitions meanwhile (see ``autovacuum_off``)."""
 
     def count(name: str) -> float:
         return REGISTRY.get_sample_value(name) or 0.0
@@ -160,7 +162,7 @@ async def test_the_relay_rotates_the_outbox_and_truncates_what_it_drained(
         count("chat_outbox_truncations_total"),
     )
     settings = relay_settings(database_url, rotate_interval_seconds=3600, rotate_check_seconds=0.1)
-    async with running_relay(settings):
+    async with autovacuum_off(db_pool), running_relay(settings):
         await db_pool.execute("UPDATE chat_outbox_state SET rotated_at = now()")
         slot = await db_pool.fetchval("SELECT slot FROM chat_outbox_state")
         size = f"SELECT pg_relation_size('chat_message_outbox_{int(slot)}')"

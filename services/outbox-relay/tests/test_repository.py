@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from chat_testing.waiting import eventually
 from outbox_relay import repository
 
-from .conftest import Insert, bury_rows, held_rows, statuses
+from .conftest import Insert, autovacuum_off, bury_rows, held_rows, statuses
 from .oracle import OutboxRow, RowState, publishable_in_order
 
 
@@ -271,7 +271,7 @@ async def test_rotation_moves_new_rows_on_and_truncates_drained_partitions(
         "SELECT slot, count(*) AS n FROM chat_message_outbox GROUP BY slot ORDER BY slot"
     )
     assert [(r["slot"], r["n"]) for r in located] == [(0, 50), (1, 1)]
-    async with db_pool.acquire() as conn:
+    async with autovacuum_off(db_pool), db_pool.acquire() as conn:  # see autovacuum_off
         held = await repository.rotate(conn, interval_seconds=3600)
         assert held.waiting == [0]  # it still holds rows: never truncated
         await conn.execute("DELETE FROM chat_message_outbox WHERE id = ANY($1)", early)
