@@ -1,7 +1,8 @@
 """Presence through two edges sharing one store and one exchange (the in-memory ones): the
 first connection pushes "online" to the user's peers on /user/queue/presence, strangers get
 nothing, a reconnect within the grace pushes nothing, the last close pushes "offline" once
-after the grace, and a dead edge's user goes offline when its leases lapse."""
+after the grace, and a dead edge's user goes offline when its leases lapse. The store's clock
+is moved by hand, so a slow machine cannot stretch a grace or lapse a lease under a test."""
 
 from __future__ import annotations
 
@@ -71,9 +72,21 @@ def told(client: FakeClient) -> list[tuple[str, bool, bool]]:
     return seen
 
 
-def world() -> tuple[Edge, Edge, MemoryPresence]:
-    exchange, store = MemoryExchange(), MemoryPresence(LEASE, GRACE)
-    return make_edge(exchange, store, "e1"), make_edge(exchange, store, "e2"), store
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def world() -> tuple[Edge, Edge, Clock]:
+    exchange, clock = MemoryExchange(), Clock()
+    store = MemoryPresence(LEASE, GRACE, clock)
+    return make_edge(exchange, store, "e1"), make_edge(exchange, store, "e2"), clock
 
 
 async def sweep(*edges: Edge) -> None:
@@ -94,32 +107,34 @@ async def test_online_goes_to_peers_on_other_edges_and_never_to_strangers() -> N
 
 
 async def test_a_reconnect_within_the_grace_is_silent_and_the_last_close_goes_once() -> None:
-    one, two, _ = world()
+    one, two, clock = world()
     bob = await connect(two, BOB)
     alice = await connect(one, ALICE)
     told(bob)
     await one.closed(alice, reason=Disconnect.CLIENT)
     await settle()
-    again = await connect(two, ALICE)  # the phone moved to another edge at once
-    await asyncio.sleep(GRACE * 1.5)
+    clock.advance(GRACE / 2)
+    again = await connect(two, ALICE)  # the phone moved to another edge within the grace
+    clock.advance(GRACE * 1.5)
     await sweep(one, two)
     assert told(bob) == []
     await two.closed(again, reason=Disconnect.CLIENT)
     await settle()
+    clock.advance(GRACE * 0.9)
     await sweep(one, two)
     assert told(bob) == []  # the grace
-    await asyncio.sleep(GRACE * 1.5)
+    clock.advance(GRACE * 0.2)
     await asyncio.gather(sweep(one), sweep(two))
     assert told(bob) == [(ALICE, False, True)]
 
 
 async def test_a_dead_edges_users_go_offline_when_their_leases_lapse() -> None:
-    one, two, _ = world()
+    one, two, clock = world()
     bob = await connect(two, BOB)
     await connect(one, ALICE)
     told(bob)
     for _ in range(4):  # edge one died: only edge two renews (its own) and sweeps
-        await asyncio.sleep(LEASE / 3)
+        clock.advance(LEASE / 3)
         assert two.presence is not None
         await two.presence.renew()
         await sweep(two)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -51,30 +51,32 @@ class PresenceStore(Protocol):
 
 
 class MemoryPresence:
-    """This process's connections only (no Redis): presence per edge."""
+    """This process's connections only (no Redis): presence per edge, on ``clock`` (epoch
+    seconds; the wall clock unless a test moves its own)."""
 
-    def __init__(self, lease: float, grace: float) -> None:
+    def __init__(self, lease: float, grace: float, clock: Callable[[], float] = time.time) -> None:
         self.book = Book(lease, grace)
+        self._clock = clock
 
     async def connect(
         self, email: str, connection: str, peers: tuple[str, ...] | None
     ) -> Change | None:
-        return self.book.connect(email, connection, time.time(), peers)
+        return self.book.connect(email, connection, self._clock(), peers)
 
     async def renew(self, held: Mapping[str, Iterable[str]]) -> list[str]:
-        return self.book.renew({e: list(c) for e, c in held.items()}, time.time())
+        return self.book.renew({e: list(c) for e, c in held.items()}, self._clock())
 
     async def disconnect(self, email: str, connection: str) -> None:
-        self.book.disconnect(email, connection, time.time())
+        self.book.disconnect(email, connection, self._clock())
 
     async def forget(self, email: str) -> None:
         self.book.forget(email)
 
     async def sweep(self) -> list[Change]:
-        return self.book.sweep(time.time())
+        return self.book.sweep(self._clock())
 
     async def read(self, emails: list[str]) -> list[PresenceView]:
-        now = time.time()
+        now = self._clock()
         return [self.book.read(email, now) for email in emails]
 
 
