@@ -103,7 +103,8 @@ async def test_concurrent_sends_go_together_each_as_its_callers_group(
 ) -> None:
     svc, port = MessageSvc(), free_port()
     url = f"http://127.0.0.1:{port}"
-    async with serving(svc, port), gateway_factory(url, url, send_requests_in_flight=1) as gw:
+    gateway = gateway_factory(url, url, send_requests_in_flight=1, upstream_timeout_seconds=10)
+    async with serving(svc, port), gateway as gw:  # a slow machine's pause is no upstream timeout
         svc.gate.clear()
         users = [f"u{i}@example.com" for i in range(4)]
         tokens = {u: make_token(u) for u in users}
@@ -119,7 +120,7 @@ async def test_concurrent_sends_go_together_each_as_its_callers_group(
         # Kept as a sleep: time for the three sends to queue up behind the request out (the
         # gateway shows no count of waiting sends), and a negative check that none of them
         # goes on its own meanwhile.
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         assert len(svc.grouped) == 1  # the one request out holds the others back
         svc.gate.set()
         answers = await asyncio.gather(first, *rest)
