@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Generator
+import logging
+from collections.abc import Callable, Generator
 from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from .errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 FAULTS: tuple[type[BaseException], ...] = (
     OSError,
@@ -84,18 +87,76 @@ async def hold_listening(
     check_seconds: float = 5.0,
 ) -> None:
     """Hold a connection of one's own (a LISTEN's) until it is lost or ``stop`` is set. Its
-    termination ends the wait at once; a socket that died without a word is noticed by a
-    ``SELECT 1`` every ``check_seconds``, raised as :class:`DatabaseUnavailable`."""
+    termination and ``stop`` end the wait at once; a socket that died without a word is
+    noticed by a ``SELECT 1`` every ``check_seconds``, raised as :class:`DatabaseUnavailable`."""
     lost = asyncio.Event()
     conn.add_termination_listener(lambda _conn: lost.set())
     if conn.is_closed():  # lost before the listener was added
         lost.set()
-    while not lost.is_set() and not (stop is not None and stop.is_set()):
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lost.wait(), check_seconds)
-        if not lost.is_set():
+    ends = [lost] if stop is None else [lost, stop]
+    while not any(end.is_set() for end in ends):
+        waits = [asyncio.ensure_future(end.wait()) for end in ends]
+        try:
+            await asyncio.wait(waits, timeout=check_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not any(end.is_set() for end in ends):
             with faults():
                 await conn.execute("SELECT 1", timeout=check_seconds)
+
+
+Notified = Callable[[Any, int, str, Any], None]  # asyncpg's listener: conn, pid, channel, payload
+
+
+async def keep_listening(
+    dsn: str,
+    channel: str,
+    notified: Notified,
+    listening: Callable[[bool], None],
+    *,
+    application_name: str,
+    meanwhile: str,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Keep one connection of one's own LISTENing on ``channel`` until ``stop`` is set (or
+    the task is cancelled): reconnect after a loss, backing off from 0.2 s to 5 s while
+    PostgreSQL cannot be reached. Notifications sent while no connection listens are lost,
+    so ``listening(True)`` is called once each (re)connection listens (the place to catch up
+    with what may have been missed), and ``listening(False)`` each time a connection goes.
+    ``meanwhile`` names, in the logs, what stands in for the notifications while none come."""
+    delay = 0.2
+    while stop is None or not stop.is_set():
+        try:
+            with faults():
+                conn = await asyncpg.connect(
+                    dsn, timeout=5.0, server_settings={"application_name": application_name}
+                )
+        except DatabaseUnavailable as exc:
+            log.warning("cannot LISTEN on %s (%s); %s meanwhile", channel, exc, meanwhile)
+            await _pause(delay, stop)
+            delay = min(5.0, delay * 2)
+            continue
+        delay = 0.2
+        try:
+            with faults():
+                await conn.add_listener(channel, notified)
+            listening(True)
+            await hold_listening(conn, stop)
+        except DatabaseUnavailable as exc:
+            log.warning("LISTEN connection on %s lost (%s); reconnecting", channel, exc)
+        finally:
+            listening(False)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2.0)
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -15,10 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-import asyncpg
-
 from chat_common import db
-from chat_common.errors import DatabaseUnavailable
 from chat_common.outbox import SESSION_CHANGED_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -52,31 +49,19 @@ class SessionWatch:
         except ValueError:
             self._forget_all()
 
+    def _listening(self, now: bool) -> None:
+        if now:
+            self._forget_all()  # what changed while nobody listened
+            self.listening.set()
+        else:
+            self.listening.clear()
+
     async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                with db.faults():
-                    conn = await asyncpg.connect(
-                        self._dsn,
-                        timeout=5.0,
-                        server_settings={"application_name": "message-svc session-watch"},
-                    )
-            except DatabaseUnavailable as exc:
-                log.warning("cannot LISTEN for session changes (%s); cache TTL meanwhile", exc)
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            delay = 0.2
-            try:
-                with db.faults():
-                    await conn.add_listener(SESSION_CHANGED_CHANNEL, self._notified)
-                self._forget_all()  # what changed while nobody listened
-                self.listening.set()
-                await db.hold_listening(conn)
-            except DatabaseUnavailable as exc:
-                log.warning("session-watch connection lost (%s); reconnecting", exc)
-            finally:
-                self.listening.clear()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 2.0)
+        await db.keep_listening(
+            self._dsn,
+            SESSION_CHANGED_CHANNEL,
+            self._notified,
+            self._listening,
+            application_name="message-svc session-watch",
+            meanwhile="the roster's cache TTL",
+        )

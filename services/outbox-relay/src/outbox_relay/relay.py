@@ -274,34 +274,21 @@ class Relay:
         """Keep one connection LISTENing; a NOTIFY only wakes the loop (its payload is never
         read). Notifications sent while it is down are lost, so every (re)connection wakes the
         loop once, and the poll keeps running meanwhile."""
-        delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                with db.faults():
-                    conn = await asyncpg.connect(
-                        self._settings.database_url,
-                        timeout=5.0,
-                        server_settings={"application_name": self._application_name("listen")},
-                    )
-            except DatabaseUnavailable as exc:
-                log.warning("cannot LISTEN (%s); polling meanwhile", exc)
-                await self._sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            delay = 0.2
-            try:
-                with db.faults():
-                    await conn.add_listener(repository.CHANNEL, lambda *_: self._wake.set())
-                self.listening = True
-                self.listens += 1
-                self._wake.set()  # catch up with what was committed while not listening
-                await db.hold_listening(conn, self._stopping)
-            except DatabaseUnavailable as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
-            finally:
-                self.listening = False
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 2.0)
+        await db.keep_listening(
+            self._settings.database_url,
+            repository.CHANNEL,
+            lambda *_: self._wake.set(),
+            self._listening,
+            application_name=self._application_name("listen"),
+            meanwhile="polling",
+            stop=self._stopping,
+        )
+
+    def _listening(self, now: bool) -> None:
+        self.listening = now
+        if now:
+            self.listens += 1
+            self._wake.set()  # catch up with what was committed while not listening
 
     def _application_name(self, role: str) -> str:
         return f"outbox-relay {role} {self._settings.instance_id}"[:63]
