@@ -119,7 +119,7 @@ def gateway_factory(
             "jwt_public_key_file": str(public),
             "jwt_issuer": "flairbit",
             "jwt_audience": "chat",
-            "upstream_timeout_seconds": 0.5,
+            "upstream_timeout_seconds": 10.0,
             "max_body_bytes": 1024,
             **overrides,
         }
@@ -184,7 +184,9 @@ async def test_down_upstream_is_503_and_slow_upstream_is_504(
     headers = {"Authorization": f"Bearer {make_token()}"}
     async with (
         silent_server(slow),
-        gateway_factory(f"http://127.0.0.1:{down}", f"http://127.0.0.1:{slow}") as gw,
+        gateway_factory(
+            f"http://127.0.0.1:{down}", f"http://127.0.0.1:{slow}", upstream_timeout_seconds=0.5
+        ) as gw,
     ):
         refused = await gw.post("/api/chat/init", json={}, headers=headers)
         started = time.monotonic()
