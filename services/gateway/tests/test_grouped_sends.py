@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -94,6 +95,10 @@ async def serving(svc: MessageSvc, port: int) -> AsyncIterator[None]:
         yield
 
 
+def pending() -> float:
+    return REGISTRY.get_sample_value("chat_gateway_sends_pending") or 0.0
+
+
 def body(content: str) -> dict[str, str]:
     return {"sessionId": "s", "content": content, "clientMessageId": "c"}
 
@@ -113,17 +118,17 @@ async def test_concurrent_sends_go_together_each_as_its_callers_group(
             headers = {"Authorization": f"Bearer {tokens[user]}", "X-Request-Id": f"req-{user}"}
             return await gw.post("/api/chat/message", json=body(content), headers=headers)
 
+        pending_before = pending()
         first = asyncio.create_task(send(users[0], "ok"))
         await eventually(lambda: svc.grouped, what="the first request is out")
         contents = ("ok", "again", "slow")
         rest = [asyncio.create_task(send(u, c)) for u, c in zip(users[1:], contents, strict=True)]
-        # Kept as a sleep: time for the three sends to queue up behind the request out (the
-        # gateway shows no count of waiting sends), and a negative check that none of them
-        # goes on its own meanwhile.
-        await asyncio.sleep(0.3)
+        # the gauge counts the one out and the three waiting behind it
+        await eventually(lambda: pending() - pending_before == 4, what="three sends waiting")
         assert len(svc.grouped) == 1  # the one request out holds the others back
         svc.gate.set()
         answers = await asyncio.gather(first, *rest)
+        assert pending() == pending_before  # answered: none held any more
     assert [len(r) for r in svc.grouped] == [1, 3]
     assert [g["token"] for g in svc.grouped[1]] == [tokens[u] for u in users[1:]]
     assert [g["requestId"] for g in svc.grouped[1]] == [f"req-{u}" for u in users[1:]]

@@ -23,6 +23,7 @@ import asyncio
 import aiohttp
 import msgspec
 from opentelemetry import trace
+from prometheus_client import Gauge
 from starlette.responses import Response
 
 from chat_common import tracing
@@ -34,6 +35,10 @@ from .proxy import upstream_failed
 
 UPSTREAM = "message"
 TRACER = tracing.tracer(__name__)
+SENDS_PENDING = Gauge(
+    "chat_gateway_sends_pending",
+    "REST sends this instance holds for message-svc: in a grouped request out, or waiting for one",
+)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -74,11 +79,14 @@ class GroupedSends:
             carrier: dict[str, str] = {}
             tracing.inject(carrier)
             sender = Sender(token, request_id=request_id, trace=carrier or None)
+            SENDS_PENDING.inc()
             try:  # bounded as a forward is, the wait for a free request included
                 async with asyncio.timeout(self._timeout):
                     (answer,) = await self._batcher.store(sender, [body])
             except TimeoutError as exc:
                 answer = error_response(upstream_failed(UPSTREAM, exc))
+            finally:
+                SENDS_PENDING.dec()
             span.set_attribute("http.response.status_code", answer.status_code)
         return answer
 
