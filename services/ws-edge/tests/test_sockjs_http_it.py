@@ -752,6 +752,38 @@ async def test_a_session_opened_with_a_url_token_answers_only_that_token(
     assert session.email == chat.alice
 
 
+async def test_a_session_whose_token_comes_in_connect_answers_only_its_clients_address(
+    world: Any, clients: Clients
+) -> None:
+    """Its id is then its only key: a request from another client address (X-Forwarded-For,
+    trusted here as behind the gateway) neither sends into it nor receives from it."""
+    chat = await world.chat()
+    edge = await start_edge(world, trust_forwarded_for=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=WITHIN, sock_read=WITHIN * 4)
+    async with aiohttp.ClientSession(
+        timeout=timeout, headers={"X-Forwarded-For": "198.51.100.7"}
+    ) as http:
+        alice = SockJSClient(http, edge.edge_server.settings.port, "xhr_streaming")
+        await alice.open()
+        try:
+            path = f"{base(edge)}/ws/000/{alice.session}"
+            for forwarded in ("203.0.113.9", "198.51.100.8, 198.51.100.7", None):
+                headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+                bobs = json.dumps([connect_frame(chat.bob_token)])
+                async with clients.http.post(
+                    f"{path}/xhr_send", data=bobs, headers=headers
+                ) as answer:
+                    assert answer.status == 404, forwarded
+                async with clients.http.post(f"{path}/xhr", headers=headers) as answer:
+                    assert answer.status == 404, forwarded  # not a new session either
+            connected = await alice.connect(chat.alice_token)  # from her address: hers
+            assert connected.header("user-name") == chat.alice
+            [session] = connections(edge)
+            assert session.email == chat.alice
+        finally:
+            await alice.close()
+
+
 async def test_a_non_ascii_token_on_a_token_bound_session_is_a_404(
     world: Any, clients: Clients
 ) -> None:

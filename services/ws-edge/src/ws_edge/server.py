@@ -282,6 +282,9 @@ def _sockjs_app(settings: Settings, edge_server: EdgeServer) -> web.Application:
         edge_server.admit,
         edge_server.run_sockjs,
         operational=edge_server.operational,
+        address=lambda request: client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), settings.trust_forwarded_for
+        ),
     )
     return sockjs_app.application()
 

@@ -15,7 +15,8 @@ on every request), subscriptions, limits, Origin rule and handshake metering. Bo
 - one ``xhr_send`` per session at a time (another one meanwhile gets 409), answered once the
   STOMP connection has taken its messages (or is closing), its body at most
   ``SOCKJS_MAX_SEND_BYTES``;
-- a session opened with a token in its URL answers only requests carrying the same token.
+- a session opened with a token in its URL answers only requests carrying the same token; one
+  whose token comes in CONNECT answers only requests from the client address that opened it.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class HttpSession:
     """One SockJS session carried by HTTP requests: the STOMP connection's link (the client's
     messages from ``xhr_send``) and its outlet (frames queued for the receiving requests)."""
 
-    def __init__(self, core: sockjs.Session, token: str | None) -> None:
+    def __init__(self, core: sockjs.Session, token: str | None, address: str) -> None:
         self.core = core
         self.token = token  # the URL's token when it opened: later requests must repeat it
+        self.address = address  # the client's when it opened: without a URL token, its key
         self._inbound: asyncio.Queue[object] = asyncio.Queue()
         self._wake = asyncio.Event()  # something for the receiver to take
         self._taken = asyncio.Event()  # the receiver took frames (room() waits on it)
@@ -185,6 +187,13 @@ Admit = Callable[[web.Request], Awaitable[web.Response | None]]
 Operational = Callable[[str], tuple[int, bytes, str] | None]
 """The edge's ``/healthz``, ``/readyz``, ``/metrics`` by path: (status, body, content type)."""
 
+Address = Callable[[web.Request], str]
+"""The client's address of a request (the TCP peer, or a trusted proxy's X-Forwarded-For)."""
+
+
+def _peer(request: web.Request) -> str:
+    return request.remote or "unknown"
+
 
 class SockJSApp:
     """The sessions of this edge and the routes that serve them."""
@@ -199,12 +208,14 @@ class SockJSApp:
         *,
         websocket: bool = True,
         operational: Operational | None = None,
+        address: Address = _peer,
     ) -> None:
         self.prefix = prefix
         self.limits = limits
         self._origins = allowed_origins
         self._admit = admit
         self._open = opener
+        self._address = address
         self._websocket = websocket
         self._operational = operational
         self.sessions: dict[str, HttpSession] = {}
@@ -319,10 +330,13 @@ class SockJSApp:
     # -- sessions ------------------------------------------------------------------------------
 
     def _known(self, request: web.Request, key: str) -> HttpSession | None:
-        """The session ``key``, if this request may use it (the same URL token, if it had one)."""
+        """The session ``key``, if this request may use it: the same URL token, if it had one;
+        else the same client address (its token is in CONNECT, so its id alone would open it)."""
         session = self.sessions.get(key)
-        if session is None or session.token is None:
-            return session
+        if session is None:
+            return None
+        if session.token is None:
+            return session if self._address(request) == session.address else None
         token = handshake_token(request.headers.get("Authorization"), request.query_string)
         same = token is not None and hmac.compare_digest(token.encode(), session.token.encode())
         return session if same else None
@@ -348,7 +362,7 @@ class SockJSApp:
     ) -> web.StreamResponse:
         session = self._known(request, key)
         if session is None:
-            if key in self.sessions:  # someone else's session (another token)
+            if key in self.sessions:  # someone else's session (another token or address)
                 return self._answer(request, web.Response(status=404, text="no such session"))
             refused = await self._admit(request)
             if refused is not None:
@@ -387,7 +401,7 @@ class SockJSApp:
         core = sockjs.Session(
             self.limits.max_outbound_bytes, time.monotonic(), self.limits.disconnect_delay
         )
-        session = HttpSession(core, url_token)
+        session = HttpSession(core, url_token, self._address(request))
         self.sessions[key] = session
         token = handshake_token(request.headers.get("Authorization"), request.query_string)
         session.task = asyncio.create_task(self._run(session, token))
