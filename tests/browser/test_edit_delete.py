@@ -37,7 +37,11 @@ def edit_in_page(page: Any, old: str, new: str) -> None:
     editor = page.locator("#messages form.editor textarea")
     assert editor.get_attribute("aria-label") is None  # labelled by its <label>
     assert page.locator("#messages form.editor label").inner_text() == "Edit message"
-    assert editor.evaluate("node => node === document.activeElement")
+    # the keyboard is in the editor (waited for: a render the click raced may come between)
+    page.wait_for_function(
+        "() => document.activeElement?.matches('#messages form.editor textarea') ?? false",
+        timeout=5_000,
+    )
     editor.fill(new)
     editor.press("Enter")
 
