@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from chat_stomp.frames import Frame
 
 from chat_testing.chats import Chat, open_chat
 from chat_testing.stack import ROOT, Stack, port_base, running_stack
@@ -91,20 +90,14 @@ def second_edge(stack: Stack) -> Iterator[int]:
         stack.stop_service("ws-edge", SECOND_EDGE)
 
 
-async def subscribed(
-    client: StompClient, destination: str, *headers: tuple[str, str]
-) -> list[Frame]:
+async def subscribed(client: StompClient, destination: str, *headers: tuple[str, str]) -> None:
     """SUBSCRIBE, then wait for the edge's RECEIPT: the subscription is authorised and bound,
     so what is published from now on reaches it (no fixed sleep for that). MESSAGE frames of
-    the client's earlier subscriptions may come first (what was on its way to them): they are
-    returned, in order; any other frame before the RECEIPT fails."""
+    the client's earlier subscriptions may come first (what was on its way to them) and are
+    passed over; any other frame before the RECEIPT fails."""
     receipt = f"subscribed-{uuid.uuid4().hex[:8]}"
     subscription = await client.subscribe(destination, *headers, ("receipt", receipt))
-    earlier: list[Frame] = []
-    while True:
+    frame = await client.next_frame()
+    while frame.command == "MESSAGE" and frame.header("subscription") != subscription:
         frame = await client.next_frame()
-        if frame.command != "MESSAGE" or frame.header("subscription") == subscription:
-            break
-        earlier.append(frame)
     assert (frame.command, frame.header("receipt-id")) == ("RECEIPT", receipt), frame
-    return earlier

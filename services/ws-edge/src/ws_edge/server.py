@@ -178,7 +178,7 @@ class EdgeServer:
         if not self.ready:
             return _plain(http.HTTPStatus.SERVICE_UNAVAILABLE, b"not ready", "text/plain")
         peer = connection.remote_address[0] if connection.remote_address else None
-        wait = await self._metered(peer, headers.get("X-Forwarded-For"))
+        wait = await self._metered(self._address(peer, headers.get("X-Forwarded-For")))
         if wait is None:
             return None
         response = _plain(
@@ -187,14 +187,21 @@ class EdgeServer:
         response.headers["Retry-After"] = str(wait)
         return response
 
-    async def _metered(self, peer: str | None, forwarded_for: str | None) -> int | None:
-        """Seconds to wait, past the handshakes allowed per client address (the TCP peer, or
-        the first hop of X-Forwarded-For with TRUST_FORWARDED_FOR); None: go ahead. A limit
-        store that cannot be asked (Redis down) lets the handshake through: the connection
-        still needs a valid token."""
+    def _address(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The client's address: the TCP peer, or the first hop of X-Forwarded-For with
+        TRUST_FORWARDED_FOR."""
+        return client_address(peer, forwarded_for, self.settings.trust_forwarded_for)
+
+    def request_address(self, request: web.Request) -> str:
+        """The client's address of a SockJS request (what binds a session to its client)."""
+        return self._address(request.remote, request.headers.get("X-Forwarded-For"))
+
+    async def _metered(self, address: str) -> int | None:
+        """Seconds to wait, past the handshakes allowed per client ``address``; None: go ahead.
+        A limit store that cannot be asked (Redis down) lets the handshake through: the
+        connection still needs a valid token."""
         if self._attempts is None:
             return None
-        address = client_address(peer, forwarded_for, self.settings.trust_forwarded_for)
         try:
             allowed, wait = await self._attempts.take(address)
         except DependencyUnavailable as exc:
@@ -207,7 +214,7 @@ class EdgeServer:
         checked for every SockJS request)."""
         if not self.ready:
             return web.Response(status=503, text="not ready")
-        wait = await self._metered(request.remote, request.headers.get("X-Forwarded-For"))
+        wait = await self._metered(self.request_address(request))
         if wait is None:
             return None
         return web.Response(
@@ -282,9 +289,7 @@ def _sockjs_app(settings: Settings, edge_server: EdgeServer) -> web.Application:
         edge_server.admit,
         edge_server.run_sockjs,
         operational=edge_server.operational,
-        address=lambda request: client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), settings.trust_forwarded_for
-        ),
+        address=edge_server.request_address,
     )
     return sockjs_app.application()
 
